@@ -1,0 +1,5 @@
+import sys
+
+from drfuse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,6 @@
+-- Load one MIMIC table. {where} is empty or the item-id filter of the event tables, applied while
+-- the file streams through (the full chartevents never sits in memory or on disk).
+CREATE TABLE {table} AS
+SELECT {select}
+FROM {source}
+{where};

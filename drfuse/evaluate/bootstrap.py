@@ -1,0 +1,195 @@
+"""Stage `evaluate`: bootstrap PRAUC and AUROC of every prediction file, per label and macro.
+
+Resampling. A resample is drawn over the test set's stays in sorted stay_id order, from a seed
+derived from (evaluation.seed, a digest of the sorted stay_ids, resample number). So every
+prediction file of one test set -- whatever model made it, whatever its row order -- is evaluated
+on exactly the same resamples, and a chunk of resamples can be regenerated alone (memory stays
+bounded by the chunk size). A resample is used as a vector of counts (sample weights); the metrics
+are exact (`drfuse.evaluate.metrics`).
+
+Intervals. Percentile method: the (1 - ci) / 2 and (1 + ci) / 2 quantiles (numpy's default linear
+interpolation) of the resample values of a metric; the point estimate is the metric on the test set
+itself. A resample in which a label has no positive (AP, AUROC) or no negative (AUROC) leaves that
+label out of the resample's macro mean; `n_excluded` counts such cases (label rows: resamples
+without a value; macro rows: excluded (resample, label) pairs) and `n_resamples_used` says how many
+resample values an interval rests on.
+
+Output: one row per (prediction file, label or 'macro', metric in {prauc, auroc}).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from drfuse.errors import UserError
+from drfuse.evaluate.metrics import SortedLabel, macro
+from drfuse.phenotypes import PHENOTYPES
+
+log = logging.getLogger(__name__)
+
+METRICS = ("prauc", "auroc")
+MACRO = "macro"
+# resamples per chunk are chosen so one R x n weight matrix stays near this many elements
+CHUNK_ELEMENTS = 4_000_000
+SEED_DIR = re.compile(r"^seed(\d+)$")
+
+
+def parse_prediction_path(path: Path) -> dict:
+    """model, train_set, seed, test_set of `.../predict/{model}/{train_set}/seed{n}/{test_set}.parquet`."""
+    path = Path(path)
+    parts = path.parts
+    match = SEED_DIR.match(parts[-2]) if len(parts) >= 4 else None
+    if match is None or path.suffix != ".parquet":
+        raise UserError(
+            f"prediction file {path}: expected a path like predict/{{model}}/{{train_set}}/seed{{n}}/{{test_set}}.parquet"
+        )
+    return {"model": parts[-4], "train_set": parts[-3], "seed": int(match.group(1)), "test_set": path.stem}
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """stay_id (n,), labels (n x 25, int8) and probabilities (n x 25, float64) of one prediction file."""
+    df = pd.read_parquet(path)
+    wanted = ["stay_id"] + [f"y:{c}" for c in PHENOTYPES] + [f"p:{c}" for c in PHENOTYPES]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise UserError(f"prediction file {path}: missing columns {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+    if len(df) == 0:
+        raise UserError(f"prediction file {path}: no rows")
+    stay_id = df["stay_id"].to_numpy(np.int64)
+    if len(np.unique(stay_id)) != len(stay_id):
+        raise UserError(f"prediction file {path}: duplicate stay_id values")
+    y = df[[f"y:{c}" for c in PHENOTYPES]].to_numpy()
+    p = df[[f"p:{c}" for c in PHENOTYPES]].to_numpy(np.float64)
+    if not np.isin(y, (0, 1)).all():
+        raise UserError(f"prediction file {path}: y: columns must hold 0/1")
+    if not np.isfinite(p).all():
+        raise UserError(f"prediction file {path}: p: columns hold NaN or infinite probabilities")
+    return stay_id, y.astype(np.int8), p
+
+
+def _stream_seed(stay_id: np.ndarray, seed: int) -> list[int]:
+    """Seed words from the evaluation seed and the test set's sorted stay_ids."""
+    digest = hashlib.sha256(np.sort(stay_id).astype("<i8").tobytes()).digest()
+    return [int(seed), *np.frombuffer(digest[:16], dtype="<u4").tolist()]
+
+
+def resample_counts(stay_id: np.ndarray, seed: int, start: int, stop: int) -> np.ndarray:
+    """Counts (stop - start) x n of resamples start..stop-1, aligned to the given stay_id order.
+
+    Resample r draws n indices with replacement over the sorted stay_ids, from its own seed
+    (seed, digest of the stay_ids, r): the same for every file of a test set and any chunking.
+    """
+    stay_id = np.asarray(stay_id, dtype=np.int64)
+    n = len(stay_id)
+    words = _stream_seed(stay_id, seed)
+    draws = np.stack([np.random.default_rng([*words, r]).integers(0, n, size=n) for r in range(start, stop)])
+    rows = stop - start
+    flat = draws + (np.arange(rows)[:, None] * n)
+    counts_sorted = np.bincount(flat.ravel(), minlength=rows * n).reshape(rows, n)
+    # column j of counts_sorted belongs to the j-th smallest stay_id; map back to the file's order
+    rank = np.argsort(np.argsort(stay_id, kind="stable"), kind="stable")
+    return counts_sorted[:, rank].astype(np.float64)
+
+
+def bootstrap_arrays(
+    stay_id: np.ndarray, y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """Point values (L,) and resample values (n_bootstrap x L) of AP and AUROC for L labels."""
+    n, n_labels = y.shape
+    sorted_labels = [SortedLabel(y[:, k], p[:, k]) for k in range(n_labels)]
+    ones = np.ones((1, n))
+    point = np.array([lab.ap_auroc(ones) for lab in sorted_labels])[:, :, 0]  # L x 2
+    boot = {m: np.empty((n_bootstrap, n_labels)) for m in METRICS}
+    chunk = max(1, CHUNK_ELEMENTS // n)
+    starts = range(0, n_bootstrap, chunk)
+    for start in tqdm(starts, desc="bootstrap", unit="chunk", disable=not progress, leave=False):
+        stop = min(start + chunk, n_bootstrap)
+        counts = resample_counts(stay_id, seed, start, stop)
+        for k, lab in enumerate(sorted_labels):
+            boot["prauc"][start:stop, k], boot["auroc"][start:stop, k] = lab.ap_auroc(counts)
+    return {"point_prauc": point[:, 0], "point_auroc": point[:, 1], **{f"boot_{m}": v for m, v in boot.items()}}
+
+
+def summarise(arrays: dict[str, np.ndarray], labels: tuple[str, ...], ci: float) -> pd.DataFrame:
+    """One row per (label or macro, metric): estimate, percentile interval, resamples used/excluded."""
+    if not 0.0 < ci < 1.0:
+        raise UserError(f"config evaluation.ci must lie strictly between 0 and 1, got {ci}")
+    q = [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0]
+    rows = []
+    for metric in METRICS:
+        point, boot = arrays[f"point_{metric}"], arrays[f"boot_{metric}"]
+        n_boot = boot.shape[0]
+        columns = [(lab, point[k], boot[:, k], int(np.isnan(boot[:, k]).sum())) for k, lab in enumerate(labels)]
+        macro_point, _ = macro(point)
+        macro_boot, excluded = macro(boot)
+        columns.append((MACRO, float(macro_point), macro_boot, int(excluded.sum())))
+        for label, est, values, n_excluded in columns:
+            used = values[~np.isnan(values)]
+            low, high = np.quantile(used, q) if len(used) else (np.nan, np.nan)
+            rows.append(
+                {
+                    "label": label,
+                    "metric": metric,
+                    "estimate": float(est),
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                    "n_resamples_used": int(len(used)),
+                    "n_excluded": n_excluded,
+                    "n_bootstrap": n_boot,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def write_parquet_atomic(df: pd.DataFrame, out_path: Path) -> None:
+    """Write next to the target, then rename: a failed run leaves no half-written file."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate(prediction_paths: list[Path], out_path: Path, n_bootstrap: int, seed: int, ci: float) -> None:
+    """Bootstrap every prediction file and write all results to one parquet file."""
+    if int(n_bootstrap) < 1:
+        raise UserError(f"config evaluation.n_bootstrap must be >= 1, got {n_bootstrap}")
+    if not prediction_paths:
+        raise UserError("evaluate: no prediction files given")
+    frames = []
+    test_sets: dict[str, str] = {}
+    for path in tqdm(prediction_paths, desc="evaluate", unit="file"):
+        path = Path(path)
+        meta = parse_prediction_path(path)
+        if not path.exists():
+            raise UserError(f"prediction file not found: {path}")
+        stay_id, y, p = read_predictions(path)
+        key = _stream_seed(stay_id, seed)[1]
+        test_sets.setdefault(f"{meta['test_set']} ({len(stay_id)} stays, key {key:08x})", str(path))
+        arrays = bootstrap_arrays(stay_id, y, p, int(n_bootstrap), int(seed), progress=True)
+        summary = summarise(arrays, PHENOTYPES, float(ci))
+        for name, value in reversed(meta.items()):
+            summary.insert(0, name, value)
+        summary["n_stays"] = len(stay_id)
+        summary["ci"] = float(ci)
+        summary["path"] = str(path)
+        frames.append(summary)
+        macro_ap = summary.query("label == @MACRO and metric == 'prauc'")
+        log.info("%s: macro PRAUC %.4f (%.4f, %.4f)", path, *macro_ap[["estimate", "ci_low", "ci_high"]].iloc[0])
+    # files of one test set share resamples iff they hold the same stays: list the groups found
+    log.info("resample groups (test set, stays, stay_id digest): %s", ", ".join(sorted(test_sets)))
+    write_parquet_atomic(pd.concat(frames, ignore_index=True), out_path)

@@ -1,0 +1,79 @@
+"""The experiment plan: which models are trained on which training set, and what is predicted.
+
+Everything here is derived from the `experiments:` section of the configuration, so adding a model,
+a seed or a grid point is a config edit. Run names are registry model names
+(`drfuse.models.MODELS`) or grid-search variants `drfuse-gNN` (DrFuse with one point of the
+paper's grid of loss weights and learning rates).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+from drfuse.config import deep_merge
+from drfuse.errors import UserError
+
+TEST_SETS = ("full", "matched")
+GRID_RUN = re.compile(r"^drfuse-g(\d+)$")
+# Models that see only the CXR: trained and tested on the matched subset alone.
+IMAGE_ONLY_MODELS = {"resnet50"}
+
+
+def grid_points(cfg: dict) -> list[dict]:
+    """The grid of DrFuse settings, in a fixed order (index = the NN of `drfuse-gNN`)."""
+    grid = cfg["experiments"]["grid_search"]
+    keys = ("lambda_jsd", "lambda_orth", "lambda_attn", "lr")
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def grid_runs(cfg: dict) -> list[str]:
+    if not cfg["experiments"]["grid_search"]["enabled"]:
+        return []
+    return [f"drfuse-g{i:02d}" for i in range(len(grid_points(cfg)))]
+
+
+def resolve_run(run_name: str, cfg: dict) -> tuple[str, dict]:
+    """Map a run name to (registry model name, configuration for that run)."""
+    match = GRID_RUN.match(run_name)
+    if not match:
+        return run_name, cfg
+    points = grid_points(cfg)
+    index = int(match.group(1))
+    if index >= len(points):
+        raise UserError(f"grid run {run_name} does not exist: experiments.grid_search has {len(points)} points")
+    point = points[index]
+    override = {"model": {k: point[k] for k in ("lambda_jsd", "lambda_orth", "lambda_attn")}, "train": {"lr": point["lr"]}}
+    return "drfuse", deep_merge(cfg, override)
+
+
+def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:
+    """Every (run name, training set, seed) the configured tables need, without duplicates."""
+    exp = cfg["experiments"]
+    runs: list[tuple[str, str]] = []
+    for model in exp["table2"]["models"]:
+        runs += [(model, train_set) for train_set in exp["table2"]["train_sets"]]
+    runs += [(model, exp["table3"]["train_set"]) for model in exp["table3"]["models"]]
+    runs += [(model, exp["table4"]["train_set"]) for model in exp["table4"]["ablations"]]
+    if exp["table4"]["ablations"]:
+        runs.append(("drfuse", exp["table4"]["train_set"]))
+    for run in grid_runs(cfg):
+        runs += [(run, train_set) for train_set in exp["table2"]["train_sets"]]
+    for model, train_set in runs:
+        if model in IMAGE_ONLY_MODELS and train_set != "matched":
+            raise UserError(f"config experiments: {model} sees only the chest X-ray and trains on 'matched' only")
+    unique = list(dict.fromkeys(runs))
+    return [(model, train_set, seed) for model, train_set in unique for seed in exp["seeds"]]
+
+
+def test_sets_for(model: str) -> tuple[str, ...]:
+    return ("matched",) if model in IMAGE_ONLY_MODELS else TEST_SETS
+
+
+def prediction_targets(cfg: dict) -> list[str]:
+    """Prediction files (relative to the results dir) of every run on each of its test sets."""
+    return [
+        f"predict/{model}/{train_set}/seed{seed}/{test_set}.parquet"
+        for model, train_set, seed in experiment_runs(cfg)
+        for test_set in test_sets_for(model)
+    ]

@@ -1,0 +1,186 @@
+"""The `images` stage: decode the cohort's chest X-rays once into one uint8 cache.
+
+`build_cache` reads `cohort/stays.parquet`, takes the distinct `dicom_id`s of the stays with
+`has_cxr`, and decodes only those files (JPEG, PNG or DICOM; see `drfuse.images.decode`) over a
+process pool, in dicom_id order. It writes, atomically (temp names renamed at the end, nothing left
+behind on failure):
+
+- `cxr.u8`: raw uint8 memmap, shape (n_images, S, S), S = `images.cache_size`;
+- `index.parquet`: `dicom_id, row, source_path` (path relative to the CXR root; `.dcm`/`.png` when
+  the `.jpg` was missing and that file was read instead), readable images only, sorted by dicom_id;
+- `bad_images.csv`: `dicom_id, path, reason` for missing, truncated or unreadable files
+  (with `strict`, the first such file raises `UserError` instead).
+
+Reading it (training, tables)::
+
+    from drfuse.images.cache import ImageCache, usable_cxr
+
+    cache = ImageCache(results / "images")
+    rows = cache.rows_for(stays["dicom_id"])    # int64 row per id, -1 when not in the cache
+    img = cache.array[rows[i]]                  # (S, S) uint8 view into the read-only memmap
+    mask = usable_cxr(stays, results / "images")  # has_cxr & image readable: the matched dataset
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, closing
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from drfuse.errors import UserError
+from drfuse.images.decode import decode_task
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "cxr.u8"
+INDEX_FILE = "index.parquet"
+BAD_FILE = "bad_images.csv"
+# Parquet schema metadata key holding S, so a reader needs nothing but the folder.
+SIZE_KEY = b"drfuse.cache_size"
+_STAYS_COLUMNS = ("has_cxr", "dicom_id", "cxr_path")
+
+
+def _n_workers(workers: int, n_tasks: int) -> int:
+    if workers < 0:
+        raise UserError(f"images.workers must be >= 0 (0 = all cores), got {workers}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(workers or cores, n_tasks))
+
+
+def _read_tasks(stays_path: Path) -> list[tuple[str, str | None]]:
+    """Distinct (dicom_id, cxr_path) of the stays with has_cxr, sorted by dicom_id."""
+    if not stays_path.is_file():
+        raise UserError(f"stays table not found: {stays_path}")
+    missing = [c for c in _STAYS_COLUMNS if c not in pl.read_parquet_schema(stays_path)]
+    if missing:
+        raise UserError(f"{stays_path} lacks column(s) {', '.join(missing)}")
+    stays = pl.read_parquet(stays_path, columns=list(_STAYS_COLUMNS))
+    wanted = stays.filter(pl.col("has_cxr").fill_null(False))
+    if wanted["dicom_id"].null_count():
+        raise UserError(f"{stays_path}: {wanted['dicom_id'].null_count()} stay(s) with has_cxr but no dicom_id")
+    # The same image can match two stays of one subject: decode it once.
+    wanted = wanted.select("dicom_id", "cxr_path").unique("dicom_id", keep="first").sort("dicom_id")
+    return list(wanted.iter_rows())
+
+
+def _decoded(tasks: list[tuple], workers: int) -> Iterator[tuple]:
+    """decode_task over the tasks, results in task order (so rows are deterministic)."""
+    if workers == 1:
+        yield from map(decode_task, tasks)
+        return
+    # Small chunks keep every core busy to the end; spawn keeps the workers free of whatever
+    # threads or state the parent holds.
+    chunk = max(1, min(32, len(tasks) // (workers * 8)))
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    try:
+        yield from pool.map(decode_task, tasks, chunksize=chunk)
+    finally:
+        # On a strict-mode failure, do not decode the rest of the queue before raising.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_index(path: Path, ids: list[str], sources: list[str], size: int) -> None:
+    table = pa.table(
+        {
+            "dicom_id": pa.array(ids, pa.string()),
+            "row": pa.array(np.arange(len(ids), dtype=np.int64)),
+            "source_path": pa.array(sources, pa.string()),
+        }
+    )
+    pq.write_table(table.replace_schema_metadata({SIZE_KEY: str(size).encode()}), path)
+
+
+def build_cache(stays_path: Path, cxr_root: Path, out_dir: Path, size: int, strict: bool, workers: int) -> None:
+    """Decode every has_cxr stay's image once into out_dir/{cxr.u8, index.parquet, bad_images.csv}."""
+    if not isinstance(size, int) or size < 1:
+        raise UserError(f"images.cache_size must be a positive integer, got {size!r}")
+    stays_path, cxr_root, out_dir = Path(stays_path), Path(cxr_root), Path(out_dir)
+    wanted = _read_tasks(stays_path)
+    if wanted and not cxr_root.is_dir():
+        raise UserError(f"CXR image root not found: {cxr_root} (data.mimic_cxr_dir)")
+    tasks = [(dicom_id, rel, str(cxr_root), size) for dicom_id, rel in wanted]
+    n_workers = _n_workers(workers, len(tasks))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    tmp = {name: out_dir / f".{name}.tmp{os.getpid()}" for name in (DATA_FILE, INDEX_FILE, BAD_FILE)}
+    ids: list[str] = []
+    sources: list[str] = []
+    bad: list[tuple[str, str, str]] = []
+    try:
+        with ExitStack() as stack:
+            data = stack.enter_context(open(tmp[DATA_FILE], "wb"))
+            results = stack.enter_context(closing(_decoded(tasks, n_workers)))
+            for dicom_id, source, arr, reason in tqdm(results, total=len(tasks), desc="CXR cache", unit="img"):
+                if reason is not None:
+                    if strict:
+                        where = cxr_root / source if source else "(no cxr_path)"
+                        raise UserError(f"unreadable chest X-ray {where} (dicom_id {dicom_id}): {reason}")
+                    bad.append((dicom_id, source, reason))
+                    continue
+                # Results arrive in dicom_id order, so appending gives compact, deterministic rows.
+                data.write(arr.tobytes())
+                ids.append(dicom_id)
+                sources.append(source)
+        _write_index(tmp[INDEX_FILE], ids, sources, size)
+        pl.DataFrame(
+            {"dicom_id": [b[0] for b in bad], "path": [b[1] for b in bad], "reason": [b[2] for b in bad]},
+            schema={"dicom_id": pl.String, "path": pl.String, "reason": pl.String},
+        ).write_csv(tmp[BAD_FILE])
+        for name, path in tmp.items():
+            path.replace(out_dir / name)
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+    log.info("CXR cache: %d images of %d px in %s, %d bad (see %s)", len(ids), size, out_dir, len(bad), BAD_FILE)
+
+
+class ImageCache:
+    """Read-only view of an `images/` folder written by `build_cache`.
+
+    `array`: np.memmap (n_images, S, S) uint8; `size`: S; `dicom_ids`: ids in row order;
+    `rows_for(ids)`: the row of each id, -1 where the id is null or not in the cache.
+    """
+
+    def __init__(self, cache_dir: Path):
+        cache_dir = Path(cache_dir)
+        index_path, data_path = cache_dir / INDEX_FILE, cache_dir / DATA_FILE
+        for path in (index_path, data_path):
+            if not path.is_file():
+                raise UserError(f"image cache file not found: {path} (run `drfuse images`)")
+        index = pq.read_table(index_path)
+        meta = index.schema.metadata or {}
+        if SIZE_KEY not in meta:
+            raise UserError(f"{index_path} has no cache size metadata: not written by `drfuse images`")
+        self.size = int(meta[SIZE_KEY])
+        self.dicom_ids: list[str] = index.column("dicom_id").to_pylist()
+        n = len(self.dicom_ids)
+        expected = n * self.size * self.size
+        if data_path.stat().st_size != expected:
+            raise UserError(f"{data_path} holds {data_path.stat().st_size} bytes, its index expects {expected}: rebuild the cache")
+        shape = (n, self.size, self.size)
+        # np.memmap cannot map an empty file.
+        self.array = np.memmap(data_path, np.uint8, "r", shape=shape) if n else np.zeros(shape, np.uint8)
+        self._row = {d: i for d, i in zip(self.dicom_ids, index.column("row").to_pylist())}
+
+    def __len__(self) -> int:
+        return len(self.dicom_ids)
+
+    def rows_for(self, dicom_ids: Iterable[str | None]) -> np.ndarray:
+        return np.fromiter((self._row.get(d, -1) for d in dicom_ids), dtype=np.int64)
+
+
+def usable_cxr(stays, cache_dir: Path) -> np.ndarray:
+    """Bool per stay (polars or pandas frame): has_cxr and its image is readable (in the cache)."""
+    # Nulls (None, NaN, pd.NA) count as no CXR.
+    has = np.array([isinstance(h, (bool, np.bool_)) and bool(h) for h in stays["has_cxr"]], dtype=bool)
+    return has & (ImageCache(cache_dir).rows_for(list(stays["dicom_id"])) >= 0)

@@ -1,0 +1,29 @@
+"""The 25 benchmark phenotypes: `use_in_benchmark` groups of the HCUP CCS definitions.
+
+Alphabetical order, as in the paper's Table 3. These names are the label column names of
+`results/cohort/stays.parquet` and of every predictions file.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+
+RESOURCES = resources.files("drfuse.data") / "resources"
+
+
+@lru_cache(maxsize=None)
+def ccs_definitions(filename: str = "hcup_ccs_2015_definitions.yaml") -> dict:
+    with (RESOURCES / filename).open() as fh:
+        return yaml.safe_load(fh)
+
+
+@lru_cache(maxsize=None)
+def phenotype_names() -> tuple[str, ...]:
+    return tuple(sorted(name for name, group in ccs_definitions().items() if group.get("use_in_benchmark")))
+
+
+PHENOTYPES = phenotype_names()
+N_PHENOTYPES = len(PHENOTYPES)

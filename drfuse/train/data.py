@@ -1,0 +1,104 @@
+"""One split of the cohort as in-memory arrays, ready to be moved to the training device once.
+
+Reads `cohort/stays.parquet` (split, labels, CXR match), `features/ehr.npy` + `index.parquet`
+(EHR matrix and sequence length per stay) and the image cache `images/` (via
+`drfuse.images.cache`). A stay has a usable CXR iff `has_cxr` and its image is in the cache.
+
+Datasets: `full` = every stay of the split; `matched` = the stays of the split with a usable CXR.
+A model that uses no EHR (the uni-modal CNN) always gets `matched`.
+
+Only the images of the selected stays are copied out of the memmap, into a compact array that
+`image_rows` indexes (-1: no usable CXR), so the training set's images fit on the GPU as one
+uint8 tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from drfuse.errors import UserError
+from drfuse.images.cache import ImageCache, usable_cxr
+from drfuse.phenotypes import PHENOTYPES
+
+DATASETS = ("full", "matched")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitData:
+    """Arrays of one split, row i = one stay."""
+
+    stay_id: np.ndarray  # (N,) int64
+    ehr: np.ndarray  # (N, T, F) float32
+    lengths: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N, C) int8
+    has_cxr: np.ndarray  # (N,) bool: usable CXR
+    image_rows: np.ndarray  # (N,) int64 into `images`, -1 without usable CXR
+    images: np.ndarray  # (M, S, S) uint8, the selected stays' images only
+
+    def __len__(self) -> int:
+        return len(self.stay_id)
+
+
+def dataset_for(model, dataset: str) -> str:
+    """The dataset a model really trains / tests on: CXR-only models only see matched stays."""
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    return dataset if getattr(model, "uses_ehr", True) else "matched"
+
+
+def _ehr_rows(results_dir: Path, stay_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ehr rows, lengths) of the given stays from features/{ehr.npy, index.parquet}."""
+    index_path = results_dir / "features" / "index.parquet"
+    ehr_path = results_dir / "features" / "ehr.npy"
+    for path in (index_path, ehr_path):
+        if not path.is_file():
+            raise UserError(f"features file not found: {path} (run `drfuse features`)")
+    index = pl.read_parquet(index_path, columns=["stay_id", "row", "length"])
+    found = pl.DataFrame({"stay_id": stay_ids}).join(index, on="stay_id", how="left", maintain_order="left")
+    missing = found["row"].null_count()
+    if missing:
+        raise UserError(f"{index_path}: {missing} cohort stay(s) have no EHR row (rebuild the features)")
+    ehr = np.load(ehr_path, mmap_mode="r")
+    rows = found["row"].to_numpy().astype(np.int64)
+    if rows.size and rows.max() >= ehr.shape[0]:
+        raise UserError(f"{index_path} points past the {ehr.shape[0]} rows of {ehr_path}")
+    return np.ascontiguousarray(ehr[rows], dtype=np.float32), found["length"].to_numpy().astype(np.int64)
+
+
+def load_split(results_dir: Path, split: str, dataset: str) -> SplitData:
+    """The stays of `split` (train/val/test) in `dataset` (full/matched), sorted by stay_id."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}")
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    results_dir = Path(results_dir)
+    stays_path = results_dir / "cohort" / "stays.parquet"
+    if not stays_path.is_file():
+        raise UserError(f"cohort file not found: {stays_path} (run `drfuse cohort`)")
+    stays = pl.read_parquet(stays_path).filter(pl.col("split") == split).sort("stay_id")
+    missing = [c for c in ("stay_id", "has_cxr", "dicom_id", *PHENOTYPES) if c not in stays.columns]
+    if missing:
+        raise UserError(f"{stays_path} lacks column(s) {', '.join(missing)}")
+    images_dir = results_dir / "images"
+    usable = usable_cxr(stays, images_dir)
+    if dataset == "matched":
+        stays, usable = stays.filter(pl.Series(usable)), usable[usable]
+    if stays.height == 0:
+        raise UserError(f"{stays_path}: no stays in the {split} split of the {dataset} dataset")
+
+    stay_id = stays["stay_id"].to_numpy().astype(np.int64)
+    ehr, lengths = _ehr_rows(results_dir, stay_id)
+    cache = ImageCache(images_dir)
+    cache_rows = cache.rows_for(stays["dicom_id"].to_list())
+    # Copy out only the images used here; reading the memmap in row order keeps it sequential.
+    used = np.unique(cache_rows[usable])
+    images = np.ascontiguousarray(cache.array[used]) if used.size else np.zeros((0, cache.size, cache.size), np.uint8)
+    image_rows = np.full(len(stay_id), -1, dtype=np.int64)
+    image_rows[usable] = np.searchsorted(used, cache_rows[usable])
+    labels = stays.select(PHENOTYPES).to_numpy().astype(np.int8)
+    return SplitData(stay_id, ehr, lengths, labels, usable, image_rows, images)

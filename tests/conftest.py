@@ -1,0 +1,91 @@
+"""Shared fixtures: the real open data in ../shared, and a tiny built-in dataset run through the
+data stages once per test session (so model and training tests run on realistic files)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from drfuse import config as config_mod
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DEMO_DIR = SHARED / "data" / "mimic-iv-demo"
+CXR_SAMPLES = SHARED / "data" / "cxr-samples"
+
+# A tiny built-in dataset: enough stays in every split for training and evaluation tests.
+TINY_OVERRIDES = {
+    "synth": {"n_subjects": 240, "seed": 7, "image_size": [96, 80]},
+    "images": {"cache_size": 40, "workers": 1},
+    "model": {"d_model": 32, "n_heads": 2, "ff_dim": 64, "dropout": 0.0, "backbone": "resnet18", "image_size": 32},
+    "train": {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 1e-3, "device": "cpu"},
+    "evaluation": {"n_bootstrap": 50},
+}
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    assert SHARED.is_dir(), f"tests need the shared data folder beside the project: {SHARED}"
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def demo_dir(shared_dir) -> Path:
+    return DEMO_DIR
+
+
+@pytest.fixture(scope="session")
+def cxr_samples_dir(shared_dir) -> Path:
+    return CXR_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory, demo_dir) -> Path:
+    """The real MIMIC-IV demo ingested once (no CXR metadata: the demo has none)."""
+    from drfuse.data.ingest import ingest
+
+    out = tmp_path_factory.mktemp("demo_db")
+    db = out / "mimiciv.duckdb"
+    ingest(demo_dir, None, db, out / "manifest.json")
+    return db
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> dict:
+    cfg = config_mod.load(ROOT / "config.yaml")
+    return config_mod.deep_merge(cfg, TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory, tiny_cfg) -> Path:
+    """synth -> ingest -> cohort -> features -> images on a tiny built-in dataset, once."""
+    from drfuse.data.cohort import build_cohort
+    from drfuse.data.features import build_features
+    from drfuse.data.ingest import ingest
+    from drfuse.images.cache import build_cache
+    from drfuse.synth import generate
+
+    results = tmp_path_factory.mktemp("tiny_results")
+    synth = results / "synth"
+    generate(synth, tiny_cfg["synth"])
+    db = results / "mimiciv.duckdb"
+    ingest(synth / "mimic-iv", synth / "mimic-cxr-jpg", db, results / "ingest" / "manifest.json")
+    build_cohort(db, results / "cohort", tiny_cfg)
+    build_features(db, results / "cohort" / "stays.parquet", results / "features", tiny_cfg)
+    images = tiny_cfg["images"]
+    build_cache(
+        results / "cohort" / "stays.parquet",
+        synth / "mimic-cxr-jpg",
+        results / "images",
+        size=images["cache_size"],
+        strict=images["strict"],
+        workers=images["workers"],
+    )
+    return results
+
+
+@pytest.fixture
+def tiny_cfg_copy(tiny_cfg) -> dict:
+    return copy.deepcopy(tiny_cfg)

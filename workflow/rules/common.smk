@@ -1,0 +1,38 @@
+# Shared definitions: the resolved configuration, paths, and the experiment list.
+import json
+import hashlib
+from pathlib import Path
+
+from drfuse import config as drfuse_config
+from drfuse.experiments import experiment_runs, prediction_targets
+
+CFG = drfuse_config.resolve(config)
+R = Path(CFG["data"]["results_dir"])
+BUILTIN = drfuse_config.uses_builtin_data(CFG)
+
+# The CLI reads the resolved configuration from a file; its name is a hash of its content, so a
+# changed setting gives a new file while the rules' params decide which stages re-run.
+_cfg_text = json.dumps(CFG, sort_keys=True, indent=1)
+CONFIG_FILE = R / "config" / f"resolved-{hashlib.sha256(_cfg_text.encode()).hexdigest()[:12]}.json"
+CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
+if not CONFIG_FILE.exists():
+    CONFIG_FILE.write_text(_cfg_text)
+
+if BUILTIN:
+    MIMIC_IV_DIR = R / "synth" / "mimic-iv"
+    MIMIC_CXR_DIR = R / "synth" / "mimic-cxr-jpg"
+else:
+    MIMIC_IV_DIR = Path(CFG["data"]["mimic_iv_dir"])
+    MIMIC_CXR_DIR = Path(CFG["data"]["mimic_cxr_dir"])
+
+DRFUSE = f"drfuse --config {CONFIG_FILE}"
+
+RUNS = experiment_runs(CFG)                       # (model, train_set, seed) to train
+PREDICTIONS = [str(R / p) for p in prediction_targets(CFG)]
+
+FINAL_OUTPUTS = [
+    str(R / "tables" / f"table{i}.{ext}") for i in (1, 2, 3, 4) for ext in ("csv", "md", "tex")
+] + [str(R / "figures" / f) for f in ("tsne.png", "attention.png", "pr_curves.png")]
+
+# The software environment of every rule under `--sdm conda` (path relative to workflow/rules/).
+CONDA_ENV = "../../envs/drfuse.yaml"

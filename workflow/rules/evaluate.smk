@@ -1,0 +1,69 @@
+# Bootstrap every prediction file with shared resample indices, then tables, figures and report.
+
+
+rule evaluate:
+    input:
+        predictions=PREDICTIONS,
+    output:
+        bootstrap=R / "eval" / "bootstrap.parquet",
+    params:
+        settings=CFG["evaluation"],
+    conda:
+        CONDA_ENV
+    log:
+        R / "logs" / "evaluate.log",
+    benchmark:
+        R / "benchmarks" / "evaluate.tsv"
+    shell:
+        "{DRFUSE} evaluate --predictions {input.predictions} --out {output.bootstrap} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        bootstrap=rules.evaluate.output.bootstrap,
+        stays=rules.cohort.output.stays,
+        attrition=rules.cohort.output.attrition,
+        image_index=rules.images.output.index,
+    output:
+        **{
+            f"table{i}_{ext}": report(
+                R / "tables" / f"table{i}.{ext}",
+                caption=f"../report/table{i}.rst",
+                category="Tables",
+            )
+            if ext == "csv"
+            else R / "tables" / f"table{i}.{ext}"
+            for i in (1, 2, 3, 4)
+            for ext in ("csv", "md", "tex")
+        },
+    params:
+        experiments=CFG["experiments"],
+        out=R / "tables",
+    conda:
+        CONDA_ENV
+    log:
+        R / "logs" / "tables.log",
+    benchmark:
+        R / "benchmarks" / "tables.tsv"
+    shell:
+        "{DRFUSE} tables --results {R} --out {params.out} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        predictions=PREDICTIONS,
+        representations=[p.replace(".parquet", ".npz") for p in PREDICTIONS],
+    output:
+        tsne=report(R / "figures" / "tsne.png", caption="../report/tsne.rst", category="Figures"),
+        attention=report(R / "figures" / "attention.png", caption="../report/attention.rst", category="Figures"),
+        pr_curves=report(R / "figures" / "pr_curves.png", caption="../report/pr_curves.rst", category="Figures"),
+    params:
+        out=R / "figures",
+    conda:
+        CONDA_ENV
+    log:
+        R / "logs" / "figures.log",
+    benchmark:
+        R / "benchmarks" / "figures.tsv"
+    shell:
+        "{DRFUSE} figures --results {R} --out {params.out} > {log} 2>&1"
