@@ -97,7 +97,7 @@ def resample_counts(stay_id: np.ndarray, seed: int, start: int, stop: int) -> np
     counts_sorted = np.bincount(flat.ravel(), minlength=rows * n).reshape(rows, n)
     # column j of counts_sorted belongs to the j-th smallest stay_id; map back to the file's order
     rank = np.argsort(np.argsort(stay_id, kind="stable"), kind="stable")
-    return counts_sorted[:, rank].astype(np.float64)
+    return counts_sorted[:, rank].astype(np.int32)
 
 
 def bootstrap_arrays(
@@ -106,7 +106,7 @@ def bootstrap_arrays(
     """Point values (L,) and resample values (n_bootstrap x L) of AP and AUROC for L labels."""
     n, n_labels = y.shape
     sorted_labels = [SortedLabel(y[:, k], p[:, k]) for k in range(n_labels)]
-    ones = np.ones((1, n))
+    ones = np.ones((1, n), dtype=np.int32)
     point = np.array([lab.ap_auroc(ones) for lab in sorted_labels])[:, :, 0]  # L x 2
     boot = {m: np.empty((n_bootstrap, n_labels)) for m in METRICS}
     chunk = max(1, CHUNK_ELEMENTS // n)

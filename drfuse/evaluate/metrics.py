@@ -55,27 +55,40 @@ class SortedLabel:
     @staticmethod
     def _cumsum(weights: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Zero-prefixed cumulative weight of the samples `idx` (in sorted order), per resample."""
-        cum = np.zeros((weights.shape[0], len(idx) + 1), dtype=np.float64)
+        cum = np.zeros((weights.shape[0], len(idx) + 1), dtype=weights.dtype)
         np.cumsum(np.take(weights, idx, axis=1), axis=1, out=cum[:, 1:])
         return cum
 
     def ap_auroc(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """AP and AUROC for each row of `weights` (R x n, original sample order); NaN if undefined."""
+        """AP and AUROC for each row of `weights` (R x n, original sample order); NaN if undefined.
+
+        Integer weights (resample counts) are summed as integers -- exact, and far less memory
+        traffic than float64 -- and turned into floats only at the thresholds.
+        """
         weights = np.atleast_2d(weights)
+        if np.issubdtype(weights.dtype, np.integer):
+            small = weights.shape[1] == 0 or int(weights.sum(axis=1).max()) < 2**31
+            weights = weights.astype(np.int32 if small else np.int64, copy=False)
+        else:
+            weights = weights.astype(np.float64, copy=False)
         tcum = self._cumsum(weights, self.pos_idx)
         fcum = self._cumsum(weights, self.neg_idx)
-        p, n = tcum[:, -1], fcum[:, -1]
 
-        t = tcum[:, self.ap_t]
-        den = t + fcum[:, self.ap_f]
+        def at(cum, idx):
+            return cum[:, idx].astype(np.float64)
+
+        p, n = at(tcum, [-1])[:, 0], at(fcum, [-1])[:, 0]
+
+        t = at(tcum, self.ap_t)
+        den = t + at(fcum, self.ap_f)
         # den == 0 implies t == 0 (nothing at or above this threshold): the term is 0, not 0/0
         precision = t / np.where(den > 0, den, 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ap = np.einsum("rg,rg->r", t - tcum[:, self.ap_t_prev], precision) / p
+            ap = np.einsum("rg,rg->r", t - at(tcum, self.ap_t_prev), precision) / p
             area = np.einsum(
                 "rg,rg->r",
-                fcum[:, self.roc_f] - fcum[:, self.roc_f_prev],
-                tcum[:, self.roc_t] + tcum[:, self.roc_t_prev],
+                at(fcum, self.roc_f) - at(fcum, self.roc_f_prev),
+                at(tcum, self.roc_t) + at(tcum, self.roc_t_prev),
             )
             auroc = area / (2.0 * p * n)
         ap[p <= 0] = np.nan
@@ -86,7 +99,7 @@ class SortedLabel:
 def ap_auroc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray | None = None) -> tuple:
     """AP and AUROC of one label; `weights` None (one unweighted value) or R x n (R values)."""
     y_score = np.asarray(y_score)
-    w = np.ones((1, len(y_score))) if weights is None else weights
+    w = np.ones((1, len(y_score)), dtype=np.int32) if weights is None else weights
     ap, auroc = SortedLabel(y_true, y_score).ap_auroc(w)
     return (float(ap[0]), float(auroc[0])) if weights is None else (ap, auroc)
 

@@ -55,9 +55,14 @@ def write_table(path: Path, frame: pl.DataFrame, columns: list[str], level: int 
         return writer.rows
 
 
-def epoch_to_datetime(seconds) -> pl.Expr | pl.Series:
+def epoch_to_datetime(seconds) -> pl.Series:
     """int64 seconds since 1970 (nulls allowed) -> polars Datetime, for TIME_FORMAT output."""
     return pl.from_epoch(pl.Series(seconds, dtype=pl.Int64), time_unit="s")
+
+
+def masked(values, valid) -> pl.Series:
+    """A polars Series of `values` with nulls (empty CSV fields) where `valid` is False."""
+    return pl.select(pl.when(pl.lit(pl.Series(valid))).then(pl.lit(pl.Series(values)))).to_series()
 
 
 def number_strings(values, decimals: int) -> pl.Series:

@@ -9,8 +9,9 @@
 --   feat_units(channel_id, unit, conversion)   conversions keyed on valueuom (lower case)
 --   feat_text(channel_id, text, score)         categorical text (lower case) -> score
 --   feat_ranges(channel_id, outlier_low, valid_low, valid_high, outlier_high)
--- Creates the temp table `feat_events(stay_id, channel_id, charttime, source_rank, itemid,
--- value)` and `feat_counts(step, n)`; nothing is written to the database.
+--   feat_gcs(part, channel_id)                 the GCS channels: eye, verbal, motor, total
+-- Creates the temp tables `feat_events(stay_id, channel_id, charttime, source_rank, itemid,
+-- derived, value)` and `feat_counts(step, n)`; nothing is written to the database.
 
 -- 1. Rows of the 17 variables inside a cohort stay's window. Labs carry no stay_id: they join the
 --    stay through hadm_id and fall in its window by charttime. The window is half-open:
@@ -59,7 +60,7 @@ FROM feat_parsed p
 WHERE p.raw IS NOT NULL AND isfinite(p.raw);
 
 CREATE OR REPLACE TEMP TABLE feat_events AS
-SELECT c.stay_id, c.channel_id, c.charttime, c.source_rank, c.itemid,
+SELECT c.stay_id, c.channel_id, c.charttime, c.source_rank, c.itemid, false AS derived,
        least(greatest(c.converted, coalesce(r.valid_low, c.converted)),
              coalesce(r.valid_high, c.converted)) AS value
 FROM feat_converted c
@@ -78,7 +79,7 @@ WITH comp AS (
     WHERE channel_id IN (SELECT channel_id FROM feat_gcs WHERE part <> 'total')
     GROUP BY ALL
 )
-SELECT c.stay_id, (SELECT channel_id FROM feat_gcs WHERE part = 'total'), c.charttime, 1, NULL::BIGINT,
+SELECT c.stay_id, (SELECT channel_id FROM feat_gcs WHERE part = 'total'), c.charttime, 1, 0, true,
        sum(c.value)
 FROM comp c
 GROUP BY c.stay_id, c.charttime
@@ -95,12 +96,12 @@ SELECT * FROM (VALUES
     ('converted_lbs_to_kg', (SELECT count(*) FROM feat_converted WHERE conversion = 'lbs_to_kg')),
     ('converted_percent_to_fraction',
         (SELECT count(*) FROM feat_converted WHERE conversion = 'percent_to_fraction' AND raw > 1)),
-    ('outlier_dropped', (SELECT count(*) FROM feat_converted) - (SELECT count(*) FROM feat_events WHERE itemid IS NOT NULL)),
+    ('outlier_dropped', (SELECT count(*) FROM feat_converted) - (SELECT count(*) FROM feat_events WHERE NOT derived)),
     ('clipped', (SELECT count(*) FROM feat_converted c LEFT JOIN feat_ranges r USING (channel_id)
                  WHERE c.converted >= coalesce(r.outlier_low, c.converted)
                    AND c.converted <= coalesce(r.outlier_high, c.converted)
                    AND (c.converted < r.valid_low OR c.converted > r.valid_high))),
-    ('kept', (SELECT count(*) FROM feat_events WHERE itemid IS NOT NULL)),
-    ('gcs_total_derived', (SELECT count(*) FROM feat_events WHERE itemid IS NULL)),
+    ('kept', (SELECT count(*) FROM feat_events WHERE NOT derived)),
+    ('gcs_total_derived', (SELECT count(*) FROM feat_events WHERE derived)),
     ('same_time_duplicates', (SELECT count(*) - count(DISTINCT (stay_id, channel_id, charttime)) FROM feat_events))
 ) v(step, n);

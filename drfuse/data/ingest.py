@@ -1,0 +1,247 @@
+"""Ingest stage: raw MIMIC-IV (+ MIMIC-CXR-JPG metadata) CSVs -> one typed DuckDB file.
+
+Loads patients, admissions, transfers, icustays, diagnoses_icd, d_items, d_labitems, chartevents
+and labevents (and `cxr_metadata` when a MIMIC-CXR root is given) with explicit column types
+(`mimic_version.TABLES`). The event tables keep only the item ids of the 17 variables
+(`drfuse.data.items`); the filter runs while the file streams through DuckDB, so the 300 M-row
+chartevents never has to fit in memory. While an event table loads, a second DuckDB connection
+counts the rows of the whole file on another core, so the release's published counts can be checked
+without a second pass in series.
+
+The version is detected, never assumed: layout from the folders (v1.0 has core/), v3.x from its
+'2020 - 2022' anchor year group, v2.2 from chartevents.caregiver_id. The manifest records it, the
+row counts and any warning (e.g. a full-size table whose count differs from the published one).
+
+Everything is written to `<db>.partial` and renamed at the end: a failed run leaves no database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+from tqdm import tqdm
+
+from drfuse.data import items
+from drfuse.data import mimic_version as mv
+from drfuse.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SQL = resources.files("drfuse.data") / "sql"
+EVENT_ITEMS = {"chartevents": items.chart_itemids, "labevents": items.lab_itemids}
+# Small tables first: icustays tells whether the data is full size before the big files start.
+LOAD_ORDER = ("icustays", "patients", "admissions", "transfers", "diagnoses_icd", "d_items", "d_labitems",
+              "labevents", "chartevents")
+
+
+def _sql(name: str, **parts: str) -> str:
+    return (SQL / name).read_text().format(**parts)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _source(path: Path, columns: dict[str, str]) -> str:
+    struct = "{" + ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in columns.items()) + "}"
+    return _sql("ingest_read_csv.sql", path=_literal(str(path)), columns=struct)
+
+
+def default_memory_limit() -> str:
+    """Half the machine's RAM (at least 1 GB): leaves room for the OS and other programs on a
+    laptop; DuckDB spills to a temporary folder beside the database beyond it."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "4GB"
+    return f"{max(1024, total // 2 // 2**20)}MB"
+
+
+class _SourceCounter:
+    """Counts the rows of whole source files in a background thread (own in-memory DuckDB)."""
+
+    def __init__(self, jobs: dict[str, tuple[Path, str]]):
+        self.counts: dict[str, int] = {}
+        self.error: UserError | None = None
+        self._jobs = jobs
+        self._con = duckdb.connect()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for table, (path, source) in self._jobs.items():
+            try:
+                self.counts[table] = self._con.execute(_sql("ingest_count.sql", source=source)).fetchone()[0]
+            except duckdb.Error as exc:
+                self.error = UserError(f"{path}: cannot read {table}: {exc}")
+                return
+
+    def result(self) -> dict[str, int]:
+        self._close()
+        if self.error:
+            raise self.error
+        return self.counts
+
+    def cancel(self) -> None:
+        if self._thread.is_alive():
+            self._con.interrupt()
+        self._close()
+
+    def _close(self) -> None:
+        self._thread.join()
+        self._con.close()  # closing twice is harmless
+
+
+def _plan(mimic_iv_dir: Path, mimic_cxr_dir: Path | None, layout: str) -> tuple[dict, list[str]]:
+    """Locate every file and check its header before anything is loaded (fail fast)."""
+    plan, warnings = {}, []
+    for table in LOAD_ORDER:
+        spec = mv.TABLES[table]
+        path = mv.table_path(mimic_iv_dir, layout, table)
+        header = mv.read_header(path)
+        columns, warn = mv.typed_columns(path, header, spec, layout)
+        plan[table] = (path, spec, columns)
+        warnings += warn
+    if mimic_cxr_dir is not None:
+        if not mimic_cxr_dir.is_dir():
+            raise UserError(f"MIMIC-CXR directory not found: {mimic_cxr_dir}")
+        path = mv.locate(mimic_cxr_dir, mv.CXR_METADATA_STEM, "the MIMIC-CXR-JPG v2.0.0 metadata")
+        columns, warn = mv.typed_columns(path, mv.read_header(path), mv.CXR_METADATA, "CXR-JPG 2.0.0")
+        plan["cxr_metadata"] = (path, mv.CXR_METADATA, columns)
+        warnings += warn
+    return plan, warnings
+
+
+def _load(con, table: str, path: Path, spec: mv.TableSpec, columns: dict[str, str], version: str) -> None:
+    source = _source(path, columns)
+    if table == "cxr_metadata":
+        query = _sql("ingest_cxr_metadata.sql", source=source)
+    else:
+        select = ", ".join(
+            f"{_ident(c)} AS {_ident(spec.renames[c])}" if c in spec.renames else _ident(c) for c in columns
+        )
+        where = f"WHERE itemid IN ({', '.join(map(str, EVENT_ITEMS[table]()))})" if table in EVENT_ITEMS else ""
+        query = _sql("ingest_table.sql", table=table, select=select, source=source, where=where)
+    try:
+        con.execute(query)
+    except duckdb.Error as exc:
+        raise UserError(f"{path}: cannot load {table} as MIMIC-IV v{version} (typed {columns}): {exc}") from exc
+
+
+def _detect_version(con, layout: str, plan: dict) -> tuple[str, str | None, list[str]]:
+    """(version, release or None, evidence)."""
+    if layout == mv.LAYOUT_V1:
+        return "1.0", "1.0", ["core/ folder (v1.0 layout)"]
+    recent = con.execute("SELECT count(*) FROM patients WHERE anchor_year_group = '2020 - 2022'").fetchone()[0]
+    if recent:
+        return "3.x", None, ["hosp/ + icu/ layout", f"{recent} patients in anchor_year_group '2020 - 2022' (v3.x)"]
+    evidence = ["hosp/ + icu/ layout", "no anchor_year_group '2020 - 2022' (added in v3.0)"]
+    if "caregiver_id" in plan["chartevents"][2]:
+        return "2.x", "2.2", evidence + ["chartevents.caregiver_id (added in v2.2)"]
+    return "2.x", None, evidence + ["no chartevents.caregiver_id: v2.0 or v2.1"]
+
+
+def _count_warnings(version: str, release: str | None, rows: dict[str, int]) -> list[str]:
+    if rows["icustays"] < mv.FULL_SIZE_MIN_ICUSTAYS:
+        return []  # a demo or a subset: nothing to compare with
+    key = release if release in mv.KNOWN_COUNTS else version
+    known = mv.KNOWN_COUNTS.get(key)
+    if known is None:
+        return [f"full-size MIMIC-IV v{version} without published row counts to compare with"]
+    return [
+        f"{table}: {rows[table]:,} rows, MIMIC-IV v{key} has {expected:,}"
+        + (f" (+/- {tol:,})" if tol else "")
+        + ": incomplete or modified files?"
+        for table, (expected, tol) in known.items()
+        if abs(rows[table] - expected) > tol
+    ]
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _remove_db(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def ingest(
+    mimic_iv_dir: Path,
+    mimic_cxr_dir: Path | None,
+    db_path: Path,
+    manifest_path: Path,
+    memory_limit: str | None = None,
+) -> dict:
+    """Load MIMIC-IV (+ CXR metadata) into `db_path`; write and return the manifest."""
+    mimic_iv_dir, db_path, manifest_path = Path(mimic_iv_dir), Path(db_path), Path(manifest_path)
+    mimic_cxr_dir = Path(mimic_cxr_dir) if mimic_cxr_dir else None
+    layout = mv.detect_layout(mimic_iv_dir)
+    plan, warnings = _plan(mimic_iv_dir, mimic_cxr_dir, layout)
+    log.info("MIMIC-IV layout v%s at %s; loading %d tables into %s", layout, mimic_iv_dir, len(plan), db_path)
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db_path.with_name(db_path.name + ".partial")
+    _remove_db(tmp)
+    threads, memory_limit = os.cpu_count() or 1, memory_limit or default_memory_limit()
+    counter = _SourceCounter({t: (plan[t][0], _source(plan[t][0], plan[t][2])) for t in EVENT_ITEMS})
+    tables: dict[str, dict] = {}
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            con.execute(f"SET threads = {threads}")
+            con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+            con.execute("SET preserve_insertion_order = false")  # lets CREATE TABLE AS stream
+            for table in tqdm(plan, desc="ingest", unit="table", disable=None):
+                path, spec, columns = plan[table]
+                start = time.perf_counter()
+                _load(con, table, path, spec, columns, layout)
+                rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                tables[table] = {"path": str(path), "rows": rows, "seconds": round(time.perf_counter() - start, 2)}
+                log.info("%-14s %12s rows  (%s)", table, f"{rows:,}", path.name)
+            version, release, evidence = _detect_version(con, layout, plan)
+            if "cxr_metadata" in tables:
+                bad = con.execute("SELECT count(*) FROM cxr_metadata WHERE study_datetime IS NULL").fetchone()[0]
+                if bad:
+                    warnings.append(f"{plan['cxr_metadata'][0]}: {bad} rows with unreadable StudyDate/StudyTime")
+        for table, n in counter.result().items():
+            tables[table]["rows_source"] = n
+        rows = {t: info.get("rows_source", info["rows"]) for t, info in tables.items()}
+        warnings += _count_warnings(version, release, rows)
+        for warning in warnings:
+            log.warning("%s", warning)
+        manifest = {
+            "mimic_iv_dir": str(mimic_iv_dir),
+            "mimic_cxr_dir": str(mimic_cxr_dir) if mimic_cxr_dir else None,
+            "layout": layout,
+            "version": version,
+            "release": release,
+            "version_evidence": evidence,
+            "full_size": rows["icustays"] >= mv.FULL_SIZE_MIN_ICUSTAYS,
+            "tables": tables,
+            "item_filter": {t: list(f()) for t, f in EVENT_ITEMS.items()},
+            "excluded_items": {str(k): v for k, v in items.EXCLUDED_ITEMS.items()},
+            "duckdb": {"version": duckdb.__version__, "threads": threads, "memory_limit": memory_limit},
+            "warnings": warnings,
+        }
+        _write_json(manifest_path, manifest)
+        os.replace(tmp, db_path)  # last: the database exists only when everything succeeded
+    except BaseException:
+        counter.cancel()
+        _remove_db(tmp)
+        raise
+    log.info("MIMIC-IV v%s (release %s) ingested: %s", version, release or "unknown", db_path)
+    return manifest

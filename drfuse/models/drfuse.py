@@ -1,0 +1,151 @@
+"""DrFuse (Yao et al., AAAI 2024) and its three ablations (paper Table 4).
+
+Follows the paper, and the authors' code where the paper is silent (see
+/work/shared/spec/drfuse-model.md):
+- EHR: `EHRTransformer` with two branches (shared, distinct) after one shared first layer.
+- CXR: one ResNet stem shared by two trunks (shared, distinct), each ending in Linear(feat -> d).
+- One projection MLP, tied between the modalities, on both raw shared vectors.
+- Logit pooling of the two shared vectors (Eq. 2-3) in its stable log-sum-exp form; without CXR,
+  h_shared = h_EHR_shared.
+- Disease-aware masked attention (Eq. 5-8): one Linear(d -> (2 + C) d) over the three tokens
+  gives query, value and C per-class keys; the query is the mean over the available tokens; the
+  CXR token is masked to -inf when missing. Per-class final heads psi_c (the diagonal of one
+  Linear(d -> C), as in the reference); auxiliary heads g1, g2, g3 (`aux_head`: 'mlp', the paper's
+  two-layer network, or 'linear', the reference).
+Adapted: the CNN runs only on the samples that have a CXR (the reference feeds an all-zero image
+through it, polluting BatchNorm statistics), so a missing sample's output does not depend on its
+image slot. The losses (losses.py) fix the reference's JSD normalisation and follow Eq. 13.
+
+Outputs of `forward`: `logits`, `probs` (B, C); `attention` (B, C, 3) over [EHR distinct, shared,
+CXR distinct]; `ehr_shared`, `ehr_distinct` (B, d); `cxr_shared`, `cxr_distinct` (B, d, NaN rows
+for samples without CXR); `h_shared` (B, d) the pooled shared vector; auxiliary logits
+`aux_ehr`, `aux_shared`, `aux_cxr` (B, C; `aux_cxr` NaN rows without CXR).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from drfuse.errors import UserError
+from drfuse.models import losses
+from drfuse.models.encoders import CNNStem, CNNTrunk, EHRTransformer, build_resnet, run_on_available
+from drfuse.phenotypes import N_PHENOTYPES
+
+
+def logit_pool(h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+    """logit((sigmoid(h1) + sigmoid(h2)) / 2) elementwise (Eq. 2), finite for any finite input:
+    LSE([h1+h2, h1+h2, h1, h2]) - LSE([0, 0, h1, h2])."""
+    s = h1 + h2
+    zero = torch.zeros_like(h1)
+    num = torch.logsumexp(torch.stack([s, s, h1, h2]), dim=0)
+    den = torch.logsumexp(torch.stack([zero, zero, h1, h2]), dim=0)
+    return num - den
+
+
+def mean_pool(h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+    """The MSE ablation's pooling: the plain average of the two shared vectors."""
+    return (h1 + h2) / 2
+
+
+def aux_head(kind: str, d: int, n_classes: int) -> nn.Module:
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, n_classes))
+    if kind == "linear":
+        return nn.Linear(d, n_classes)
+    raise UserError(f"model.aux_head = {kind!r}; use 'mlp' or 'linear'")
+
+
+class DrFuse(nn.Module):
+    uses_ehr = True
+    uses_cxr = True
+
+    def __init__(self, cfg: dict, alignment: str = "jsd", use_ranking: bool = True):
+        super().__init__()
+        d = cfg["d_model"]
+        self.n_classes = n_classes = N_PHENOTYPES
+        self.d = d
+        self.pool = logit_pool if alignment == "jsd" else mean_pool
+        self.loss_settings = {
+            "lambda_jsd": float(cfg["lambda_jsd"]),
+            "lambda_orth": float(cfg["lambda_orth"]),
+            "lambda_attn": float(cfg["lambda_attn"]),
+            "margin": float(cfg["margin"]),
+            "alignment": alignment,
+            "use_ranking": use_ranking,
+        }
+        self.ehr_encoder = EHRTransformer(cfg, n_branches=2)  # branches: shared, distinct
+        stem_net = build_resnet(cfg["backbone"], cfg.get("pretrained_weights", ""))
+        self.cxr_stem = CNNStem(stem_net)
+        self.cxr_trunk_shared = CNNTrunk(stem_net, d)
+        self.cxr_trunk_distinct = CNNTrunk(build_resnet(cfg["backbone"], cfg.get("pretrained_weights", "")), d)
+        self.shared_proj = nn.Sequential(
+            nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d)
+        )
+        self.attn_proj = nn.Linear(d, (2 + n_classes) * d)
+        self.final_head = nn.Linear(d, n_classes)  # row c is psi_c
+        self.aux_heads = nn.ModuleList(aux_head(cfg["aux_head"], d, n_classes) for _ in range(3))
+
+    def _cxr(self, images: torch.Tensor):
+        x = self.cxr_stem(images)
+        return self.shared_proj(self.cxr_trunk_shared(x)), self.cxr_trunk_distinct(x)
+
+    def forward(self, ehr, lengths, images, has_cxr) -> dict:
+        has_cxr = has_cxr.bool()
+        ehr_shared_raw, ehr_distinct = self.ehr_encoder(ehr, lengths)
+        ehr_shared = self.shared_proj(ehr_shared_raw)
+        # zero rows where the CXR is missing: finite, and masked out of everything below
+        cxr_shared, cxr_distinct = run_on_available(self._cxr, images, has_cxr, (self.d, self.d), ehr_shared)
+        paired = has_cxr.unsqueeze(1)
+        h_shared = torch.where(paired, self.pool(ehr_shared, cxr_shared), ehr_shared)
+
+        tokens = torch.stack([ehr_distinct, h_shared, cxr_distinct], dim=1)  # (B, 3, d)
+        proj = self.attn_proj(tokens).unflatten(-1, (2 + self.n_classes, self.d))  # (B, 3, 2 + C, d)
+        q, v, k = proj[:, :, 0], proj[:, :, 1], proj[:, :, 2:]
+        available = torch.stack([torch.ones_like(has_cxr), torch.ones_like(has_cxr), has_cxr], dim=1)
+        w = available.to(q.dtype).unsqueeze(-1)
+        query = (q * w).sum(1) / w.sum(1)  # Eq. 5: mean over the available tokens
+        scores = torch.einsum("bd,bjcd->bcj", query, k) / math.sqrt(self.d)  # (B, C, 3)
+        scores = scores.masked_fill(~available.unsqueeze(1), float("-inf"))
+        attention = torch.softmax(scores.float(), dim=-1)
+        z = torch.einsum("bcj,bjd->bcd", attention.to(v.dtype), v)  # (B, C, d)
+        logits = (z * self.final_head.weight).sum(-1) + self.final_head.bias
+
+        nan = torch.tensor(float("nan"), device=ehr_shared.device)
+        return {
+            "logits": logits,
+            "probs": torch.sigmoid(logits),
+            "attention": attention,
+            "ehr_shared": ehr_shared,
+            "ehr_distinct": ehr_distinct,
+            "cxr_shared": torch.where(paired, cxr_shared, nan),
+            "cxr_distinct": torch.where(paired, cxr_distinct, nan),
+            "h_shared": h_shared,
+            "aux_ehr": self.aux_heads[0](ehr_distinct),
+            "aux_shared": self.aux_heads[1](h_shared),
+            "aux_cxr": torch.where(paired, self.aux_heads[2](cxr_distinct), nan),
+        }
+
+    def loss(self, outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor):
+        return losses.drfuse_loss(outputs, labels, has_cxr, self.loss_settings)
+
+
+def build_drfuse(cfg: dict) -> DrFuse:
+    return DrFuse(cfg)
+
+
+def build_drfuse_no_disentangle(cfg: dict) -> DrFuse:
+    """Ablation 'w/o disentangled': no JSD alignment, no orthogonality (l1 = l2 = 0)."""
+    return DrFuse({**cfg, "lambda_jsd": 0.0, "lambda_orth": 0.0})
+
+
+def build_drfuse_mse(cfg: dict) -> DrFuse:
+    """Ablation 'MSE alignment': MSE instead of JSD, average instead of logit pooling."""
+    return DrFuse(cfg, alignment="mse")
+
+
+def build_drfuse_no_rank(cfg: dict) -> DrFuse:
+    """Ablation 'w/o attn. ranking': no L_attn; l3 weighs L_aux only."""
+    return DrFuse(cfg, use_ranking=False)

@@ -1,0 +1,227 @@
+"""Patients, admissions, ICU stays and transfers, with MIMIC's mess.
+
+Every subject has one or more admissions; most admissions reach the ICU, some have several ICU
+stays, some stays move between ICU units (first_careunit != last_careunit), some are short
+(< 48 h), a few patients are under 18. The transfers table follows each admission: optional ED
+visit, optional ward stay, the ICU stay(s) (the first ICU transfer's id is the stay_id, as in
+MIMIC), ward stays between them, and a 'discharge' row. Times are int64 seconds since 1970.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from drfuse.synth.csvgz import epoch_to_datetime, masked
+from drfuse.synth.phenotype_model import sample_labels
+from drfuse.synth.settings import SynthSettings
+
+HOUR = 3600
+DAY = 24 * HOUR
+
+ICU_UNITS = np.array([
+    "Medical Intensive Care Unit (MICU)", "Surgical Intensive Care Unit (SICU)",
+    "Cardiac Vascular Intensive Care Unit (CVICU)", "Medical/Surgical Intensive Care Unit (MICU/SICU)",
+    "Trauma SICU (TSICU)", "Coronary Care Unit (CCU)", "Neuro Surgical Intensive Care Unit (Neuro SICU)",
+    "Neuro Intermediate", "Neuro Stepdown",
+])
+ICU_WEIGHTS = np.array([0.22, 0.17, 0.17, 0.16, 0.12, 0.1, 0.03, 0.02, 0.01])
+WARDS = np.array(["Medicine", "Med/Surg", "Neurology", "Cardiac Surgery", "Medicine/Cardiology",
+                  "Transplant", "Hematology/Oncology", "Vascular", "Med/Surg/Trauma", "PACU"])
+ADMISSION_TYPES = np.array(["EW EMER.", "OBSERVATION ADMIT", "URGENT", "EU OBSERVATION",
+                            "SURGICAL SAME DAY ADMISSION", "DIRECT EMER.", "ELECTIVE"])
+ADMISSION_TYPE_P = np.array([0.4, 0.15, 0.14, 0.1, 0.08, 0.07, 0.06])
+ADMISSION_LOCATIONS = np.array(["EMERGENCY ROOM", "PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL",
+                                "CLINIC REFERRAL", "WALK-IN/SELF REFERRAL", "PROCEDURE SITE"])
+ADMISSION_LOCATION_P = np.array([0.5, 0.22, 0.16, 0.05, 0.04, 0.03])
+DISCHARGE_LOCATIONS = np.array(["HOME HEALTH CARE", "HOME", "SKILLED NURSING FACILITY", "REHAB",
+                                "CHRONIC/LONG TERM ACUTE CARE", "HOSPICE", "AGAINST ADVICE", ""])
+DISCHARGE_LOCATION_P = np.array([0.3, 0.28, 0.16, 0.06, 0.04, 0.02, 0.02, 0.12])
+INSURANCE = np.array(["Other", "Medicare", "Medicaid"])
+INSURANCE_P = np.array([0.5, 0.38, 0.12])
+MARITAL = np.array(["SINGLE", "MARRIED", "WIDOWED", "DIVORCED", ""])
+MARITAL_P = np.array([0.38, 0.32, 0.16, 0.1, 0.04])
+RACES = np.array(["WHITE", "BLACK/AFRICAN AMERICAN", "UNKNOWN", "HISPANIC/LATINO - PUERTO RICAN",
+                  "ASIAN - CHINESE", "OTHER", "WHITE - OTHER EUROPEAN", "UNABLE TO OBTAIN",
+                  "HISPANIC OR LATINO", "PATIENT DECLINED TO ANSWER"])
+RACE_P = np.array([0.62, 0.14, 0.06, 0.04, 0.03, 0.03, 0.03, 0.02, 0.02, 0.01])
+YEAR_GROUPS = np.array(["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"])
+# Made-up provider ids in MIMIC's format (P + 5 alphanumerics).
+PROVIDERS = np.array([f"P{i:05X}" for i in range(0x1A2B3, 0x1A2B3 + 4000, 37)])
+
+
+@dataclass
+class Population:
+    patients: pl.DataFrame
+    admissions: pl.DataFrame
+    transfers: pl.DataFrame
+    icustays: pl.DataFrame
+    # Per admission (aligned with `admissions`): labels (n, 25) bool, acuity, ICD-10 flag, coded flag.
+    adm_labels: np.ndarray
+    adm_acuity: np.ndarray
+    adm_icd10: np.ndarray
+    adm_coded: np.ndarray
+    # Per stay (aligned with `icustays`): admission row, intime/outtime seconds.
+    stay_adm: np.ndarray
+    stay_in: np.ndarray
+    stay_out: np.ndarray
+
+
+def _year_start(years: np.ndarray) -> np.ndarray:
+    return (years.astype(np.int64) - 1970).astype("datetime64[Y]").astype("datetime64[s]").astype(np.int64)
+
+
+def _unique_ids(rng: np.random.Generator, n: int, prefix: int) -> np.ndarray:
+    """n distinct 8-digit ids starting with `prefix` (e.g. 1 -> 1xxxxxxx), ascending."""
+    return prefix * 10_000_000 + np.sort(rng.choice(10_000_000, size=n, replace=False))
+
+
+def build(rng: np.random.Generator, s: SynthSettings) -> Population:
+    n = s.n_subjects
+    subject_id = _unique_ids(rng, n, 1)
+    gender = np.where(rng.random(n) < 0.44, "F", "M")
+    age = np.clip(np.round(rng.normal(64, 16, n)), 18, 91).astype(np.int64)
+    minors = rng.random(n) < 0.015
+    age[minors] = rng.integers(15, 18, minors.sum())
+    anchor_year = s.first_year + rng.integers(0, s.year_span, n)
+    year_group = YEAR_GROUPS[rng.integers(0, len(YEAR_GROUPS), n)]
+
+    n_adm = 1 + rng.poisson(0.3, n)
+    adm_subj = np.repeat(np.arange(n), n_adm)
+    n_a = len(adm_subj)
+    first = np.r_[True, adm_subj[1:] != adm_subj[:-1]]
+    # Admissions follow each other by 1-24 months, the first within 3 years of anchor_year.
+    gap = np.where(first, rng.uniform(0, 3 * 365, n_a), rng.uniform(30, 720, n_a)) * DAY
+    cumulative = np.cumsum(gap)
+    first_idx = np.flatnonzero(first)
+    start_in_subject = cumulative - np.repeat(cumulative[first_idx] - gap[first_idx], n_adm)
+    admittime = _year_start(anchor_year[adm_subj]) + start_in_subject.astype(np.int64)
+    admittime -= admittime % 60
+    icu = first | (rng.random(n_a) < 0.8)
+    labels, acuity = sample_labels(rng, n_a)
+    n_stays = np.where(icu, 1 + (rng.random(n_a) < 0.1) + (rng.random(n_a) < 0.02), 0)
+    died = rng.random(n_a) < 1 / (1 + np.exp(-(-2.6 + 0.9 * acuity)))
+    has_ed = rng.random(n_a) < 0.6
+
+    # Walk each admission's timeline (a loop over admissions, not events).
+    tr_rows: list[tuple] = []  # (adm, eventtype, careunit, intime, outtime, stay index or -1)
+    stays: list[tuple] = []    # (adm, intime, outtime, first_unit, last_unit)
+    dischtime = np.zeros(n_a, np.int64)
+    edreg = np.full(n_a, -1, np.int64)
+    edout = np.full(n_a, -1, np.int64)
+    u = rng.random((n_a, 8))
+    los_h = np.exp(rng.normal(np.log(40.0) + 0.25 * acuity[:, None], 0.85, (n_a, 3)))
+    los_h = np.clip(los_h, 3.0, 40 * 24.0)
+    units = rng.choice(len(ICU_UNITS), size=(n_a, 3, 2), p=ICU_WEIGHTS)
+    wards = rng.integers(0, len(WARDS), (n_a, 4))
+    for a in range(n_a):
+        if not first[a] and admittime[a] < dischtime[a - 1] + 7 * DAY:
+            # Long stays can overrun the drawn gap: the next admission starts a week after.
+            admittime[a] = dischtime[a - 1] + 7 * DAY
+        t = int(admittime[a])
+        event = "admit"
+        if has_ed[a]:
+            edreg[a] = t - int((2 + 6 * u[a, 0]) * HOUR)
+            edout[a] = t + int(u[a, 1] * HOUR)
+            tr_rows.append((a, "ED", "Emergency Department", int(edreg[a]), int(edout[a]), -1))
+            t = int(edout[a])
+        if not icu[a] or u[a, 2] < 0.4:
+            ward_end = t + int((2 + 46 * u[a, 3]) * HOUR) if icu[a] else t + int((1 + 6 * u[a, 3]) * DAY)
+            tr_rows.append((a, event, WARDS[wards[a, 0]], t, ward_end, -1))
+            event, t = "transfer", ward_end
+        for k in range(n_stays[a]):
+            stay_in = t + int(u[a, 4 + k] * 600)
+            stay_out = stay_in + int(los_h[a, k] * HOUR)
+            first_unit = last_unit = ICU_UNITS[units[a, k, 0]]
+            if units[a, k, 1] != units[a, k, 0] and u[a, 7] < 0.12:
+                # A move between ICU units inside one stay.
+                last_unit = ICU_UNITS[units[a, k, 1]]
+                mid = stay_in + int((stay_out - stay_in) * 0.5)
+                tr_rows.append((a, event, first_unit, stay_in, mid, len(stays)))
+                tr_rows.append((a, "transfer", last_unit, mid, stay_out, -1))
+            else:
+                tr_rows.append((a, event, first_unit, stay_in, stay_out, len(stays)))
+            stays.append((a, stay_in, stay_out, first_unit, last_unit))
+            event, t = "transfer", stay_out
+            last = k == n_stays[a] - 1
+            if not (last and died[a]):
+                ward_end = t + int((12 + 84 * u[a, (5 + k) % 8]) * HOUR)
+                tr_rows.append((a, "transfer", WARDS[wards[a, 1 + k]], t, ward_end, -1))
+                t = ward_end
+        dischtime[a] = t - t % 60
+        tr_rows.append((a, "discharge", None, t, None, -1))
+
+    stay_adm = np.array([r[0] for r in stays], np.int64)
+    n_s = len(stays)
+    tr_adm = np.array([r[0] for r in tr_rows], np.int64)
+    tr_stay = np.array([r[5] for r in tr_rows], np.int64)
+    # Stay ids and the other transfer ids share MIMIC's 3xxxxxxx id space; shuffled so the id order
+    # does not reveal the time order.
+    ids = rng.permutation(_unique_ids(rng, n_s + len(tr_rows), 3))
+    stay_id = ids[:n_s]
+    transfer_id = ids[n_s:n_s + len(tr_rows)].copy()
+    is_stay = tr_stay >= 0
+    transfer_id[is_stay] = stay_id[tr_stay[is_stay]]
+    hadm_id = rng.permutation(_unique_ids(rng, n_a, 2))
+
+    deathtime = np.where(died, dischtime, -1)
+    discharge_location = DISCHARGE_LOCATIONS[rng.choice(len(DISCHARGE_LOCATIONS), n_a, p=DISCHARGE_LOCATION_P)]
+    discharge_location = np.where(died, "DIED", discharge_location)
+    dod = np.full(n, -1, np.int64)
+    last_adm = np.r_[np.flatnonzero(first)[1:] - 1, n_a - 1]
+    later = rng.random(n) < 0.15
+    dod = np.where(later, dischtime[last_adm] + (rng.uniform(30, 900, n) * DAY).astype(np.int64), dod)
+    dod = np.where(died[last_adm], deathtime[last_adm], dod)
+    dod_date = np.where(dod >= 0, dod - dod % DAY, -1)
+
+    def opt_time(values: np.ndarray) -> pl.Series:
+        return epoch_to_datetime(masked(values, values >= 0))
+
+    def opt_str(values: np.ndarray) -> pl.Series:
+        return masked(values, values != "")
+
+    patients = pl.DataFrame({
+        "subject_id": subject_id, "gender": gender, "anchor_age": age, "anchor_year": anchor_year,
+        "anchor_year_group": year_group,
+        "dod": opt_time(dod_date).dt.strftime("%Y-%m-%d"),
+    })
+    race = RACES[rng.choice(len(RACES), n, p=RACE_P)][adm_subj]
+    admissions = pl.DataFrame({
+        "subject_id": subject_id[adm_subj], "hadm_id": hadm_id,
+        "admittime": epoch_to_datetime(admittime), "dischtime": epoch_to_datetime(dischtime),
+        "deathtime": opt_time(deathtime),
+        "admission_type": ADMISSION_TYPES[rng.choice(len(ADMISSION_TYPES), n_a, p=ADMISSION_TYPE_P)],
+        "admit_provider_id": PROVIDERS[rng.integers(0, len(PROVIDERS), n_a)],
+        "admission_location": np.where(has_ed, "EMERGENCY ROOM", ADMISSION_LOCATIONS[
+            rng.choice(len(ADMISSION_LOCATIONS), n_a, p=ADMISSION_LOCATION_P)]),
+        "discharge_location": opt_str(discharge_location),
+        "insurance": INSURANCE[rng.choice(len(INSURANCE), n_a, p=INSURANCE_P)],
+        "language": np.where(rng.random(n_a) < 0.08, "?", "ENGLISH"),
+        "marital_status": opt_str(MARITAL[rng.choice(len(MARITAL), n, p=MARITAL_P)][adm_subj]),
+        "race": race,
+        "edregtime": opt_time(edreg), "edouttime": opt_time(edout),
+        "hospital_expire_flag": died.astype(np.int64),
+    })
+    transfers = pl.DataFrame({
+        "subject_id": subject_id[adm_subj[tr_adm]], "hadm_id": hadm_id[tr_adm], "transfer_id": transfer_id,
+        "eventtype": [r[1] for r in tr_rows], "careunit": [r[2] for r in tr_rows],
+        "intime": epoch_to_datetime(np.array([r[3] for r in tr_rows], np.int64)),
+        "outtime": epoch_to_datetime(pl.Series([r[4] for r in tr_rows], dtype=pl.Int64)),
+    })
+    stay_in = np.array([r[1] for r in stays], np.int64)
+    stay_out = np.array([r[2] for r in stays], np.int64)
+    icustays = pl.DataFrame({
+        "subject_id": subject_id[adm_subj[stay_adm]], "hadm_id": hadm_id[stay_adm], "stay_id": stay_id,
+        "first_careunit": [r[3] for r in stays], "last_careunit": [r[4] for r in stays],
+        "intime": epoch_to_datetime(stay_in), "outtime": epoch_to_datetime(stay_out),
+        # MIMIC writes los (days) with 17 significant digits.
+        "los": [f"{v:.17g}" for v in (stay_out - stay_in) / DAY],
+    })
+    adm_year = admittime.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return Population(
+        patients=patients, admissions=admissions, transfers=transfers, icustays=icustays,
+        adm_labels=labels, adm_acuity=acuity, adm_icd10=adm_year >= s.icd10_from_year,
+        adm_coded=rng.random(n_a) >= 0.02, stay_adm=stay_adm, stay_in=stay_in, stay_out=stay_out,
+    )
