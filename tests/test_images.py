@@ -92,7 +92,7 @@ def cxr_tree(tmp_path_factory, cxr_samples_dir):
     items["jpgwide"] = (rel, path, _ref_pil(path))
     # PNG sources (read via the .jpg -> .png fallback): the RGBA one, 8-bit, 16-bit, 12-bit-in-16.
     rel, path = place(6, "pngrgba", ".png")
-    (path.write_bytes((src / NIH / "00000100_000.png").read_bytes()))
+    path.write_bytes((src / NIH / "00000100_000.png").read_bytes())
     items["pngrgba"] = (rel, path, _ref_pil(path))
     gray = np.asarray(Image.open(src / "torchxrayvision-tests/00000001_000.png").convert("L"))
     rel, path = place(7, "png08", ".png")
@@ -132,7 +132,7 @@ def cxr_tree(tmp_path_factory, cxr_samples_dir):
     rel, path = place(14, "dcmwin", ".dcm")
     win.save_as(path)
     items["dcmwin"] = (rel, path, None)
-    # Broken: truncated JPEG, missing file, a non-image, a has_cxr stay without a path.
+    # Broken: truncated JPEG, missing file, a non-image.
     rel, path = place(15, "badtrunc", ".jpg")
     whole = (root / items["jpg01"][0]).read_bytes()
     path.write_bytes(whole[: len(whole) // 2])
@@ -145,10 +145,12 @@ def cxr_tree(tmp_path_factory, cxr_samples_dir):
     rows = []
     for stay, (did, (rel, _, _)) in enumerate(sorted(items.items(), reverse=True), start=30000000):
         rows.append({"stay_id": stay, "has_cxr": True, "dicom_id": did, "cxr_path": rel})
-    rows.append({"stay_id": 1, "has_cxr": True, "dicom_id": "jpg01", "cxr_path": items["jpg01"][0]})  # same image, 2nd stay
+    # The same image matched to a second stay, a has_cxr stay without a path, a stay without CXR.
+    rows.append({"stay_id": 1, "has_cxr": True, "dicom_id": "jpg01", "cxr_path": items["jpg01"][0]})
     rows.append({"stay_id": 2, "has_cxr": True, "dicom_id": "nopath", "cxr_path": None})
     rows.append({"stay_id": 3, "has_cxr": False, "dicom_id": None, "cxr_path": None})
-    stays = pl.DataFrame(rows, schema={"stay_id": pl.Int64, "has_cxr": pl.Boolean, "dicom_id": pl.String, "cxr_path": pl.String})
+    schema = {"stay_id": pl.Int64, "has_cxr": pl.Boolean, "dicom_id": pl.String, "cxr_path": pl.String}
+    stays = pl.DataFrame(rows, schema=schema)
     stays = stays.sort("stay_id")
     stays_path = base / "stays.parquet"
     stays.write_parquet(stays_path)
@@ -211,7 +213,8 @@ def test_cached_images_match_independent_decode(cxr_tree, cache_dir):
     # A wrong crop would fail: the wide image's reference differs from its left-aligned square.
     wide = np.asarray(Image.open(cxr_tree["items"]["jpgwide"][1]), dtype=np.float64)
     left = np.asarray(Image.fromarray(wide[:, :800].astype(np.float32), "F").resize((SIZE, SIZE), Image.Resampling.BOX))
-    assert np.abs(_img(cache, "jpgwide") - left).mean() > 2 * np.abs(_img(cache, "jpgwide") - cxr_tree["items"]["jpgwide"][2]).mean()
+    cached = _img(cache, "jpgwide")
+    assert np.abs(cached - left).mean() > 2 * np.abs(cached - cxr_tree["items"]["jpgwide"][2]).mean()
 
 
 def test_monochrome1_is_inverted(cache_dir):
@@ -281,3 +284,17 @@ def test_user_errors_name_the_input(cxr_tree, tmp_path):
         build_cache(cxr_tree["stays_path"], tmp_path / "noroot", tmp_path / "o", size=SIZE, strict=False, workers=1)
     with pytest.raises(UserError, match="image cache file not found"):
         ImageCache(tmp_path / "o")
+
+
+def test_truncated_jpeg_rejected_even_when_pillow_tolerates_it(cxr_tree, tmp_path, monkeypatch):
+    # Some libraries set this global; Pillow would then fill the missing half with grey.
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    stays = cxr_tree["stays"].filter(pl.col("dicom_id").is_in(["badtrunc", "jpg02"]))
+    stays_path = tmp_path / "stays.parquet"
+    stays.write_parquet(stays_path)
+    build_cache(stays_path, cxr_tree["root"], tmp_path / "images", size=SIZE, strict=False, workers=1)
+    assert pl.read_parquet(tmp_path / "images" / "index.parquet")["dicom_id"].to_list() == ["jpg02"]
+    bad = pl.read_csv(tmp_path / "images" / "bad_images.csv")
+    assert bad["dicom_id"].to_list() == ["badtrunc"] and "truncated" in bad["reason"][0]

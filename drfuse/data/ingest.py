@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 import time
-from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -30,19 +29,16 @@ from tqdm import tqdm
 
 from drfuse.data import items
 from drfuse.data import mimic_version as mv
+from drfuse.data.sql_files import read_sql as _sql
+from drfuse.data.sql_files import scalar
 from drfuse.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SQL = resources.files("drfuse.data") / "sql"
 EVENT_ITEMS = {"chartevents": items.chart_itemids, "labevents": items.lab_itemids}
 # Small tables first: icustays tells whether the data is full size before the big files start.
 LOAD_ORDER = ("icustays", "patients", "admissions", "transfers", "diagnoses_icd", "d_items", "d_labitems",
               "labevents", "chartevents")
-
-
-def _sql(name: str, **parts: str) -> str:
-    return (SQL / name).read_text().format(**parts)
 
 
 def _literal(text: str) -> str:
@@ -82,9 +78,9 @@ class _SourceCounter:
     def _run(self) -> None:
         for table, (path, source) in self._jobs.items():
             try:
-                self.counts[table] = self._con.execute(_sql("ingest_count.sql", source=source)).fetchone()[0]
+                self.counts[table] = scalar(self._con, _sql("ingest_count.sql", source=source))
             except duckdb.Error as exc:
-                self.error = UserError(f"{path}: cannot read {table}: {exc}")
+                self.error = UserError(f"{path}: cannot read {table} (counting its rows): {exc}")
                 return
 
     def result(self) -> dict[str, int]:
@@ -143,7 +139,7 @@ def _detect_version(con, layout: str, plan: dict) -> tuple[str, str | None, list
     """(version, release or None, evidence)."""
     if layout == mv.LAYOUT_V1:
         return "1.0", "1.0", ["core/ folder (v1.0 layout)"]
-    recent = con.execute("SELECT count(*) FROM patients WHERE anchor_year_group = '2020 - 2022'").fetchone()[0]
+    recent = scalar(con, "SELECT count(*) FROM patients WHERE anchor_year_group = '2020 - 2022'")
     if recent:
         return "3.x", None, ["hosp/ + icu/ layout", f"{recent} patients in anchor_year_group '2020 - 2022' (v3.x)"]
     evidence = ["hosp/ + icu/ layout", "no anchor_year_group '2020 - 2022' (added in v3.0)"]
@@ -209,12 +205,12 @@ def ingest(
                 path, spec, columns = plan[table]
                 start = time.perf_counter()
                 _load(con, table, path, spec, columns, layout)
-                rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                rows = scalar(con, f"SELECT count(*) FROM {table}")
                 tables[table] = {"path": str(path), "rows": rows, "seconds": round(time.perf_counter() - start, 2)}
                 log.info("%-14s %12s rows  (%s)", table, f"{rows:,}", path.name)
             version, release, evidence = _detect_version(con, layout, plan)
             if "cxr_metadata" in tables:
-                bad = con.execute("SELECT count(*) FROM cxr_metadata WHERE study_datetime IS NULL").fetchone()[0]
+                bad = scalar(con, "SELECT count(*) FROM cxr_metadata WHERE study_datetime IS NULL")
                 if bad:
                     warnings.append(f"{plan['cxr_metadata'][0]}: {bad} rows with unreadable StudyDate/StudyTime")
         for table, n in counter.result().items():

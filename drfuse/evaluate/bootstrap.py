@@ -111,7 +111,7 @@ def bootstrap_arrays(
     boot = {m: np.empty((n_bootstrap, n_labels)) for m in METRICS}
     chunk = max(1, CHUNK_ELEMENTS // n)
     starts = range(0, n_bootstrap, chunk)
-    for start in tqdm(starts, desc="bootstrap", unit="chunk", disable=not progress, leave=False):
+    for start in tqdm(starts, desc="bootstrap", unit="chunk", disable=not progress or len(starts) < 2, leave=False):
         stop = min(start + chunk, n_bootstrap)
         counts = resample_counts(stay_id, seed, start, stop)
         for k, lab in enumerate(sorted_labels):
@@ -158,6 +158,7 @@ def write_parquet_atomic(df: pd.DataFrame, out_path: Path) -> None:
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

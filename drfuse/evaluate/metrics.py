@@ -75,7 +75,7 @@ class SortedLabel:
         fcum = self._cumsum(weights, self.neg_idx)
 
         def at(cum, idx):
-            return cum[:, idx].astype(np.float64)
+            return np.take(cum, idx, axis=1).astype(np.float64)
 
         p, n = at(tcum, [-1])[:, 0], at(fcum, [-1])[:, 0]
 

@@ -141,7 +141,10 @@ def build_cache(stays_path: Path, cxr_root: Path, out_dir: Path, size: int, stri
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
-    log.info("CXR cache: %d images of %d px in %s, %d bad (see %s)", len(ids), size, out_dir, len(bad), BAD_FILE)
+    log.info("CXR cache: %d images of %d px in %s", len(ids), size, out_dir)
+    if bad:
+        # Those stays count as without CXR downstream (usable_cxr); the count belongs in the report.
+        log.warning("%d of %d chest X-rays unreadable or missing: see %s", len(bad), len(tasks), out_dir / BAD_FILE)
 
 
 class ImageCache:
@@ -166,7 +169,9 @@ class ImageCache:
         n = len(self.dicom_ids)
         expected = n * self.size * self.size
         if data_path.stat().st_size != expected:
-            raise UserError(f"{data_path} holds {data_path.stat().st_size} bytes, its index expects {expected}: rebuild the cache")
+            raise UserError(
+                f"{data_path} holds {data_path.stat().st_size} bytes, its index expects {expected}: rebuild the cache"
+            )
         shape = (n, self.size, self.size)
         # np.memmap cannot map an empty file.
         self.array = np.memmap(data_path, np.uint8, "r", shape=shape) if n else np.zeros(shape, np.uint8)

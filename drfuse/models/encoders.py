@@ -128,10 +128,10 @@ def feature_dim(net: torchvision.models.ResNet) -> int:
     return net.fc.in_features
 
 
-def stage_channels(net: torchvision.models.ResNet) -> list[int]:
-    """Channels after the stem and after each of layer1..layer4 (stages 0..4)."""
-    chans = [net.conv1.out_channels]
-    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+def stage_channels(encoder: "CNNEncoder") -> list[int]:
+    """Channels after the stem and after each of layer1..layer4 (stages 0..4) of a CNNEncoder."""
+    chans = [encoder.stem[0].out_channels]
+    for layer in encoder.trunk.layers:
         last = layer[-1]
         chans.append((last.bn3 if hasattr(last, "bn3") else last.bn2).num_features)
     return chans
@@ -184,3 +184,36 @@ def run_on_available(fn, images: torch.Tensor, has_cxr: torch.Tensor, dims, temp
     outs = fn(images.index_select(0, idx))
     outs = outs if isinstance(outs, tuple) else (outs,)
     return tuple(base.index_copy(0, idx, out.to(base.dtype)) for base, out in zip(full, outs))
+
+
+def baseline_cnn(cfg: dict) -> tuple[str, str]:
+    """(backbone, weights file) of MMTM, DAFT and MedFuse: `model.baseline_backbone`, ResNet-34 by
+    default as in MedFuse's code (whose MMTM and DAFT the DrFuse paper's baselines come from), and
+    `model.baseline_pretrained_weights` (`model.pretrained_weights` when both backbones agree)."""
+    backbone = cfg.get("baseline_backbone", "resnet34")
+    same = backbone == cfg.get("backbone")
+    weights = cfg.get("baseline_pretrained_weights") or (cfg.get("pretrained_weights", "") if same else "")
+    return backbone, weights
+
+
+def lstm_layers(cfg: dict, minimum: int = 1) -> int:
+    """LSTM depth of the MedFuse-style EHR encoder: `model.lstm_layers`, 2 as in MedFuse's runs
+    (MMTM and DAFT act between layers, so they need `minimum` = 2)."""
+    layers = int(cfg.get("lstm_layers", 2))
+    if layers < minimum:
+        raise UserError(f"model.lstm_layers = {layers}: this model needs at least {minimum}")
+    return layers
+
+
+def fusion_stages(cfg: dict, key: str) -> list[int]:
+    """CNN stages (0 = after the stem, 1..4 = after layer1..layer4) where MMTM/DAFT blocks act:
+    `model.<key>`, default [4] (MedFuse's runs: --layer_after 4)."""
+    stages = sorted({int(s) for s in cfg.get(key, [4])})
+    if not stages or stages[0] < 0 or stages[-1] > 4:
+        raise UserError(f"model.{key} = {cfg.get(key)!r}: give stage numbers in 0..4")
+    return stages
+
+
+def zero_missing_images(images: torch.Tensor, has_cxr: torch.Tensor) -> torch.Tensor:
+    """The MMTM/DAFT papers' treatment of a missing CXR: an all-zero (normalised) image."""
+    return images * has_cxr.to(images.dtype).view(-1, 1, 1, 1)

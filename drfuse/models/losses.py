@@ -17,9 +17,14 @@ from torch.nn import functional as F
 LOG2 = math.log(2.0)
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float32 at least (bf16 autocast outputs), float64 kept."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def bce_per_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(B, C) binary cross-entropy from logits."""
-    return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    return F.binary_cross_entropy_with_logits(_wide(logits), labels.to(_wide(logits).dtype), reduction="none")
 
 
 def bce_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -34,7 +39,7 @@ def jsd_per_sample(h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
     Computed from the logits with logsigmoid, so it stays finite for any logits. (The reference
     keeps only the p log(p/m) half of each Bernoulli KL.) Zero iff h1 == h2.
     """
-    h1, h2 = h1.float(), h2.float()
+    h1, h2 = _wide(h1), _wide(h2)
     lp, lq = F.logsigmoid(h1), F.logsigmoid(h2)  # log P, log Q
     lp1, lq1 = F.logsigmoid(-h1), F.logsigmoid(-h2)  # log (1 - P), log (1 - Q)
     lm = torch.logaddexp(lp, lq) - LOG2
@@ -46,12 +51,12 @@ def jsd_per_sample(h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
 
 def mse_per_sample(h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
     """The MSE alignment of the ablation (Table 4), mean over dimensions as in the reference."""
-    return (h1.float() - h2.float()).pow(2).mean(1)
+    return (_wide(h1) - _wide(h2)).pow(2).mean(1)
 
 
 def abs_cos_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """l_orth (Eq. 4): |cos(a, b)| per sample."""
-    return F.cosine_similarity(a.float(), b.float(), dim=1, eps=1e-8).abs()
+    return F.cosine_similarity(_wide(a), _wide(b), dim=1, eps=1e-8).abs()
 
 
 def ranking_per_sample(attention: torch.Tensor, class_losses: torch.Tensor, margin: float) -> torch.Tensor:
@@ -62,8 +67,8 @@ def ranking_per_sample(attention: torch.Tensor, class_losses: torch.Tensor, marg
     (i, j), i != j: max(0, 1[l_ci < l_cj] (alpha_cj - alpha_ci) + margin), summed and divided by
     2 |C|. Read literally, a pair whose indicator is 0 adds the constant max(0, margin).
     """
-    a = attention.float()
-    loss = class_losses.detach().float()
+    a = _wide(attention)
+    loss = class_losses.detach()
     better = (loss.unsqueeze(3) < loss.unsqueeze(2)).to(a.dtype)  # [b, c, i, j] = 1[l_ci < l_cj]
     diff = a.unsqueeze(2) - a.unsqueeze(3)  # [b, c, i, j] = alpha_cj - alpha_ci
     off_diag = 1.0 - torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)

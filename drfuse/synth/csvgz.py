@@ -2,13 +2,15 @@
 
 The gzip header carries no file name and mtime 0, so two runs with one seed give identical files.
 Large tables are written chunk by chunk (`GzipCsvWriter.write`), so memory stays bounded by the
-chunk size, not the table size.
+chunk size, not the table size. Compression (most of the time at scale) runs in a helper thread
+while the caller builds the next chunk; zlib releases the GIL, and one chunk at most is pending.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +28,8 @@ class GzipCsvWriter:
         self._raw = open(path, "wb")
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=level, mtime=0)
         self._gz.write((",".join(columns) + "\n").encode())
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
         if list(frame.columns) != self.columns:
@@ -34,12 +38,22 @@ class GzipCsvWriter:
             return
         buf = io.BytesIO()
         frame.write_csv(buf, include_header=False, datetime_format=TIME_FORMAT, null_value="")
-        self._gz.write(buf.getvalue())
+        self._wait()
+        self._pending = self._pool.submit(self._gz.write, buf.getvalue())
         self.rows += frame.height
 
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()  # re-raises a compression/disk error here
+            self._pending = None
+
     def close(self) -> None:
-        self._gz.close()
-        self._raw.close()
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
+            self._gz.close()
+            self._raw.close()
 
     def __enter__(self) -> "GzipCsvWriter":
         return self

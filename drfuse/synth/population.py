@@ -112,7 +112,7 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     edreg = np.full(n_a, -1, np.int64)
     edout = np.full(n_a, -1, np.int64)
     u = rng.random((n_a, 8))
-    los_h = np.exp(rng.normal(np.log(40.0) + 0.25 * acuity[:, None], 0.85, (n_a, 3)))
+    los_h = np.exp(rng.normal(np.log(46.0) + 0.25 * acuity[:, None], 0.85, (n_a, 3)))
     los_h = np.clip(los_h, 3.0, 40 * 24.0)
     units = rng.choice(len(ICU_UNITS), size=(n_a, 3, 2), p=ICU_WEIGHTS)
     wards = rng.integers(0, len(WARDS), (n_a, 4))
@@ -132,7 +132,7 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
             tr_rows.append((a, event, WARDS[wards[a, 0]], t, ward_end, -1))
             event, t = "transfer", ward_end
         for k in range(n_stays[a]):
-            stay_in = t + int(u[a, 4 + k] * 600)
+            stay_in = t
             stay_out = stay_in + int(los_h[a, k] * HOUR)
             first_unit = last_unit = ICU_UNITS[units[a, k, 0]]
             if units[a, k, 1] != units[a, k, 0] and u[a, 7] < 0.12:

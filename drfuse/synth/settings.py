@@ -12,7 +12,7 @@ DEFAULTS = {
     "cxr_share": 0.18,       # share of ICU stays with an AP image in [intime, intime + 48 h]
     "year_span": 80,         # anchor years are drawn from [first_year, first_year + year_span)
     "jpeg_quality": 90,
-    "gzip_level": 6,         # 1 is ~3x faster at MIMIC scale, files ~25 % larger
+    "gzip_level": 1,         # zlib level: 1 is ~2x faster than 6 end to end, files ~35 % larger
     "chunk_stays": 2000,     # ICU stays per event chunk: bounds memory at any scale
 }
 

@@ -34,14 +34,6 @@ class AugmentSettings:
     translate: float = 0.15  # max shift, as a share of the image side
     scale: tuple[float, float] = (0.85, 1.15)
 
-    @classmethod
-    def from_cfg(cls, train_cfg: dict) -> AugmentSettings:
-        """Optional `train.augment` overrides (flip_p, degrees, translate, scale)."""
-        extra = dict(train_cfg.get("augment") or {})
-        if "scale" in extra:
-            extra["scale"] = tuple(extra["scale"])
-        return cls(**extra)
-
 
 def random_grids(n: int, size: int, crop: int, generator: torch.Generator, settings: AugmentSettings) -> torch.Tensor:
     """(n, 2, 3) affine_grid matrices mapping crop pixels to source pixels, on the CPU.

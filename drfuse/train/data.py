@@ -14,6 +14,7 @@ uint8 tensor.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +103,12 @@ def load_split(results_dir: Path, split: str, dataset: str) -> SplitData:
     image_rows[usable] = np.searchsorted(used, cache_rows[usable])
     labels = stays.select(PHENOTYPES).to_numpy().astype(np.int8)
     return SplitData(stay_id, ehr, lengths, labels, usable, image_rows, images)
+
+
+def fingerprint(split: SplitData) -> str:
+    """A digest of a split's content, so a resumed run never continues on changed data."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (split.stay_id, split.labels, split.lengths, split.has_cxr, split.ehr):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(str(split.images.shape).encode())
+    return h.hexdigest()

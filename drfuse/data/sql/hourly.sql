@@ -5,7 +5,7 @@
 -- in bin 0 and one at 1 h 36 s in bin 1 (integer microseconds: no rounding at the edges).
 -- "Last" is the latest charttime; ties at one time are broken by chart before lab, then the
 -- higher item id, then the higher value, so the result never depends on the scan order.
--- {channel_columns} is filled by drfuse.data.features with one
+-- The channel_columns placeholder below is filled by drfuse.data.features with one
 --   max(value) FILTER (WHERE channel_id = <i>) AS "<channel name>"
 -- per channel of discretizer_config.json, in its order.
 WITH binned AS (

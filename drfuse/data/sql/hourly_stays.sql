@@ -4,7 +4,7 @@
 CREATE OR REPLACE TEMP TABLE feat_stays AS
 SELECT (file_row_number)::BIGINT AS pos,
        stay_id::BIGINT AS stay_id, hadm_id::BIGINT AS hadm_id,
-       intime::TIMESTAMP AS intime,
+       intime::TIMESTAMP AS intime, split::VARCHAR AS split,
        least(intime::TIMESTAMP + to_hours($hours::BIGINT),
              coalesce(outtime::TIMESTAMP, intime::TIMESTAMP + to_hours($hours::BIGINT))) AS window_end,
        greatest(1, least($hours::BIGINT, ceil(

@@ -1,0 +1,178 @@
+"""Stage `figures`: t-SNE of DrFuse's representations, its attention per disease, PR curves.
+
+All from the predictions of the first configured seed, for models trained on the Table 3
+training set (experiments.table3.train_set, the matched subset by default):
+
+- `tsne.png` (paper Fig. 3): t-SNE of the four representations on the matched test set (stays with
+  a CXR); at most 500 stays are drawn (so at most 2,000 points), perplexity min(30, (points-1)/3).
+- `attention.png`: mean attention weight of EHR-distinct / shared / CXR-distinct per disease over the
+  matched test stays (stacked bars, one per phenotype).
+- `pr_curves.png`: macro-averaged precision-recall curve of every model, one panel per test set.
+  Macro: for each label, precision at each recall level of a common grid is the precision of the
+  first threshold reaching that recall (the step curve behind average precision); the curves are
+  then averaged over labels. The legend gives the macro average precision.
+
+A figure whose inputs the configuration does not produce (e.g. DrFuse not configured) is drawn as
+a panel saying so, so the stage always yields its three files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+from sklearn.metrics import precision_recall_curve  # noqa: E402
+
+from drfuse.evaluate.tables import MODEL_NAMES, TEST_SETS  # noqa: E402
+from drfuse.phenotypes import PHENOTYPES  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+REPRESENTATIONS = ("ehr_distinct", "ehr_shared", "cxr_distinct", "cxr_shared")
+ATTENTION_PARTS = (("ehr", "EHR-distinct"), ("shared", "shared"), ("cxr", "CXR-distinct"))
+MAX_TSNE_STAYS = 500
+RECALL_GRID = np.linspace(0.0, 1.0, 101)
+
+
+def _save(fig, path: Path) -> None:
+    """Save to a temp file beside the target, then rename: no half-written PNG on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def _placeholder(path: Path, message: str) -> None:
+    log.warning("%s: %s", path.name, message)
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    _save(fig, path)
+
+
+def _prediction(results_dir: Path, model: str, train_set: str, seed: int, test_set: str) -> Path:
+    return results_dir / "predict" / model / train_set / f"seed{seed}" / f"{test_set}.parquet"
+
+
+def tsne_figure(npz_path: Path, out: Path, seed: int) -> None:
+    if not npz_path.is_file():
+        return _placeholder(out, f"no DrFuse representations ({npz_path}): DrFuse not in the experiments config")
+    with np.load(npz_path) as data:
+        reps = {k: data[k] for k in REPRESENTATIONS}
+    keep = np.flatnonzero(~np.isnan(reps["cxr_shared"]).any(axis=1) & ~np.isnan(reps["ehr_shared"]).any(axis=1))
+    if len(keep) < 2:
+        return _placeholder(out, f"{npz_path}: fewer than 2 test stays with a CXR")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(keep, size=min(len(keep), MAX_TSNE_STAYS), replace=False))
+    points = np.concatenate([reps[k][keep] for k in REPRESENTATIONS])
+    kind = np.repeat(np.arange(len(REPRESENTATIONS)), len(keep))
+    perplexity = min(30.0, (len(points) - 1) / 3.0)
+    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for i, name in enumerate(REPRESENTATIONS):
+        sel = kind == i
+        ax.scatter(emb[sel, 0], emb[sel, 1], s=6, alpha=0.6, label=name.replace("_", " "))
+    ax.set_title(f"t-SNE of DrFuse representations ({len(keep)} matched test stays)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=3)
+    _save(fig, out)
+
+
+def attention_figure(pred_path: Path, out: Path) -> None:
+    if not pred_path.is_file():
+        return _placeholder(out, f"no DrFuse predictions ({pred_path}): DrFuse not in the experiments config")
+    df = pd.read_parquet(pred_path)
+    if "has_cxr" in df.columns:
+        df = df[df["has_cxr"].astype(bool)]
+    if len(df) == 0:
+        return _placeholder(out, f"{pred_path}: no test stays with a CXR")
+    means = np.array([[df[f"attn:{lab}:{part}"].mean() for part, _ in ATTENTION_PARTS] for lab in PHENOTYPES])
+    fig, ax = plt.subplots(figsize=(8, 9))
+    y = np.arange(len(PHENOTYPES))
+    left = np.zeros(len(PHENOTYPES))
+    for j, (_, name) in enumerate(ATTENTION_PARTS):
+        ax.barh(y, means[:, j], left=left, label=name)
+        left += means[:, j]
+    ax.set_yticks(y, [lab if len(lab) <= 45 else lab[:42] + "..." for lab in PHENOTYPES], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean attention weight")
+    ax.set_title(f"DrFuse attention per disease ({len(df)} matched test stays)")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, out)
+
+
+def macro_pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
+    """Precision on RECALL_GRID averaged over the labels that have a positive; macro AP."""
+    from drfuse.evaluate.metrics import ap_auroc, macro
+
+    curves, aps = [], []
+    for k in range(y.shape[1]):
+        if y[:, k].sum() == 0:
+            continue
+        precision, recall, _ = precision_recall_curve(y[:, k], p[:, k])
+        precision, recall = precision[::-1], recall[::-1]  # recall increasing
+        idx = np.minimum(np.searchsorted(recall, RECALL_GRID, side="left"), len(recall) - 1)
+        curves.append(precision[idx])
+        aps.append(ap_auroc(y[:, k], p[:, k])[0])
+    if not curves:
+        return np.full_like(RECALL_GRID, np.nan), float("nan")
+    return np.mean(curves, axis=0), float(macro(np.array(aps))[0])
+
+
+def pr_figure(results_dir: Path, models: list[str], train_set: str, seed: int, out: Path) -> None:
+    fig, axes = plt.subplots(1, len(TEST_SETS), figsize=(11, 4.5), squeeze=False)
+    drawn = 0
+    for ax, test_set in zip(axes[0], TEST_SETS):
+        for model in models:
+            path = _prediction(results_dir, model, train_set, seed, test_set)
+            if not path.is_file():
+                continue
+            df = pd.read_parquet(path)
+            y = df[[f"y:{c}" for c in PHENOTYPES]].to_numpy()
+            p = df[[f"p:{c}" for c in PHENOTYPES]].to_numpy(np.float64)
+            curve, ap = macro_pr_curve(y, p)
+            ax.plot(RECALL_GRID, curve, label=f"{MODEL_NAMES.get(model, model)} (AP {ap:.3f})")
+            drawn += 1
+        ax.set_title(f"trained on {train_set}, tested on {test_set}")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision (macro over labels)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if drawn == 0:
+        plt.close(fig)
+        return _placeholder(out, f"no predictions of models trained on {train_set} under {results_dir / 'predict'}")
+    _save(fig, out)
+
+
+def build_figures(results_dir: Path, cfg: dict, out_dir: Path) -> None:
+    """Write tsne.png, attention.png and pr_curves.png to `out_dir`."""
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    exp = cfg["experiments"]
+    seed = int(exp["seeds"][0])
+    train_set = exp["table3"]["train_set"]
+    drfuse_pred = _prediction(results_dir, "drfuse", train_set, seed, "matched")
+    tsne_figure(drfuse_pred.with_suffix(".npz"), out_dir / "tsne.png", int(cfg["evaluation"]["seed"]))
+    attention_figure(drfuse_pred, out_dir / "attention.png")
+    models = list(dict.fromkeys([*exp["table3"]["models"], *exp["table2"]["models"]]))
+    pr_figure(results_dir, models, train_set, seed, out_dir / "pr_curves.png")
+    log.info("wrote figures to %s", out_dir)

@@ -1,0 +1,101 @@
+"""`drfuse synth`: a MIMIC-IV v2.2 + MIMIC-CXR-JPG v2.0.0 shaped synthetic dataset.
+
+Used when config.yaml names no MIMIC data. Real file names, column names and order, id and
+timestamp formats, item ids, units and text values, so every later stage runs unchanged on it.
+Planted structure lets models learn: correlated phenotypes with the paper's prevalences, some
+visible only in the time series, some only in the image, some in both; sicker stays get a CXR more
+often. Deterministic by seed (byte-identical output). Memory is bounded at any size: events are
+generated and gzip-streamed in chunks of ICU stays.
+
+Settings (config.yaml `synth:`): n_subjects, seed, image_size [h, w], first_year,
+icd10_from_year, and the optional ones of `drfuse.synth.settings.DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from drfuse.synth import cxr, events, icd, population, schema
+from drfuse.synth.csvgz import GzipCsvWriter, write_table
+from drfuse.synth.settings import parse
+
+__all__ = ["generate"]
+
+
+def generate(out_dir: Path, settings: dict) -> None:
+    """Write the dataset to `out_dir` (`mimic-iv/` and `mimic-cxr-jpg/`), replacing it whole.
+
+    Everything is written to a sibling temporary folder first and renamed at the end, so a failed
+    run leaves no half-written dataset behind.
+    """
+    s = parse(settings)
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    iv, cxr_root = tmp / "mimic-iv", tmp / "mimic-cxr-jpg"
+    for folder in (iv / "hosp", iv / "icu", cxr_root):
+        folder.mkdir(parents=True)
+    pop_rng, dx_rng, cxr_rng = (np.random.default_rng(x) for x in np.random.SeedSequence(s.seed).spawn(3))
+    level = s.gzip_level
+
+    pop = population.build(pop_rng, s)
+    adm = pop.admissions
+    write_table(iv / "hosp" / "patients.csv.gz", pop.patients, schema.PATIENTS, level)
+    write_table(iv / "hosp" / "admissions.csv.gz", adm, schema.ADMISSIONS, level)
+    write_table(iv / "hosp" / "transfers.csv.gz", pop.transfers, schema.TRANSFERS, level)
+    write_table(iv / "icu" / "icustays.csv.gz", pop.icustays, schema.ICUSTAYS, level)
+    dx = icd.diagnoses(dx_rng, adm["subject_id"].to_numpy(), adm["hadm_id"].to_numpy(), pop.adm_labels,
+                       pop.adm_icd10, pop.adm_coded)
+    write_table(iv / "hosp" / "diagnoses_icd.csv.gz", dx, schema.DIAGNOSES_ICD, level)
+    source = resources.files("drfuse.synth") / "resources"
+    for target, name in schema.DICTIONARIES.items():
+        with (source / name).open("rb") as src, open(iv / target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+
+    stay_subject = pop.icustays["subject_id"].to_numpy()
+    female = (pop.patients["gender"].to_numpy() == "F")[
+        np.searchsorted(pop.patients["subject_id"].to_numpy(), stay_subject)]
+    stay_labels = pop.adm_labels[pop.stay_adm]
+    stay_acuity = pop.adm_acuity[pop.stay_adm]
+    _write_events(iv, s, pop, stay_subject, female, stay_labels, stay_acuity)
+
+    plan = cxr.plan_studies(cxr_rng, stay_subject, pop.stay_in, pop.stay_out, stay_acuity, s.cxr_share)
+    meta = cxr.metadata(cxr_rng, plan, stay_subject, s.image_height, s.image_width)
+    write_table(cxr_root / "mimic-cxr-2.0.0-metadata.csv.gz", meta, schema.CXR_METADATA, level)
+    if s.images:
+        cxr.write_images(cxr_root, meta, stay_labels[plan["stay"].to_numpy()], s.seed, s.jpeg_quality)
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def _write_events(iv: Path, s, pop, stay_subject, female, stay_labels, stay_acuity) -> None:
+    """chartevents and labevents, chunk by chunk of ICU stays, streamed to gzip."""
+    n = len(stay_subject)
+    caregivers = np.sort(np.random.default_rng([s.seed, 303]).choice(np.arange(100, 100_000), 2000, replace=False))
+    next_lab_id, next_specimen = 1, 10_000_000
+    with GzipCsvWriter(iv / "icu" / "chartevents.csv.gz", schema.CHARTEVENTS, s.gzip_level) as chart, \
+            GzipCsvWriter(iv / "hosp" / "labevents.csv.gz", schema.LABEVENTS, s.gzip_level) as lab, \
+            tqdm(total=n, desc="synth events", unit="stay") as bar:
+        for chunk, lo in enumerate(range(0, n, s.chunk_stays)):
+            sl = slice(lo, min(lo + s.chunk_stays, n))
+            rng = np.random.default_rng([s.seed, 101, chunk])
+            stays = events.StayChunk(
+                subject_id=stay_subject[sl], hadm_id=pop.icustays["hadm_id"].to_numpy()[sl],
+                stay_id=pop.icustays["stay_id"].to_numpy()[sl], intime=pop.stay_in[sl], outtime=pop.stay_out[sl],
+                labels=stay_labels[sl], acuity=stay_acuity[sl], female=female[sl],
+            )
+            levels = events.stay_levels(rng, stays)
+            chart.write(events.chartevents_frame(rng, stays, levels, caregivers))
+            labs = events.labevents_frame(rng, stays, levels, next_lab_id, next_specimen)
+            lab.write(labs)
+            next_lab_id += labs.height
+            next_specimen = int(labs["specimen_id"].max()) + 1 if labs.height else next_specimen
+            bar.update(sl.stop - sl.start)

@@ -1,0 +1,341 @@
+"""The training loop shared by every model.
+
+Adam, mini-batches in a random order, validation macro PRAUC after every epoch, early stopping
+with patience, the best-validation weights kept in `best.pt` (used for testing) and a resume point
+`last.pt` written after every epoch: a killed run that is started again continues from there and
+ends, on the CPU, bit-identical to a run that was never interrupted (every random state is saved).
+
+Speed: the whole split (EHR tensor and the uint8 images) is moved to the device once; a batch is
+an index gather on the device, image augmentation runs there too (`augment.prepare_images`), and on
+CUDA the step uses bf16 autocast, channels_last and optionally torch.compile. On the CPU the same
+code runs in float32. All randomness of the data side (order, CXR drop, augmentation) comes from
+one CPU generator, so it does not depend on the device.
+
+When training on the matched dataset a random `cxr_drop` share of each mini-batch loses its CXR
+for real: `has_cxr` is set False, so those samples take the model's missing-CXR path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from drfuse.errors import UserError
+from drfuse.train import checkpoint
+from drfuse.train.augment import AugmentSettings, prepare_images
+from drfuse.train.data import SplitData
+from drfuse.train.metrics import macro_scores
+
+log = logging.getLogger(__name__)
+
+REPRESENTATIONS = ("ehr_distinct", "ehr_shared", "cxr_distinct", "cxr_shared")
+BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.csv"
+
+
+def resolve_device(train_cfg: dict) -> torch.device:
+    """train.device auto|cpu|cuda -> a torch device; sets train.num_threads when > 0."""
+    wanted = train_cfg.get("device", "auto")
+    if train_cfg.get("num_threads", 0):
+        torch.set_num_threads(int(train_cfg["num_threads"]))
+    if wanted == "cpu":
+        return torch.device("cpu")
+    if wanted == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("train.device is 'cuda' but torch sees no CUDA device (set train.device: auto or cpu)")
+        return torch.device("cuda")
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    raise UserError(f"train.device must be auto, cpu or cuda, got {wanted!r}")
+
+
+@dataclass
+class EngineSettings:
+    """Everything the loop needs, resolved from the `train:` and `model:` settings."""
+
+    device: torch.device
+    crop: int
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: int = 100
+    patience: int = 10
+    cxr_drop: float = 0.0  # already 0 unless training a fusion model on the matched dataset
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+    @classmethod
+    def from_cfg(cls, cfg: dict, device: torch.device, cxr_drop: float) -> EngineSettings:
+        t = cfg["train"]
+        if not 0.0 <= cxr_drop < 1.0:
+            raise UserError(f"train.cxr_drop must be in [0, 1), got {cxr_drop}")
+        if int(t["batch_size"]) < 1:
+            raise UserError(f"train.batch_size must be >= 1, got {t['batch_size']}")
+        return cls(
+            device=device,
+            crop=int(cfg["model"]["image_size"]),
+            lr=float(t["lr"]),
+            weight_decay=float(t["weight_decay"]),
+            batch_size=int(t["batch_size"]),
+            epochs=int(t["epochs"]),
+            patience=int(t["patience"]),
+            cxr_drop=float(cxr_drop),
+            amp=bool(t.get("amp", True)),
+            channels_last=bool(t.get("channels_last", True)),
+            compile=bool(t.get("compile", False)),
+        )
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        if self.cuda and self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+class DeviceData:
+    """A split's arrays as tensors on the training device (moved once)."""
+
+    def __init__(self, split: SplitData, device: torch.device, with_images: bool):
+        self.n = len(split)
+        self.ehr = torch.from_numpy(split.ehr).to(device)
+        self.lengths = torch.from_numpy(split.lengths).to(device)
+        self.labels = torch.from_numpy(split.labels).to(device=device, dtype=torch.float32)
+        self.has_cxr = torch.from_numpy(split.has_cxr).to(device)
+        self.image_rows = torch.from_numpy(split.image_rows).to(device)
+        self.images = torch.from_numpy(split.images).to(device) if with_images else None
+
+
+def make_batch(
+    data: DeviceData,
+    idx: torch.Tensor,
+    settings: EngineSettings,
+    train: bool,
+    generator: torch.Generator | None,
+    uses_cxr: bool,
+):
+    """(ehr, lengths, images, has_cxr, labels) of the samples idx, images prepared on the device."""
+    ehr = data.ehr.index_select(0, idx)
+    lengths = data.lengths.index_select(0, idx)
+    labels = data.labels.index_select(0, idx)
+    has_cxr = data.has_cxr.index_select(0, idx)
+    b = idx.numel()
+    if train and settings.cxr_drop > 0:
+        k = int(round(settings.cxr_drop * b))
+        if k:
+            dropped = torch.randperm(b, generator=generator)[:k].to(has_cxr.device)
+            has_cxr = has_cxr.index_fill(0, dropped, False)
+    crop = settings.crop
+    if uses_cxr and data.images is not None:
+        images = ehr.new_zeros((b, 3, crop, crop))
+        sel = has_cxr.nonzero().squeeze(1)
+        if sel.numel():
+            raw = data.images.index_select(0, data.image_rows.index_select(0, idx.index_select(0, sel)))
+            images.index_copy_(0, sel, prepare_images(raw, crop, train, generator, settings.augment))
+    else:
+        # the model never looks at images: one zero image broadcast, no memory per sample
+        images = ehr.new_zeros((1, 3, crop, crop)).expand(b, -1, -1, -1)
+    if settings.cuda and settings.channels_last and images.stride(0) != 0:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return ehr, lengths, images, has_cxr, labels
+
+
+def train_step(model, forward, optimizer, batch, settings: EngineSettings):
+    """One optimiser step on a batch from `make_batch`: (loss tensor, loss parts)."""
+    ehr, lengths, images, has_cxr, labels = batch
+    with settings.autocast():
+        outputs = forward(ehr, lengths, images, has_cxr)
+        loss, parts = model.loss(outputs, labels, has_cxr)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, parts
+
+
+def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSettings, generator, desc: str):
+    """One pass over the data in a random order: (mean loss, mean loss parts)."""
+    model.train()
+    order = torch.randperm(data.n, generator=generator).to(data.ehr.device)
+    starts = list(range(0, data.n, settings.batch_size))
+    if data.n > 1 and data.n - starts[-1] == 1:
+        starts.pop()  # BatchNorm cannot train on a batch of one sample: drop that sample this epoch
+    loss_sum = torch.zeros((), device=data.ehr.device)
+    parts_sum: dict[str, float] = {}
+    seen = 0
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=None):
+        idx = order[start : start + settings.batch_size]
+        batch = make_batch(data, idx, settings, True, generator, model.uses_cxr)
+        loss, parts = train_step(model, forward, optimizer, batch, settings)
+        b = idx.numel()
+        loss_sum += loss.detach().float() * b  # no host sync per step
+        for name, value in parts.items():
+            parts_sum[name] = parts_sum.get(name, 0.0) + float(value) * b
+        seen += b
+    return float(loss_sum) / seen, {name: value / seen for name, value in parts_sum.items()}
+
+
+@torch.no_grad()
+def predict_outputs(model, forward, data: DeviceData, settings: EngineSettings, extra: tuple[str, ...] = ()) -> dict:
+    """Eval-mode outputs over the data in order: 'prob' (N, C) and the `extra` output keys present."""
+    model.eval()
+    chunks: dict[str, list] = {}
+    for start in range(0, data.n, settings.batch_size):
+        idx = torch.arange(start, min(start + settings.batch_size, data.n), device=data.ehr.device)
+        ehr, lengths, images, has_cxr, _ = make_batch(data, idx, settings, False, None, model.uses_cxr)
+        with settings.autocast():
+            outputs = forward(ehr, lengths, images, has_cxr)
+        chunks.setdefault("prob", []).append(torch.sigmoid(outputs["logits"].float()).cpu())
+        for key in extra:
+            if key in outputs:
+                chunks.setdefault(key, []).append(outputs[key].float().cpu())
+    return {key: torch.cat(parts).numpy() for key, parts in chunks.items()}
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    columns: list[str] = []
+    for row in history:
+        columns += [c for c in row if c not in columns]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fit(
+    model,
+    train_split: SplitData,
+    val_split: SplitData,
+    settings: EngineSettings,
+    out_dir: Path,
+    seed: int,
+    meta: dict,
+    fingerprint: dict,
+    on_epoch_end=None,
+) -> dict:
+    """Train with early stopping into out_dir (best.pt, last.pt, metrics.csv); resume from last.pt.
+
+    `meta` (JSON-able: model name and settings) goes into best.pt for `predict`; `fingerprint`
+    (JSON-able) must equal the one in last.pt for a resume, else training starts afresh.
+    `on_epoch_end(epoch)` is called after each epoch's files are written. Returns a summary.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = settings.device
+    if settings.cuda:
+        torch.backends.cudnn.benchmark = True
+    model.to(device)
+    if settings.cuda and settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if settings.compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    train_data = DeviceData(train_split, device, model.uses_cxr)
+    val_data = DeviceData(val_split, device, model.uses_cxr)
+    val_labels = val_split.labels
+
+    fingerprint_json = json.dumps(fingerprint, sort_keys=True, default=str)
+    history: list[dict] = []
+    start_epoch, best, best_epoch, bad_epochs, done = 0, -math.inf, None, 0, False
+    best_state = None
+    last_path = out_dir / LAST
+    if last_path.exists():
+        state = checkpoint.load(last_path, map_location=device)
+        if state.get("fingerprint") == fingerprint_json:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            checkpoint.set_rng_state(state["rng"], generator)
+            history = json.loads(state["history"])
+            start_epoch, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
+            bad_epochs, done = state["bad_epochs"], state["done"]
+            best_state = state["best_state"]
+            log.info("resuming %s after epoch %d (best %.4f at epoch %s)", out_dir, start_epoch, best, best_epoch)
+        else:
+            log.warning("%s was written with other settings or data: training from scratch", last_path)
+
+    epochs = tqdm(range(start_epoch, settings.epochs), desc="epochs", initial=start_epoch, total=settings.epochs, disable=None)
+    for epoch in epochs:
+        if done:
+            break
+        t0 = time.perf_counter()
+        train_loss, parts = train_epoch(model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}")
+        val = macro_scores(val_labels, predict_outputs(model, forward, val_data, settings)["prob"])
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_prauc": val["prauc"],
+            "val_auroc": val["auroc"],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "val_labels_skipped": val["prauc_skipped"],
+            **{f"train_loss:{name}": value for name, value in parts.items()},
+        }
+        history.append(row)
+        score = val["prauc"] if not math.isnan(val["prauc"]) else -math.inf
+        if best_epoch is None or score > best:
+            best, best_epoch, bad_epochs = score, epoch + 1, 0
+            best_state = {
+                "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "epoch": epoch + 1,
+                "val_prauc": score,
+                "meta": json.dumps(meta),
+            }
+            checkpoint.save_atomic(best_state, out_dir / BEST)
+        else:
+            bad_epochs += 1
+        done = bad_epochs >= settings.patience
+        checkpoint.save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "done": done,
+                "history": json.dumps(history),
+                # a copy of best.pt: Snakemake deletes a job's outputs before re-running it
+                "best_state": best_state,
+                "rng": checkpoint.rng_state(generator),
+                "fingerprint": fingerprint_json,
+            },
+            last_path,
+        )
+        _write_metrics(out_dir / METRICS, history)
+        epochs.set_postfix(loss=f"{train_loss:.4f}", val_prauc=f"{val['prauc']:.4f}")
+        log.info(
+            "epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s",
+            epoch + 1, train_loss, val["prauc"], val["auroc"], row["seconds"], " *" if best_epoch == epoch + 1 else "",
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+    if best_state is not None and not (out_dir / BEST).exists():
+        checkpoint.save_atomic(best_state, out_dir / BEST)
+    _write_metrics(out_dir / METRICS, history)
+    return {
+        "best_epoch": best_epoch,
+        "best_val_prauc": best,
+        "epochs_run": len(history),
+        "stopped_early": bool(done),
+        "history": history,
+    }
+

@@ -1,0 +1,166 @@
+"""`drfuse train` and `drfuse predict`: one model on one training set, and its test predictions.
+
+`train` leases a GPU when several are shared (see `gpu_lease`), seeds every generator, builds the
+model from the registry, loads the train and validation splits of the training set and runs the
+engine into `train/{model}/{train_set}/seed{n}/` (best.pt, last.pt, metrics.csv, then run.json
+last, so run.json means "finished").
+
+`predict` rebuilds the model from best.pt (the best-validation weights, never the last epoch's),
+predicts the test split of the full or matched dataset and writes the predictions table per the
+contract in docs/architecture.md, plus a `.npz` beside it: the stay ids and, for models that
+output them (DrFuse), the four representations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from drfuse.errors import UserError
+from drfuse.phenotypes import PHENOTYPES
+from drfuse.train import checkpoint, gpu_lease
+from drfuse.train.data import dataset_for, fingerprint, load_split
+from drfuse.train.engine import BEST, REPRESENTATIONS, DeviceData, EngineSettings, fit, predict_outputs, resolve_device
+
+log = logging.getLogger(__name__)
+
+ATTENTION_TOKENS = ("ehr", "shared", "cxr")
+# settings that may change between a killed run and its restart without invalidating last.pt
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "num_threads", "compile", "amp", "channels_last")
+
+
+def _lease(train_cfg: dict) -> gpu_lease.GpuLease:
+    """A GPU lease when CUDA may be used; it must come before anything initialises CUDA."""
+    if train_cfg.get("device", "auto") == "cpu":
+        return gpu_lease.GpuLease(None, None, None)
+    return gpu_lease.acquire()
+
+
+def _write_json(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None) -> dict:
+    """Train `model_name` on `train_set` (full/matched) with `seed`; returns the run summary.
+
+    `on_epoch_end(epoch)` is a hook called after each epoch's files are written.
+    """
+    import torch
+
+    from drfuse.models import build_model
+
+    out_dir = Path(out_dir)
+    train_cfg = cfg["train"]
+    with _lease(train_cfg) as lease:
+        device = resolve_device(train_cfg)
+        checkpoint.seed_everything(seed)
+        model = build_model(model_name, cfg["model"])
+        dataset = dataset_for(model, train_set)
+        train_split = load_split(results_dir, "train", dataset)
+        val_split = load_split(results_dir, "val", dataset)
+        # the paper's CXR drop only makes sense for a fusion model on the all-paired dataset
+        fusion = model.uses_ehr and model.uses_cxr
+        cxr_drop = float(train_cfg["cxr_drop"]) if dataset == "matched" and fusion else 0.0
+        settings = EngineSettings.from_cfg(cfg, device, cxr_drop)
+        meta = {"model_name": model_name, "model_cfg": cfg["model"], "train_set": train_set, "dataset": dataset, "seed": seed}
+        fp = {
+            **meta,
+            "train": {k: v for k, v in train_cfg.items() if k not in RESUMABLE_CHANGES},
+            "data": [fingerprint(train_split), fingerprint(val_split)],
+        }
+        summary = fit(model, train_split, val_split, settings, out_dir, seed, meta, fp, on_epoch_end)
+        run = {
+            **meta,
+            "results_dir": str(results_dir),
+            "settings": cfg,
+            "cxr_drop_applied": cxr_drop,
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "n_train": len(train_split),
+            "n_val": len(val_split),
+            "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+            "gpu_lease": lease.gpu_id,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            **{k: v for k, v in summary.items() if k != "history"},
+        }
+    _write_json(run, out_dir / "run.json")
+    return run
+
+
+def _atomic_path(path: Path, suffix: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path) -> pl.DataFrame:
+    """Predict the test split of `test_set` with run_dir/best.pt; write out_path (+ .npz)."""
+    import torch
+
+    from drfuse.models import build_model
+
+    run_dir, out_path = Path(run_dir), Path(out_path)
+    best_path = run_dir / BEST
+    if not best_path.is_file():
+        raise UserError(f"no best checkpoint {best_path}: train the run first (`drfuse train`)")
+    with _lease(cfg["train"]):
+        device = resolve_device(cfg["train"])
+        state = checkpoint.load(best_path)
+        meta = json.loads(state["meta"])
+        model = build_model(meta["model_name"], meta["model_cfg"])
+        model.load_state_dict(state["model"])
+        if not model.uses_ehr and test_set != "matched":
+            raise UserError(
+                f"{meta['model_name']} uses no EHR: it is tested on the matched test set only, not {test_set!r} "
+                "(config experiments)"
+            )
+        data = load_split(results_dir, "test", dataset_for(model, test_set))
+        # the architecture (and crop) comes from the checkpoint, the device settings from cfg
+        settings = EngineSettings.from_cfg({"train": cfg["train"], "model": meta["model_cfg"]}, device, 0.0)
+        model.to(device)
+        if settings.cuda and settings.channels_last:
+            model.to(memory_format=torch.channels_last)
+        out = predict_outputs(model, model, DeviceData(data, device, model.uses_cxr), settings, ("attention", *REPRESENTATIONS))
+
+    columns = {"stay_id": pl.Series(data.stay_id, dtype=pl.Int64), "has_cxr": pl.Series(data.has_cxr, dtype=pl.Boolean)}
+    for c, label in enumerate(PHENOTYPES):
+        columns[f"y:{label}"] = pl.Series(data.labels[:, c], dtype=pl.Int8)
+    for c, label in enumerate(PHENOTYPES):
+        columns[f"p:{label}"] = pl.Series(out["prob"][:, c], dtype=pl.Float32)
+    if "attention" in out:
+        for c, label in enumerate(PHENOTYPES):
+            for j, token in enumerate(ATTENTION_TOKENS):
+                columns[f"attn:{label}:{token}"] = pl.Series(out["attention"][:, c, j], dtype=pl.Float32)
+    frame = pl.DataFrame(columns)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # The .npz is written for every model (the workflow declares it): the four representations
+    # where the model has them (DrFuse), else the stay ids only.
+    reps = {key: out[key].astype(np.float32) for key in REPRESENTATIONS if key in out}
+    for key in ("cxr_distinct", "cxr_shared"):
+        if key in reps:
+            reps[key][~data.has_cxr] = np.nan  # no image: no CXR representation
+    tmp = _atomic_path(out_path, ".npz")
+    try:
+        np.savez(tmp, stay_id=data.stay_id, **reps)
+        os.replace(tmp, out_path.with_suffix(".npz"))
+    finally:
+        tmp.unlink(missing_ok=True)
+    tmp = _atomic_path(out_path, ".parquet")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("predicted %d %s test stays with %s -> %s", frame.height, test_set, best_path, out_path)
+    return frame

@@ -1,0 +1,230 @@
+"""Cohort rules, the stays.parquet contract, splits and CXR matching on the real MIMIC-IV demo.
+
+Expected cohort counts are computed here with pandas straight from the demo CSVs."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from drfuse.data.cohort import STAYS_SCHEMA, build_cohort
+from drfuse.data.ingest import ingest
+from drfuse.data.splits import split_subjects
+from drfuse.errors import UserError
+from drfuse.phenotypes import PHENOTYPES
+
+
+def _pandas_cohort(demo_dir: Path, min_age: int) -> tuple[list[int], pd.DataFrame]:
+    """The MedFuse rules written independently in pandas: (stays kept after each step, cohort)."""
+    hosp, icu = demo_dir / "hosp", demo_dir / "icu"
+    stays = pd.read_csv(icu / "icustays.csv.gz")
+    admissions = pd.read_csv(hosp / "admissions.csv.gz", usecols=["subject_id", "hadm_id"])
+    patients = pd.read_csv(hosp / "patients.csv.gz", usecols=["subject_id", "anchor_age"])
+    diagnoses = pd.read_csv(hosp / "diagnoses_icd.csv.gz", usecols=["hadm_id"])
+    kept = [len(stays)]
+    stays = stays[stays.first_careunit == stays.last_careunit]
+    kept.append(len(stays))
+    stays = stays.merge(admissions, on=["subject_id", "hadm_id"]).merge(patients, on="subject_id")
+    kept.append(len(stays))
+    per_admission = stays.groupby("hadm_id").stay_id.transform("size")
+    stays = stays[per_admission == 1]
+    kept.append(len(stays))
+    stays = stays[stays.anchor_age >= min_age]
+    kept.append(len(stays))
+    stays = stays[stays.hadm_id.isin(diagnoses.hadm_id)]
+    kept.append(len(stays))
+    return kept, stays
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_cfg) -> dict:
+    return copy.deepcopy(tiny_cfg)
+
+
+@pytest.fixture(scope="module")
+def demo_cohort(tmp_path_factory, demo_db, cfg) -> Path:
+    out = tmp_path_factory.mktemp("cohort")
+    build_cohort(demo_db, out, cfg)
+    return out
+
+
+def test_attrition_matches_pandas(demo_cohort, demo_dir, cfg):
+    expected, stays = _pandas_cohort(demo_dir, cfg["cohort"]["min_age"])
+    attrition = pd.read_csv(demo_cohort / "attrition.csv")
+    assert list(attrition.columns) == ["step", "stays_kept", "stays_removed"]
+    assert attrition.stays_kept.tolist() == expected == [140, 129, 129, 112, 112, 112]
+    assert attrition.stays_removed.tolist() == [0] + [a - b for a, b in zip(expected, expected[1:])]
+    cohort = pd.read_parquet(demo_cohort / "stays.parquet")
+    assert sorted(cohort.stay_id) == sorted(stays.stay_id)
+    assert dict(zip(cohort.stay_id, cohort.age)) == dict(zip(stays.stay_id, stays.anchor_age))
+
+
+def test_min_age_step(tmp_path, demo_db, demo_dir, cfg):
+    cfg = copy.deepcopy(cfg)
+    cfg["cohort"]["min_age"] = 65
+    build_cohort(demo_db, tmp_path, cfg)
+    expected, stays = _pandas_cohort(demo_dir, 65)
+    attrition = pd.read_csv(tmp_path / "attrition.csv")
+    assert attrition.stays_kept.tolist() == expected
+    assert attrition.stays_removed.iloc[4] > 0  # the step removes someone on the demo
+    assert sorted(pd.read_parquet(tmp_path / "stays.parquet").stay_id) == sorted(stays.stay_id)
+
+
+def test_stays_without_diagnoses_are_excluded(tmp_path, demo_db, cfg):
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(demo_db, db)
+    with duckdb.connect(str(db)) as con:
+        hadm_id, stay_id = con.execute(
+            "SELECT hadm_id, stay_id FROM icustays WHERE first_careunit = last_careunit ORDER BY stay_id LIMIT 1"
+        ).fetchall()[0]
+        con.execute("DELETE FROM diagnoses_icd WHERE hadm_id = ?", [hadm_id])
+    build_cohort(db, tmp_path / "out", cfg)
+    attrition = pd.read_csv(tmp_path / "out" / "attrition.csv")
+    assert attrition.iloc[-1].tolist() == ["with diagnosis rows", 111, 1]
+    assert stay_id not in set(pd.read_parquet(tmp_path / "out" / "stays.parquet").stay_id)
+
+
+def test_stays_contract(demo_cohort):
+    table = pq.read_table(demo_cohort / "stays.parquet")
+    assert table.schema.names == STAYS_SCHEMA.names
+    assert table.schema.names[13:] == list(PHENOTYPES)
+    assert table.schema.equals(STAYS_SCHEMA)
+    df = table.to_pandas()
+    assert df.stay_id.is_monotonic_increasing and df.stay_id.is_unique
+    assert np.allclose(df.los_hours, (df.outtime - df.intime).dt.total_seconds() / 3600)
+    assert set(df.split) == {"train", "val", "test"}
+    # the real demo has no CXR metadata: no stay has a CXR
+    assert not df.has_cxr.any() and df.dicom_id.isna().all() and df.cxr_path.isna().all()
+    labels = df[list(PHENOTYPES)].to_numpy()
+    assert set(np.unique(labels)) == {0, 1}
+    assert not list((demo_cohort).glob("*.partial"))
+
+
+def test_splits_by_subject(demo_cohort):
+    df = pd.read_parquet(demo_cohort / "stays.parquet")
+    assert (df.groupby("subject_id").split.nunique() == 1).all()
+    per_split = df.drop_duplicates("subject_id").split.value_counts()
+    n = per_split.sum()
+    assert per_split.to_dict() == {"train": round(0.7 * n), "val": round(0.1 * n), "test": n - round(0.7 * n) - round(0.1 * n)}
+
+
+def test_split_determinism(tmp_path, demo_db, demo_cohort, cfg):
+    subjects = np.arange(1000, 1500)
+    a = dict(zip(*split_subjects(subjects, [0.7, 0.1, 0.2], seed=3)))
+    shuffled = np.random.default_rng(1).permutation(np.repeat(subjects, 2))  # order and repeats don't matter
+    assert dict(zip(*split_subjects(shuffled, [0.7, 0.1, 0.2], seed=3))) == a
+    assert dict(zip(*split_subjects(subjects, [0.7, 0.1, 0.2], seed=4))) != a
+    assert sum(v == "train" for v in a.values()) == 350
+    build_cohort(demo_db, tmp_path, cfg)
+    assert pq.read_table(tmp_path / "stays.parquet").equals(pq.read_table(demo_cohort / "stays.parquet"))
+
+
+def test_bad_configuration(tmp_path, demo_db, cfg):
+    for section, key, value, name in [
+        ("cohort", "labels", "icd11", "cohort.labels"),
+        ("split", "fractions", [0.5, 0.5, 0.5], "split.fractions"),
+        ("cohort", "hours", -1, "cohort.hours"),
+    ]:
+        bad = copy.deepcopy(cfg)
+        bad[section][key] = value
+        with pytest.raises(UserError, match=name.replace(".", r"\.")):
+            build_cohort(demo_db, tmp_path, bad)
+    with pytest.raises(UserError, match="not found"):
+        build_cohort(tmp_path / "missing.duckdb", tmp_path, cfg)
+    assert not list(tmp_path.iterdir())
+
+
+# ---- CXR matching on hand-made metadata placed around real demo stays ----
+
+def _study_time(t: pd.Timestamp) -> str:
+    # MIMIC-CXR stores StudyTime as a number: leading zeros are lost (00:45:06 -> "4506.000")
+    return f"{int(t.strftime('%H%M%S'))}.{t.microsecond // 1000:03d}"
+
+
+@pytest.fixture(scope="module")
+def cxr_case(tmp_path_factory, demo_dir, cfg):
+    _, stays = _pandas_cohort(demo_dir, 18)
+    single = stays.groupby("subject_id").filter(lambda g: len(g) == 1)
+    all_stays = pd.read_csv(demo_dir / "icu" / "icustays.csv.gz")
+    single = single[single.subject_id.isin(all_stays.subject_id.value_counts().loc[lambda c: c == 1].index)]
+    a, b, c, d = (single.sort_values("stay_id").iloc[k] for k in range(4))
+    t = {s.stay_id: pd.Timestamp(s.intime) for s in (a, b, c, d)}
+    h48 = timedelta(hours=48)
+    rows = [  # dicom_id, subject, study, view, time
+        ("a-1", a.subject_id, 51, "AP", t[a.stay_id]),
+        ("a-2", a.subject_id, 52, "AP", t[a.stay_id] + h48),  # last moment of the window: chosen
+        ("a-3", a.subject_id, 53, "AP", t[a.stay_id] + h48 + timedelta(seconds=1)),
+        ("a-4", a.subject_id, 54, "PA", t[a.stay_id] + timedelta(hours=24)),
+        ("b-0", b.subject_id, 60, "AP", t[b.stay_id] + timedelta(hours=2)),
+        ("b-1", b.subject_id, 61, "AP", t[b.stay_id] + timedelta(hours=5)),
+        ("b-2", b.subject_id, 61, "AP", t[b.stay_id] + timedelta(hours=5)),  # same time: larger id wins
+        ("c-0", c.subject_id, 70, "AP", t[c.stay_id] - timedelta(seconds=1)),
+        ("c-1", c.subject_id, 71, "AP", t[c.stay_id]),  # exactly at intime: inside
+        ("d-1", d.subject_id, 80, "AP", t[d.stay_id] + h48 + timedelta(seconds=1)),
+        ("d-2", d.subject_id, 81, "PA", t[d.stay_id] + timedelta(hours=1)),
+        ("x-1", 19999999, 90, "AP", pd.Timestamp("2180-01-01 00:45:06.968")),  # nobody's stay
+    ]
+    cxr = tmp_path_factory.mktemp("cxr")
+    meta = pd.DataFrame(
+        {
+            "dicom_id": [r[0] for r in rows],
+            "subject_id": [r[1] for r in rows],
+            "study_id": [50_000_000 + r[2] for r in rows],
+            "PerformedProcedureStepDescription": "CHEST (PORTABLE AP)",
+            "ViewPosition": [r[3] for r in rows],
+            "Rows": 3056,
+            "Columns": 2544,
+            "StudyDate": [r[4].strftime("%Y%m%d") for r in rows],
+            "StudyTime": [_study_time(r[4]) for r in rows],
+            "ProcedureCodeSequence_CodeMeaning": "CHEST (PORTABLE AP)",
+            "ViewCodeSequence_CodeMeaning": "antero-posterior",
+            "PatientOrientationCodeSequence_CodeMeaning": "Erect",
+        }
+    )
+    with gzip.open(cxr / "mimic-cxr-2.0.0-metadata.csv.gz", "wt") as fh:
+        meta.to_csv(fh, index=False)
+    out = tmp_path_factory.mktemp("cxr_run")
+    ingest(demo_dir, cxr, out / "db.duckdb", out / "manifest.json")
+    build_cohort(out / "db.duckdb", out / "cohort", cfg)
+    result = pd.read_parquet(out / "cohort" / "stays.parquet").set_index("stay_id")
+    return out, result, (a, b, c, d)
+
+
+def test_cxr_metadata_times(cxr_case):
+    out, _, _ = cxr_case
+    with duckdb.connect(str(out / "db.duckdb"), read_only=True) as con:
+        (when,) = con.execute("SELECT study_datetime FROM cxr_metadata WHERE dicom_id = 'x-1'").fetchall()[0]
+        assert con.execute("SELECT count(*) FROM cxr_metadata").fetchall() == [(12,)]
+    assert pd.Timestamp(when) == pd.Timestamp("2180-01-01 00:45:06.968")
+
+
+def test_cxr_matching(cxr_case):
+    _, result, (a, b, c, d) = cxr_case
+    assert result.has_cxr.sum() == 3
+    assert result.loc[a.stay_id, "dicom_id"] == "a-2"
+    assert result.loc[a.stay_id, "cxr_time"] == pd.Timestamp(a.intime) + timedelta(hours=48)
+    sid = str(a.subject_id)
+    assert result.loc[a.stay_id, "cxr_path"] == f"files/p{sid[:2]}/p{sid}/s50000052/a-2.jpg"
+    assert result.loc[a.stay_id, "study_id"] == 50_000_052
+    assert result.loc[b.stay_id, "dicom_id"] == "b-2"
+    assert result.loc[c.stay_id, "dicom_id"] == "c-1"
+    assert result.loc[c.stay_id, "cxr_time"] == pd.Timestamp(c.intime)
+    assert not result.loc[d.stay_id, "has_cxr"] and pd.isna(result.loc[d.stay_id, "cxr_path"])
+
+
+def test_cxr_view_setting(tmp_path, cxr_case, cfg):
+    out, _, (a, b, c, d) = cxr_case
+    pa_cfg = copy.deepcopy(cfg)
+    pa_cfg["cohort"]["cxr_view"] = "PA"
+    build_cohort(out / "db.duckdb", tmp_path, pa_cfg)
+    result = pd.read_parquet(tmp_path / "stays.parquet").set_index("stay_id")
+    assert result.loc[result.has_cxr, "dicom_id"].to_dict() == {a.stay_id: "a-4", d.stay_id: "d-2"}

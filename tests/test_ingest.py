@@ -1,0 +1,165 @@
+"""Ingest on the real MIMIC-IV demo: counts, types, version detection, v1.0 layout, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from drfuse.data import items
+from drfuse.data.ingest import _count_warnings, ingest
+from drfuse.errors import UserError
+
+TABLE_FILES = {
+    "hosp": ["patients", "admissions", "transfers", "diagnoses_icd", "d_labitems", "labevents"],
+    "icu": ["icustays", "d_items", "chartevents"],
+}
+
+
+def _query(db: Path, sql: str):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def _link_demo(demo_dir: Path, root: Path, skip: str = "") -> Path:
+    """A copy of the demo's needed tables made of symlinks (cheap), without `skip`."""
+    for folder, tables in TABLE_FILES.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for table in tables:
+            if table != skip:
+                (root / folder / f"{table}.csv.gz").symlink_to(demo_dir / folder / f"{table}.csv.gz")
+    return root
+
+
+def test_demo_counts_and_version(demo_db, demo_dir):
+    manifest = json.loads((demo_db.parent / "manifest.json").read_text())
+    assert manifest["version"] == "2.x"
+    assert manifest["release"] == "2.2"  # chartevents has caregiver_id
+    assert manifest["full_size"] is False and manifest["warnings"] == []
+    assert manifest["tables"]["icustays"]["rows"] == 140
+    assert manifest["tables"]["diagnoses_icd"]["rows"] == 4506
+    assert manifest["tables"]["chartevents"]["rows_source"] == 309_168
+    assert _query(demo_db, "SELECT count(*) FROM icustays") == [(140,)]
+    assert _query(demo_db, "SELECT count(DISTINCT hadm_id) FROM icustays") == [(128,)]
+    assert dict(_query(demo_db, "SELECT icd_version, count(*) FROM diagnoses_icd GROUP BY 1")) == {"9": 2193, "10": 2313}
+    assert _query(demo_db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cxr_metadata'") == [(0,)]
+
+
+def test_explicit_types(demo_db):
+    types = dict(
+        _query(demo_db, "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns")
+    )
+    assert types["diagnoses_icd.icd_code"] == "VARCHAR"
+    assert types["diagnoses_icd.icd_version"] == "VARCHAR"
+    assert types["icustays.stay_id"] == "BIGINT"
+    assert types["icustays.intime"] == "TIMESTAMP"
+    assert types["chartevents.value"] == "VARCHAR"
+    assert types["chartevents.valuenum"] == "DOUBLE"
+    assert types["labevents.charttime"] == "TIMESTAMP"
+    assert types["admissions.race"] == "VARCHAR"
+
+
+def test_icd_codes_keep_leading_zeros(demo_db, demo_dir):
+    raw = pd.read_csv(demo_dir / "hosp" / "diagnoses_icd.csv.gz", dtype=str)
+    loaded = pd.DataFrame(_query(demo_db, "SELECT icd_code, icd_version FROM diagnoses_icd"), columns=["icd_code", "icd_version"])
+    assert sorted(loaded.icd_code) == sorted(raw.icd_code)
+    # e.g. ICD-9 '0389' (septicemia) must not become 389
+    zero = loaded[loaded.icd_code.str.startswith("0")]
+    assert len(zero) == (raw.icd_code.str.startswith("0")).sum() > 0
+    assert (zero.icd_version == "9").all()
+    assert loaded.icd_code.str.startswith("V").any()
+
+
+def test_events_hold_only_the_variables_items(demo_db, demo_dir):
+    chart = set(items.chart_itemids())
+    lab = set(items.lab_itemids())
+    assert {i for (i,) in _query(demo_db, "SELECT DISTINCT itemid FROM chartevents")} <= chart
+    assert {i for (i,) in _query(demo_db, "SELECT DISTINCT itemid FROM labevents")} <= lab
+    raw = pd.read_csv(demo_dir / "icu" / "chartevents.csv.gz", usecols=["itemid"])
+    assert _query(demo_db, "SELECT count(*) FROM chartevents") == [(int(raw.itemid.isin(chart).sum()),)]
+    raw_lab = pd.read_csv(demo_dir / "hosp" / "labevents.csv.gz", usecols=["itemid"])
+    assert _query(demo_db, "SELECT count(*) FROM labevents") == [(int(raw_lab.itemid.isin(lab).sum()),)]
+    assert 51478 not in lab and 50931 in lab  # urine glucose out, blood glucose in
+
+
+def test_items_cover_the_spec_table():
+    table = items.variable_items()
+    assert len(table) == 17
+    assert table["Capillary refill rate"]["chart"] == (223951, 224308)
+    assert table["Glucose"] == {"chart": (220621, 225664, 226537), "lab": (50809, 50931)}
+    assert table["Glascow coma scale total"] == {"chart": (), "lab": ()}
+    assert items.item_to_variable()[226707] == "Height"
+
+
+def test_v1_layout(tmp_path, demo_dir):
+    """core/ holds patients, admissions (race named ethnicity, plain .csv), transfers."""
+    root = tmp_path / "mimic-iv-1.0"
+    for folder, tables in {"core": ["patients", "transfers"], "hosp": ["diagnoses_icd", "d_labitems", "labevents"],
+                           "icu": ["icustays", "d_items", "chartevents"]}.items():
+        (root / folder).mkdir(parents=True)
+        for table in tables:
+            src_folder = "icu" if folder == "icu" else "hosp"
+            (root / folder / f"{table}.csv.gz").symlink_to(demo_dir / src_folder / f"{table}.csv.gz")
+    admissions = pd.read_csv(demo_dir / "hosp" / "admissions.csv.gz", dtype=str, keep_default_na=False)
+    admissions.drop(columns="admit_provider_id").rename(columns={"race": "ethnicity"}).to_csv(
+        root / "core" / "admissions.csv", index=False
+    )
+    db = tmp_path / "v1.duckdb"
+    manifest = ingest(root, None, db, tmp_path / "manifest.json")
+    assert manifest["version"] == "1.0" and manifest["layout"] == "1.0"
+    loaded = dict(_query(db, "SELECT hadm_id, race FROM admissions"))
+    assert loaded == dict(zip(admissions.hadm_id.astype(int), admissions.race))
+    assert _query(db, "SELECT count(*) FROM icustays") == [(140,)]
+
+
+def _assert_nothing_left(out: Path):
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["missing_table", "truncated_gz", "wrong_columns"])
+def test_bad_input(tmp_path, demo_dir, case):
+    root = tmp_path / "mimic"
+    if case == "missing_table":
+        _link_demo(demo_dir, root, skip="diagnoses_icd")
+        expected = ["diagnoses_icd.csv.gz", "2.x/3.x"]
+    elif case == "truncated_gz":
+        _link_demo(demo_dir, root, skip="labevents")
+        data = (demo_dir / "hosp" / "labevents.csv.gz").read_bytes()
+        (root / "hosp" / "labevents.csv.gz").write_bytes(data[: len(data) // 2])
+        expected = ["labevents.csv.gz", "2.x/3.x"]
+    else:
+        _link_demo(demo_dir, root, skip="diagnoses_icd")
+        raw = pd.read_csv(demo_dir / "hosp" / "diagnoses_icd.csv.gz", dtype=str)
+        with gzip.open(root / "hosp" / "diagnoses_icd.csv.gz", "wt") as fh:
+            raw.rename(columns={"icd_version": "version"}).to_csv(fh, index=False)
+        expected = ["diagnoses_icd.csv.gz", "icd_version", "2.x/3.x"]
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UserError) as err:
+        ingest(root, None, out / "mimiciv.duckdb", out / "manifest.json")
+    for text in expected:
+        assert text in str(err.value)
+    _assert_nothing_left(out)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        ingest(tmp_path / "nowhere", None, tmp_path / "db.duckdb", tmp_path / "manifest.json")
+    with pytest.raises(UserError, match="not a MIMIC-IV directory"):
+        ingest(tmp_path, None, tmp_path / "db.duckdb", tmp_path / "manifest.json")
+    assert not (tmp_path / "db.duckdb").exists()
+
+
+def test_full_size_count_warnings():
+    full = {"icustays": 73_181, "chartevents": 313_645_063, "labevents": 118_171_367}
+    assert _count_warnings("2.x", "2.2", full) == []
+    short = dict(full, chartevents=313_000_000)
+    (warning,) = _count_warnings("2.x", "2.2", short)
+    assert "chartevents" in warning and "313,645,063" in warning
+    assert _count_warnings("3.x", None, {"icustays": 94_458, "chartevents": 433_020_000, "labevents": 158_400_000}) == []
+    # the demo (or any subset) is never compared
+    assert _count_warnings("2.x", "2.2", {"icustays": 140, "chartevents": 5, "labevents": 5}) == []

@@ -1,0 +1,171 @@
+"""DrFuse: output shapes, the missing-CXR path, masked attention, ablations, weights, parameter count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from drfuse.errors import UserError
+from drfuse.models import MODELS, build_model
+from drfuse.models.drfuse import logit_pool
+from drfuse.phenotypes import N_PHENOTYPES
+
+B, T, F = 6, 48, 76
+HAS_CXR = torch.tensor([True, False, True, False, True, True])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids oversubscribing the shared 2-core machine (10x faster)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_cfg) -> dict:
+    return dict(tiny_cfg["model"])  # d 32, 2 heads, ff 64, dropout 0, resnet18, 32 px
+
+
+def batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ehr = torch.randn(B, T, F, generator=g)
+    lengths = torch.tensor([48, 12, 3, 48, 30, 1])
+    ehr[torch.arange(T)[None, :] >= lengths[:, None]] = 0  # rows past the stay's length are zero (ehr.npy)
+    images = torch.randn(B, 3, 32, 32, generator=g)
+    labels = torch.randint(0, 2, (B, N_PHENOTYPES), generator=g)
+    return ehr, lengths, images, labels
+
+
+def test_outputs_shapes_and_missing_rows(cfg):
+    torch.manual_seed(0)
+    model = build_model("drfuse", cfg).eval()
+    ehr, lengths, images, _ = batch()
+    with torch.no_grad():
+        out = model(ehr, lengths, images, HAS_CXR)
+    d, c = cfg["d_model"], N_PHENOTYPES
+    shapes = {"logits": (B, c), "probs": (B, c), "attention": (B, c, 3), "ehr_shared": (B, d), "ehr_distinct": (B, d),
+              "cxr_shared": (B, d), "cxr_distinct": (B, d), "h_shared": (B, d), "aux_ehr": (B, c), "aux_shared": (B, c),
+              "aux_cxr": (B, c)}
+    for key, shape in shapes.items():
+        assert tuple(out[key].shape) == shape, key
+    for key in ("logits", "probs", "attention", "ehr_shared", "ehr_distinct", "h_shared", "aux_ehr", "aux_shared"):
+        assert torch.isfinite(out[key]).all(), key
+    for key in ("cxr_shared", "cxr_distinct", "aux_cxr"):  # NaN exactly in the rows without CXR
+        assert torch.equal(torch.isnan(out[key]).all(1), ~HAS_CXR), key
+        assert torch.isfinite(out[key][HAS_CXR]).all(), key
+    assert torch.allclose(out["probs"], torch.sigmoid(out["logits"]))
+
+
+def test_masked_attention_and_shared_pooling(cfg):
+    torch.manual_seed(0)
+    model = build_model("drfuse", cfg).eval()
+    ehr, lengths, images, _ = batch()
+    with torch.no_grad():
+        out = model(ehr, lengths, images, HAS_CXR)
+    att = out["attention"]
+    assert torch.allclose(att.sum(-1), torch.ones(B, N_PHENOTYPES), atol=1e-6)
+    assert (att[~HAS_CXR, :, 2] == 0).all()  # CXR token masked to -inf
+    assert (att[HAS_CXR, :, 2] > 0).all()
+    paired = HAS_CXR
+    assert torch.allclose(out["h_shared"][paired], logit_pool(out["ehr_shared"][paired], out["cxr_shared"][paired]), atol=1e-6)
+    assert torch.equal(out["h_shared"][~paired], out["ehr_shared"][~paired])
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_missing_cxr_output_independent_of_image_slot(cfg, train_mode):
+    torch.manual_seed(0)
+    model = build_model("drfuse", {**cfg, "dropout": 0.0}).train(train_mode)
+    ehr, lengths, images, _ = batch()
+    other = images.clone()
+    other[~HAS_CXR] = torch.randn(int((~HAS_CXR).sum()), 3, 32, 32) * 10 + 5  # garbage in the missing slots
+    with torch.no_grad():
+        a = model(ehr, lengths, images, HAS_CXR)
+        b = model(ehr, lengths, other, HAS_CXR)
+    for key in ("logits", "attention", "ehr_shared", "h_shared"):
+        # every row, paired ones too: in train mode BatchNorm must not have seen the missing images
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_batch_without_cxr_and_backward(cfg):
+    torch.manual_seed(0)
+    model = build_model("drfuse", cfg).train()
+    ehr, lengths, images, labels = batch()
+    out = model(ehr, lengths, images, torch.zeros(B, dtype=torch.bool))
+    loss, parts = model.loss(out, labels, torch.zeros(B, dtype=torch.bool))
+    loss.backward()
+    assert torch.isfinite(loss) and parts["jsd"] == 0.0
+    # the CNN was not run: its weights get no gradient at all
+    assert model.cxr_stem[0].weight.grad is None
+    assert all(torch.isfinite(p.grad).all() for p in model.ehr_encoder.parameters() if p.grad is not None)
+
+    model.zero_grad()
+    out = model(ehr, lengths, images, HAS_CXR)
+    loss, parts = model.loss(out, labels, HAS_CXR)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert set(parts) >= {"pred", "jsd", "orth_ehr", "orth_cxr", "aux", "attn", "total"}
+
+
+def test_ablations(cfg):
+    torch.manual_seed(0)
+    ehr, lengths, images, labels = batch()
+    nd = build_model("drfuse_no_disentangle", {**cfg, "lambda_jsd": 1.0, "lambda_orth": 1.0})
+    assert nd.loss_settings["lambda_jsd"] == 0.0 and nd.loss_settings["lambda_orth"] == 0.0
+    mse = build_model("drfuse_mse", cfg).eval()
+    with torch.no_grad():
+        out = mse(ehr, lengths, images, HAS_CXR)
+    _, parts = mse.loss(out, labels, HAS_CXR)
+    assert "mse" in parts and "jsd" not in parts
+    assert torch.allclose(out["h_shared"][HAS_CXR], (out["ehr_shared"][HAS_CXR] + out["cxr_shared"][HAS_CXR]) / 2, atol=1e-6)
+    assert build_model("drfuse_no_rank", cfg).loss_settings["use_ranking"] is False
+    assert build_model("drfuse", cfg).loss_settings["use_ranking"] is True
+
+
+def _transformer_layer_params(d: int, ff: int) -> int:
+    return (3 * d * d + 3 * d) + (d * d + d) + (d * ff + ff) + (ff * d + d) + 4 * d
+
+
+def test_parameter_count(cfg):
+    d, ff, c = cfg["d_model"], cfg["ff_dim"], N_PHENOTYPES
+    resnet = torchvision.models.resnet18(weights=None)
+    stem = sum(p.numel() for p in [*resnet.conv1.parameters(), *resnet.bn1.parameters()])
+    trunk = sum(p.numel() for m in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for p in m.parameters())
+    ehr = (F * d + d) + cfg["max_len"] * d + 3 * _transformer_layer_params(d, ff)
+    cxr = stem + 2 * (trunk + 512 * d + d)
+    proj = (d * 2 * d + 2 * d) + (2 * d * d + d) + (d * d + d)
+    attn = d * (2 + c) * d + (2 + c) * d
+    heads = (d * c + c) + 3 * ((d * d + d) + (d * c + c))
+    model = build_model("drfuse", cfg)
+    assert sum(p.numel() for p in model.parameters()) == ehr + cxr + proj + attn + heads
+    linear = build_model("drfuse", {**cfg, "aux_head": "linear"})
+    assert sum(p.numel() for p in linear.parameters()) == ehr + cxr + proj + attn + 4 * (d * c + c)
+
+
+def test_pretrained_weights_from_local_file(cfg, tmp_path):
+    torch.manual_seed(1)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pt"
+    torch.save(ref.state_dict(), path)
+    model = build_model("drfuse", {**cfg, "pretrained_weights": str(path)})
+    assert torch.equal(model.cxr_stem[0].weight, ref.conv1.weight)
+    assert torch.equal(model.cxr_trunk_shared.layers[3][1].conv2.weight, ref.layer4[1].conv2.weight)
+    assert torch.equal(model.cxr_trunk_distinct.layers[0][0].conv1.weight, ref.layer1[0].conv1.weight)
+    with pytest.raises(UserError, match="pretrained_weights"):
+        build_model("drfuse", {**cfg, "pretrained_weights": str(tmp_path / "missing.pt")})
+    with pytest.raises(UserError, match="pretrained_weights"):
+        build_model("drfuse", {**cfg, "backbone": "resnet34", "pretrained_weights": str(path)})
+
+
+def test_registry_builds_every_model_with_interface(cfg):
+    for name in MODELS:
+        model = build_model(name, {**cfg, "baseline_backbone": "resnet18"})
+        assert isinstance(model.uses_ehr, bool) and isinstance(model.uses_cxr, bool), name
+        assert callable(model.loss)
+    with pytest.raises(UserError, match="unknown model"):
+        build_model("nope", cfg)
+    with pytest.raises(UserError, match="aux_head"):
+        build_model("drfuse", {**cfg, "aux_head": "deep"})

@@ -1,0 +1,288 @@
+"""The built-in MIMIC-shaped generator: real layouts, determinism, id formats, planted structure.
+
+Layouts are checked against the real MIMIC-IV v2.2 demo and the MIMIC-CXR metadata format file
+in ../shared; labels are re-derived here from diagnoses_icd with the CCS definitions and the
+backward GEM, independently of the generator's own code pools.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from drfuse.errors import UserError
+from drfuse.phenotypes import PHENOTYPES, RESOURCES, ccs_definitions
+from drfuse.synth import generate
+
+SETTINGS = {"n_subjects": 400, "seed": 3, "image_size": [48, 40], "first_year": 2110, "icd10_from_year": 2150}
+IV_FILES = [
+    "hosp/patients.csv.gz", "hosp/admissions.csv.gz", "hosp/transfers.csv.gz", "hosp/diagnoses_icd.csv.gz",
+    "hosp/labevents.csv.gz", "hosp/d_labitems.csv.gz", "hosp/d_icd_diagnoses.csv.gz",
+    "icu/icustays.csv.gz", "icu/chartevents.csv.gz", "icu/d_items.csv.gz",
+]
+CXR_META = "mimic-cxr-2.0.0-metadata.csv.gz"
+TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+
+
+def header(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:
+        return next(csv.reader(fh))
+
+
+def read(path: Path) -> pl.DataFrame:
+    """All columns as strings, empty fields as nulls: what a loader of the real files sees."""
+    return pl.read_csv(path, infer_schema=False)
+
+
+def ts(col: str) -> pl.Expr:
+    return pl.col(col).str.strptime(pl.Datetime, "%Y-%m-%d %H:%M:%S")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "synth"
+    generate(out, SETTINGS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tables(synth) -> dict[str, pl.DataFrame]:
+    iv = synth / "mimic-iv"
+    names = ["patients", "admissions", "transfers", "diagnoses_icd", "labevents"]
+    out = {n: read(iv / "hosp" / f"{n}.csv.gz") for n in names}
+    out.update({n: read(iv / "icu" / f"{n}.csv.gz") for n in ["icustays", "chartevents"]})
+    out["cxr"] = read(synth / "mimic-cxr-jpg" / CXR_META)
+    return out
+
+
+def test_files_and_columns_match_the_real_releases(synth, demo_dir, cxr_samples_dir):
+    written = sorted(str(p.relative_to(synth)) for p in synth.rglob("*.csv.gz"))
+    assert written == sorted([f"mimic-iv/{f}" for f in IV_FILES] + [f"mimic-cxr-jpg/{CXR_META}"])
+    for name in IV_FILES:
+        assert header(synth / "mimic-iv" / name) == header(demo_dir / name), name
+    real_cxr = cxr_samples_dir / "mimic-cxr-format-SYNTHETIC" / "mimic-cxr-2.0.0-metadata.csv"
+    assert header(synth / "mimic-cxr-jpg" / CXR_META) == header(real_cxr)
+    # The dictionaries are the demo's own files.
+    for name in ["hosp/d_labitems.csv.gz", "hosp/d_icd_diagnoses.csv.gz", "icu/d_items.csv.gz"]:
+        assert (synth / "mimic-iv" / name).read_bytes() == (demo_dir / name).read_bytes()
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    small = {**SETTINGS, "n_subjects": 30, "image_size": [40, 32]}
+    generate(tmp_path / "a", small)
+    generate(tmp_path / "b", small)
+    generate(tmp_path / "c", {**small, "seed": 4})
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b
+    assert any(f.suffix == ".jpg" for f in files_a)
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    chart = Path("mimic-iv/icu/chartevents.csv.gz")
+    assert (tmp_path / "a" / chart).read_bytes() != (tmp_path / "c" / chart).read_bytes()
+    # gzip header: no file name (FLG = 0) and mtime 0.
+    head = (tmp_path / "a" / chart).read_bytes()[:10]
+    assert head[3] == 0 and head[4:8] == b"\0\0\0\0"
+    assert not list(tmp_path.glob(".*partial")), "the temporary folder must be renamed away"
+
+
+def test_id_and_time_formats(tables):
+    for name, col, pattern in [
+        ("patients", "subject_id", r"^1\d{7}$"), ("admissions", "hadm_id", r"^2\d{7}$"),
+        ("icustays", "stay_id", r"^3\d{7}$"), ("transfers", "transfer_id", r"^3\d{7}$"),
+        ("cxr", "study_id", r"^5\d{7}$"), ("cxr", "subject_id", r"^1\d{7}$"),
+        ("cxr", "dicom_id", r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$"), ("cxr", "StudyDate", r"^\d{8}$"),
+        ("cxr", "StudyTime", r"^\d{1,6}\.\d{1,3}$"),
+    ]:
+        assert tables[name][col].str.contains(pattern).all(), (name, col)
+    assert tables["patients"]["subject_id"].is_unique().all()
+    assert tables["admissions"]["hadm_id"].is_unique().all()
+    assert tables["icustays"]["stay_id"].is_unique().all()
+    # Each stay_id is the transfer_id of its first ICU transfer, as in MIMIC.
+    assert set(tables["icustays"]["stay_id"]) <= set(tables["transfers"]["transfer_id"])
+    for name, cols in [("admissions", ["admittime", "dischtime"]), ("icustays", ["intime", "outtime"]),
+                       ("chartevents", ["charttime", "storetime"]), ("labevents", ["charttime", "storetime"])]:
+        for col in cols:
+            assert tables[name][col].str.contains(TIME.pattern).all(), (name, col)
+    assert tables["patients"]["dod"].drop_nulls().str.contains(r"^\d{4}-\d{2}-\d{2}$").all()
+    stays = tables["icustays"].with_columns(ts("intime"), ts("outtime"))
+    los = (stays["outtime"] - stays["intime"]).dt.total_seconds() / 86400
+    assert np.allclose(los.to_numpy(), stays["los"].cast(pl.Float64).to_numpy(), atol=1e-9)
+    # Study date and time decode to real datetimes (time as a number: leading zeros dropped).
+    for date, time in tables["cxr"].select("StudyDate", "StudyTime").iter_rows():
+        whole = f"{int(float(time)):06d}"
+        datetime.strptime(date + whole, "%Y%m%d%H%M%S")
+
+
+def test_icd_codes_are_real_and_versioned_by_year(tables, demo_dir):
+    dx = tables["diagnoses_icd"]
+    real = read(demo_dir / "hosp" / "d_icd_diagnoses.csv.gz").select("icd_code", "icd_version")
+    assert dx.join(real, on=["icd_code", "icd_version"], how="anti").height == 0
+    assert dx["icd_code"].str.starts_with("0").any(), "ICD-9 codes keep their leading zeros"
+    years = tables["admissions"].select("hadm_id", ts("admittime").dt.year().alias("year"))
+    versions = dx.join(years, on="hadm_id").with_columns(
+        (pl.col("year") >= SETTINGS["icd10_from_year"]).alias("late"))
+    assert (versions.filter(pl.col("late"))["icd_version"] == "10").all()
+    assert (versions.filter(~pl.col("late"))["icd_version"] == "9").all()
+    assert versions["late"].mean() > 0.2 and versions["late"].mean() < 0.8
+    # seq_num runs 1..n within each admission.
+    seq = dx.group_by("hadm_id").agg(pl.col("seq_num").cast(pl.Int64).sort().alias("s"))
+    assert all(list(s) == list(range(1, len(s) + 1)) for s in seq["s"])
+
+
+def admission_labels(dx: pl.DataFrame) -> pl.DataFrame:
+    """Labels per admission from ICD-9 (CCS) and ICD-10 (backward GEM -> CCS): the cohort's rule."""
+    group_of = {c: name for name, g in ccs_definitions().items() if name in PHENOTYPES for c in g["codes"]}
+    gem: dict[str, set[str]] = {}
+    for line in (RESOURCES / "gems_2018" / "2018_I10gem.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2][1] != "1":
+            gem.setdefault(parts[0], set()).add(parts[1])
+    rows = []
+    for hadm, code, version in dx.select("hadm_id", "icd_code", "icd_version").iter_rows():
+        icd9 = [code] if version == "9" else sorted(gem.get(code, ()))
+        rows += [(hadm, group_of[c]) for c in icd9 if c in group_of]
+    hit = pl.DataFrame(rows, schema=["hadm_id", "label"], orient="row").unique()
+    wide = hit.with_columns(pl.lit(1).alias("v")).pivot(on="label", index="hadm_id", values="v")
+    coded = dx.select("hadm_id").unique()
+    return coded.join(wide, on="hadm_id", how="left").fill_null(0)
+
+
+def test_planted_prevalences_and_cxr_share(tables, shared_dir):
+    labels = admission_labels(tables["diagnoses_icd"])
+    paper = dict(pl.read_csv(shared_dir / "paper" / "table3.csv").select("label", "prevalence").iter_rows())
+    order = sorted(paper)  # the paper's labels are the phenotypes in the same alphabetical order
+    assert len(order) == len(PHENOTYPES) == 25
+    for short, name in zip(order, PHENOTYPES):
+        prevalence = labels[name].mean() if name in labels.columns else 0.0
+        assert abs(prevalence - paper[short]) < 0.08, (name, prevalence, paper[short])
+    # Correlated phenotypes: sepsis and shock co-occur more than by chance.
+    sepsis, shock = labels["Septicemia (except in labor)"], labels["Shock"]
+    assert ((sepsis == 1) & (shock == 1)).mean() > 1.5 * sepsis.mean() * shock.mean()
+
+    stays = tables["icustays"].select("stay_id", "subject_id", ts("intime"))
+    cxr = tables["cxr"].filter(pl.col("ViewPosition") == "AP").with_columns(
+        (pl.col("StudyDate") + pl.col("StudyTime").cast(pl.Float64).cast(pl.Int64).cast(pl.String).str.zfill(6))
+        .str.strptime(pl.Datetime, "%Y%m%d%H%M%S").alias("t"))
+    pairs = stays.join(cxr, on="subject_id").with_columns(
+        ((pl.col("t") >= pl.col("intime")) & (pl.col("t") <= pl.col("intime") + timedelta(hours=48))).alias("inside"))
+    per_stay = pairs.group_by("stay_id").agg(pl.col("inside").sum().alias("n_inside"), (~pl.col("inside")).sum().alias("n_out"))
+    with_cxr = per_stay.filter(pl.col("n_inside") > 0).height / stays.height
+    assert 0.12 < with_cxr < 0.26, with_cxr
+    assert (per_stay["n_inside"] >= 2).any(), "several AP images in one stay's window"
+    assert (per_stay["n_out"] > 0).any(), "AP images outside the 48 h window"
+    assert set(tables["cxr"]["ViewPosition"]) == {"AP", "PA", "LATERAL"}
+
+
+def test_realistic_mess(tables):
+    stays = tables["icustays"].with_columns(ts("intime"), ts("outtime"))
+    assert (stays["first_careunit"] != stays["last_careunit"]).any()
+    assert stays.group_by("hadm_id").len()["len"].max() >= 2
+    short = ((stays["outtime"] - stays["intime"]).dt.total_seconds() < 48 * 3600).mean()
+    assert 0.2 < short < 0.8
+    assert (tables["patients"]["anchor_age"].cast(pl.Int64) < 18).any()
+    no_dx = tables["admissions"].join(tables["diagnoses_icd"], on="hadm_id", how="anti")
+    assert 0 < no_dx.height < 0.1 * tables["admissions"].height
+    chart = tables["chartevents"]
+    assert chart.is_duplicated().any()
+    hr = chart.filter(pl.col("itemid") == "220045")["valuenum"].cast(pl.Float64)
+    assert hr.is_in([0.0, 1000.0]).any()
+    # Temperatures charted in the wrong unit: Celsius-sized numbers under the Fahrenheit item.
+    temp_f = chart.filter(pl.col("itemid") == "223761")["valuenum"].cast(pl.Float64)
+    assert (temp_f < 45).any() and (temp_f > 90).mean() > 0.95
+
+
+def test_items_units_and_text_values(tables):
+    chart = tables["chartevents"]
+    info = json.loads((RESOURCES / "channel_info.json").read_text())
+    units = dict(chart.group_by("itemid").agg(pl.col("valueuom").unique()).iter_rows())
+    expected = {"223761": ["°F"], "223762": ["°C"], "226707": ["Inch"], "226730": ["cm"], "224639": ["kg"],
+                "226512": ["kg"], "226531": [None], "220045": ["bpm"], "220277": ["%"], "223835": [None],
+                "220739": [None], "223951": [None]}
+    for item, unit in expected.items():
+        assert units[item] == unit, item
+    for item, channel in [("220739", "Glascow coma scale eye opening"), ("223900", "Glascow coma scale verbal response"),
+                          ("223901", "Glascow coma scale motor response")]:
+        rows = chart.filter(pl.col("itemid") == item).select("value", "valuenum").unique()
+        mapping = info[channel]["values"]
+        for text, score in rows.iter_rows():
+            assert text in mapping, (item, text)
+            # channel_info scores eye 'None' as 0 (MIMIC-III); MIMIC-IV charts it with valuenum 1.
+            assert float(score) == (1 if text == "None" else mapping[text]), (item, text, score)
+    refill = chart.filter(pl.col("itemid").is_in(["223951", "224308"]))
+    assert set(refill["value"]) == {"Normal <3 Seconds", "Abnormal >3 Seconds"}
+    assert refill["valuenum"].is_null().all()
+    fio2 = chart.filter(pl.col("itemid") == "223835")["valuenum"].cast(pl.Float64)
+    assert fio2.max() <= 100 and (fio2 >= 21).mean() > 0.9 and (fio2 < 1).any()
+    heights = chart.filter(pl.col("itemid").is_in(["226707", "226730"])).group_by("itemid").agg(
+        pl.col("valuenum").cast(pl.Float64).median())
+    median = dict(heights.iter_rows())
+    assert 60 < median["226707"] < 72 and 155 < median["226730"] < 185
+    labs = tables["labevents"]
+    assert {"50931", "50820", "50817", "50809"} <= set(labs["itemid"])
+    assert labs["labevent_id"].cast(pl.Int64).is_unique().all()
+    assert (labs.filter(pl.col("itemid") == "50820")["valueuom"] == "units").all()
+
+
+def test_phenotypes_show_in_the_ehr(tables):
+    labels = admission_labels(tables["diagnoses_icd"])
+    chart = tables["chartevents"].join(labels, on="hadm_id")
+
+    def mean_by(item: str, label: str) -> tuple[float, float]:
+        rows = chart.filter(pl.col("itemid") == item).with_columns(pl.col("valuenum").cast(pl.Float64))
+        pos = rows.filter(pl.col(label) == 1)["valuenum"].median()
+        neg = rows.filter(pl.col(label) == 0)["valuenum"].median()
+        return pos, neg
+
+    pos, neg = mean_by("220045", "Septicemia (except in labor)")
+    assert pos > neg + 8
+    pos, neg = mean_by("220277", "Respiratory failure; insufficiency; arrest (adult)")
+    assert pos < neg - 2
+    pos, neg = mean_by("225664", "Diabetes mellitus with complications")
+    assert pos > neg + 50
+    pos, neg = mean_by("223901", "Acute cerebrovascular disease")
+    assert pos < neg
+
+
+def test_images_exist_and_show_their_signs(synth, tables):
+    cxr, root = tables["cxr"], synth / "mimic-cxr-jpg"
+    labels = admission_labels(tables["diagnoses_icd"])
+    stays = tables["icustays"].select("subject_id", "hadm_id")
+    brightest = []
+    for dicom, subject, study, rows, cols in cxr.select("dicom_id", "subject_id", "study_id", "Rows", "Columns").iter_rows():
+        path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+        with Image.open(path) as im:
+            assert im.format == "JPEG" and im.mode == "L" and im.size == (int(cols), int(rows))
+            pixels = np.asarray(im, dtype=np.float32)
+        # The pacemaker sits in the upper chest on the image's right.
+        h, w = pixels.shape
+        brightest.append((subject, pixels[int(0.1 * h):int(0.32 * h), int(0.6 * w):int(0.9 * w)].max()))
+    n_jpg = sum(1 for _ in root.rglob("*.jpg"))
+    assert n_jpg == cxr.height
+    # Subjects with a conduction disorder (pacemaker sign) have brighter upper-right spots.
+    conduction = (stays.join(labels, on="hadm_id").group_by("subject_id")
+                  .agg(pl.col("Conduction disorders").max()))
+    spots = pl.DataFrame(brightest, schema=["subject_id", "spot"], orient="row").join(conduction, on="subject_id")
+    pos = spots.filter(pl.col("Conduction disorders") == 1)["spot"].mean()
+    neg = spots.filter(pl.col("Conduction disorders") == 0)["spot"].mean()
+    assert pos > neg + 20, (pos, neg)
+
+
+@pytest.mark.parametrize("bad, setting", [
+    ({"n_subjects": 0}, "synth.n_subjects"), ({"image_size": [64]}, "synth.image_size"),
+    ({"cxr_share": 1.5}, "synth.cxr_share"), ({"images": "no"}, "synth.images"),
+])
+def test_bad_settings_name_the_setting(tmp_path, bad, setting):
+    with pytest.raises(UserError, match=re.escape(setting)):
+        generate(tmp_path / "x", {**SETTINGS, **bad})
+    assert not (tmp_path / "x").exists()
