@@ -26,9 +26,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from drfuse.data import cxr_match, labels, splits
-from drfuse.data.cxr_match import has_table, match_cxr
-from drfuse.data.labels import build_labels
-from drfuse.data.splits import SPLITS, split_subjects
 from drfuse.data.sql_files import read_sql, run_sql, scalar
 from drfuse.errors import UserError
 from drfuse.phenotypes import PHENOTYPES
@@ -121,7 +118,7 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict) -> None:
     except duckdb.Error as exc:
         raise UserError(f"{db_path}: cannot open as a DuckDB database: {exc}") from exc
     with con:
-        missing = [t for t in REQUIRED_TABLES if not has_table(con, t)]
+        missing = [t for t in REQUIRED_TABLES if not cxr_match.has_table(con, t)]
         if missing:
             raise UserError(f"{db_path}: tables {missing} missing; run the ingest stage again")
         run_sql(con, "cohort.sql", min_age=min_age)
@@ -131,16 +128,16 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict) -> None:
         if attrition[-1][1] == 0:
             raise UserError(f"{db_path}: no ICU stay is left after the cohort rules: {attrition}")
 
-        mapping = build_labels(con, cohort_cfg["labels"])
+        mapping = labels.build_labels(con, cohort_cfg["labels"])
         log.info(
             "labels (%s): %d of %d ICD-10 diagnosis rows unmapped, %d in no benchmark group",
             mapping["label_source"], mapping["icd10_rows_unmapped"], mapping["icd10_rows"],
             mapping["icd10_rows_in_no_benchmark_group"],
         )
-        n_cxr = match_cxr(con, cohort_cfg["cxr_view"], cohort_cfg["hours"])
+        n_cxr = cxr_match.match_cxr(con, cohort_cfg["cxr_view"], cohort_cfg["hours"])
 
         subject_ids = con.execute("SELECT DISTINCT subject_id FROM cohort").fetchnumpy()["subject_id"]
-        subjects, names = split_subjects(subject_ids, split_cfg["fractions"], int(split_cfg["seed"]))
+        subjects, names = splits.split_subjects(subject_ids, split_cfg["fractions"], int(split_cfg["seed"]))
         con.register("subject_split_src", pa.table({"subject_id": subjects, "split": names.tolist()}))
         con.execute("CREATE OR REPLACE TEMP TABLE subject_split AS SELECT * FROM subject_split_src")
         con.unregister("subject_split_src")
@@ -154,7 +151,7 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict) -> None:
     columns.update({name: pa.array(matrix[:, k], pa.int8()) for k, name in enumerate(PHENOTYPES)})
     table = pa.table(columns).cast(STAYS_SCHEMA)
 
-    split_counts = {s: int(np.sum(np.asarray(table["split"].to_pylist()) == s)) for s in SPLITS}
+    split_counts = {s: int(np.sum(np.asarray(table["split"].to_pylist()) == s)) for s in splits.SPLITS}
     mapping["stays"] = table.num_rows
     mapping["prevalence"] = {name: float(matrix[:, k].mean()) for k, name in enumerate(PHENOTYPES)}
     mapping["stays_without_positive_label"] = int((matrix.sum(axis=1) == 0).sum())

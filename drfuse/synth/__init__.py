@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from drfuse.synth import cxr, events, icd, population, schema
 from drfuse.synth.csvgz import GzipCsvWriter, write_table
-from drfuse.synth.settings import parse
+from drfuse.synth.settings import SynthSettings, parse
 
 __all__ = ["generate"]
 
@@ -38,6 +38,17 @@ def generate(out_dir: Path, settings: dict) -> None:
     tmp = out_dir.parent / f".{out_dir.name}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
+    try:
+        _generate(tmp, s)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def _generate(tmp: Path, s: SynthSettings) -> None:
     iv, cxr_root = tmp / "mimic-iv", tmp / "mimic-cxr-jpg"
     for folder in (iv / "hosp", iv / "icu", cxr_root):
         folder.mkdir(parents=True)
@@ -65,20 +76,18 @@ def generate(out_dir: Path, settings: dict) -> None:
     stay_acuity = pop.adm_acuity[pop.stay_adm]
     _write_events(iv, s, pop, stay_subject, female, stay_labels, stay_acuity)
 
-    plan = cxr.plan_studies(cxr_rng, stay_subject, pop.stay_in, pop.stay_out, stay_acuity, s.cxr_share)
+    plan = cxr.plan_studies(cxr_rng, pop.stay_in, pop.stay_out, stay_acuity, s.cxr_share)
     meta = cxr.metadata(cxr_rng, plan, stay_subject, s.image_height, s.image_width)
     write_table(cxr_root / "mimic-cxr-2.0.0-metadata.csv.gz", meta, schema.CXR_METADATA, level)
     if s.images:
         cxr.write_images(cxr_root, meta, stay_labels[plan["stay"].to_numpy()], s.seed, s.jpeg_quality)
 
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
 
-
-def _write_events(iv: Path, s, pop, stay_subject, female, stay_labels, stay_acuity) -> None:
+def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_labels, stay_acuity) -> None:
     """chartevents and labevents, chunk by chunk of ICU stays, streamed to gzip."""
     n = len(stay_subject)
+    stay_hadm = pop.icustays["hadm_id"].to_numpy()
+    stay_id = pop.icustays["stay_id"].to_numpy()
     caregivers = np.sort(np.random.default_rng([s.seed, 303]).choice(np.arange(100, 100_000), 2000, replace=False))
     next_lab_id, next_specimen = 1, 10_000_000
     with GzipCsvWriter(iv / "icu" / "chartevents.csv.gz", schema.CHARTEVENTS, s.gzip_level) as chart, \
@@ -88,8 +97,8 @@ def _write_events(iv: Path, s, pop, stay_subject, female, stay_labels, stay_acui
             sl = slice(lo, min(lo + s.chunk_stays, n))
             rng = np.random.default_rng([s.seed, 101, chunk])
             stays = events.StayChunk(
-                subject_id=stay_subject[sl], hadm_id=pop.icustays["hadm_id"].to_numpy()[sl],
-                stay_id=pop.icustays["stay_id"].to_numpy()[sl], intime=pop.stay_in[sl], outtime=pop.stay_out[sl],
+                subject_id=stay_subject[sl], hadm_id=stay_hadm[sl], stay_id=stay_id[sl],
+                intime=pop.stay_in[sl], outtime=pop.stay_out[sl],
                 labels=stay_labels[sl], acuity=stay_acuity[sl], female=female[sl],
             )
             levels = events.stay_levels(rng, stays)

@@ -17,6 +17,7 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
+from drfuse.synth.csvgz import masked
 from drfuse.synth.phenotype_model import label_index
 from drfuse.synth.schema import CXR_METADATA
 from drfuse.synth.xray import SIGNS, draw
@@ -47,7 +48,7 @@ def _intercept(acuity: np.ndarray, share: float, slope: float) -> float:
     return (lo + hi) / 2
 
 
-def plan_studies(rng, stay_subject, stay_in, stay_out, stay_acuity, share: float) -> pl.DataFrame:
+def plan_studies(rng, stay_in, stay_out, stay_acuity, share: float) -> pl.DataFrame:
     """One row per image: stay (row index), view, time (seconds, ms precision), study (index)."""
     n = len(stay_in)
     los = stay_out - stay_in
@@ -121,7 +122,7 @@ def metadata(rng, plan: pl.DataFrame, stay_subject: np.ndarray, height: int, wid
         "StudyTime": time,
         "ProcedureCodeSequence_CodeMeaning": description,
         "ViewCodeSequence_CodeMeaning": [VIEW_CODE[v] for v in view],
-        "PatientOrientationCodeSequence_CodeMeaning": pl.Series(orientation).replace("", None),
+        "PatientOrientationCodeSequence_CodeMeaning": masked(orientation, orientation != ""),
     }).select(CXR_METADATA)
 
 
@@ -132,9 +133,9 @@ def image_path(subject_id: int, study_id: int, dicom_id: str) -> str:
 
 def write_images(root: Path, meta: pl.DataFrame, labels: np.ndarray, seed: int, quality: int) -> None:
     """Draw and save every image of `meta`; `labels` (n_images, 25) are its admission's labels."""
-    h, w = int(meta["Rows"][0]) if meta.height else 0, int(meta["Columns"][0]) if meta.height else 0
-    rows = meta.select("subject_id", "study_id", "dicom_id", "ViewPosition").iter_rows()
-    for i, (subject, study, dicom, view) in enumerate(tqdm(rows, total=meta.height, desc="synth CXR images", unit="img")):
+    rows = meta.select("subject_id", "study_id", "dicom_id", "ViewPosition", "Rows", "Columns").iter_rows()
+    bar = tqdm(rows, total=meta.height, desc="synth CXR images", unit="img")
+    for i, (subject, study, dicom, view, h, w) in enumerate(bar):
         # One generator per image: an image's pixels do not depend on the others.
         rng = np.random.default_rng([seed, 202, i])
         signs = {}

@@ -111,6 +111,8 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     dischtime = np.zeros(n_a, np.int64)
     edreg = np.full(n_a, -1, np.int64)
     edout = np.full(n_a, -1, np.int64)
+    # Uniforms per admission: 0-1 ED times, 2-3 ward before the ICU, 4-6 ward after each stay,
+    # 7 a move between ICU units.
     u = rng.random((n_a, 8))
     los_h = np.exp(rng.normal(np.log(46.0) + 0.25 * acuity[:, None], 0.85, (n_a, 3)))
     los_h = np.clip(los_h, 3.0, 40 * 24.0)
@@ -147,7 +149,7 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
             event, t = "transfer", stay_out
             last = k == n_stays[a] - 1
             if not (last and died[a]):
-                ward_end = t + int((12 + 84 * u[a, (5 + k) % 8]) * HOUR)
+                ward_end = t + int((12 + 84 * u[a, 4 + k]) * HOUR)
                 tr_rows.append((a, "transfer", WARDS[wards[a, 1 + k]], t, ward_end, -1))
                 t = ward_end
         dischtime[a] = t - t % 60

@@ -43,7 +43,10 @@ def _segment(y, x, p0, p1, width) -> np.ndarray:
 def draw(rng: np.random.Generator, h: int, w: int, signs: dict[str, bool], view: str) -> np.ndarray:
     """Return a uint8 (h, w) image for `view` ('AP', 'PA' or 'LATERAL') showing `signs`."""
     y, x = _grid(h, w)
-    j = lambda scale: rng.uniform(-scale, scale)  # noqa: E731 - small positional jitter
+
+    def j(scale: float) -> float:  # small positional jitter
+        return rng.uniform(-scale, scale)
+
     body = _ellipse(y, x, 0.58 + j(0.02), 0.5 + j(0.02), 0.62, 0.47 + j(0.03), edge=0.3)
     img = 0.08 + 0.45 * body
     if view == "LATERAL":
