@@ -63,7 +63,7 @@ def _ts(seconds: np.ndarray) -> pa.Array:
     return pa.array(T_START + seconds.astype("timedelta64[s]"), pa.timestamp("s"))
 
 
-def _write(path: Path, table: pa.Table, writer=None):
+def _write(path: Path, table: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     sink = pa.CompressedOutputStream(str(path), "gzip")
     pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))

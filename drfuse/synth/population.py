@@ -101,7 +101,7 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     admittime -= admittime % 60
     icu = first | (rng.random(n_a) < 0.8)
     labels, acuity = sample_labels(rng, n_a)
-    n_stays = np.where(icu, 1 + (rng.random(n_a) < 0.1) + (rng.random(n_a) < 0.02), 0)
+    n_stays = np.where(icu, 1 + (rng.random(n_a) < 0.06) + (rng.random(n_a) < 0.01), 0)
     died = rng.random(n_a) < 1 / (1 + np.exp(-(-2.6 + 0.9 * acuity)))
     has_ed = rng.random(n_a) < 0.6
 

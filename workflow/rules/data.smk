@@ -70,8 +70,10 @@ rule features:
         ehr=R / "features" / "ehr.npy",
         index=R / "features" / "index.parquet",
         normalizer=R / "features" / "normalizer.json",
+        counts=R / "features" / "counts.json",
     params:
         hours=CFG["cohort"]["hours"],
+        settings=CFG["features"],
         out=R / "features",
     conda:
         CONDA_ENV
