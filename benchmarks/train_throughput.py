@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+import yaml
 
 from drfuse import config as config_mod
 from drfuse.models import build_model
@@ -134,7 +135,9 @@ def main(argv=None) -> dict:
     warmup = args.warmup if args.warmup is not None else (1 if args.small else 10)
     device_name = args.device or ("cpu" if args.small else "auto")
 
-    cfg = config_mod.load(ROOT / "config.yaml")
+    # the paper's settings (config.yaml without the built-in demo's overrides), then the sizes here
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg.pop("builtin_overrides", None)
     model_over = {"backbone": size["backbone"], "image_size": size["crop"], **(SMALL_MODEL if args.small else {})}
     train_over = {"device": device_name, "amp": not args.fp32, "channels_last": not args.no_channels_last, "compile": args.compile}
     cfg = config_mod.deep_merge(cfg, {"model": model_over, "train": train_over})

@@ -8,6 +8,7 @@ original they were made from.
 from __future__ import annotations
 
 import copy
+import io
 
 import numpy as np
 import polars as pl
@@ -298,3 +299,19 @@ def test_truncated_jpeg_rejected_even_when_pillow_tolerates_it(cxr_tree, tmp_pat
     assert pl.read_parquet(tmp_path / "images" / "index.parquet")["dicom_id"].to_list() == ["jpg02"]
     bad = pl.read_csv(tmp_path / "images" / "bad_images.csv")
     assert bad["dicom_id"].to_list() == ["badtrunc"] and "truncated" in bad["reason"][0]
+
+
+def test_jpeg_early_stop_gives_the_full_decode_pixels(cxr_samples_dir):
+    # jpeg_square stops decoding below the centre square: it must equal decoding everything.
+    from drfuse.images.decode import DecodeError, jpeg_square, read_jpeg, square
+
+    src = Image.open(cxr_samples_dir / NIH / "00000284_000.png").convert("L").resize((1200, 1500))
+    variants = {"portrait": {}, "progressive": {"progressive": True}}
+    for name, kw in variants.items():
+        buf = io.BytesIO()
+        src.save(buf, "JPEG", quality=95, **kw)
+        data = buf.getvalue()
+        for size in (SIZE, 100):
+            assert np.array_equal(jpeg_square(data, size), square(read_jpeg(data, size), size)), (name, size)
+    with pytest.raises(DecodeError, match="truncated"):
+        jpeg_square(data[: len(data) // 2], SIZE)

@@ -128,7 +128,7 @@ def build_cache(stays_path: Path, cxr_root: Path, out_dir: Path, size: int, stri
                     bad.append((dicom_id, source, reason))
                     continue
                 # Results arrive in dicom_id order, so appending gives compact, deterministic rows.
-                data.write(arr.tobytes())
+                data.write(np.ascontiguousarray(arr))  # buffer protocol: no bytes copy
                 ids.append(dicom_id)
                 sources.append(source)
         _write_index(tmp[INDEX_FILE], ids, sources, size)

@@ -34,6 +34,16 @@ class AugmentSettings:
     translate: float = 0.15  # max shift, as a share of the image side
     scale: tuple[float, float] = (0.85, 1.15)
 
+    @classmethod
+    def from_cfg(cls, augment: dict) -> AugmentSettings:
+        """From the `train.augment` settings of config.yaml."""
+        return cls(
+            flip_p=float(augment["flip_p"]),
+            degrees=float(augment["degrees"]),
+            translate=float(augment["translate"]),
+            scale=(float(augment["scale"][0]), float(augment["scale"][1])),
+        )
+
 
 def random_grids(n: int, size: int, crop: int, generator: torch.Generator, settings: AugmentSettings) -> torch.Tensor:
     """(n, 2, 3) affine_grid matrices mapping crop pixels to source pixels, on the CPU.

@@ -9,25 +9,42 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+def temp_beside(path: Path) -> Path:
+    """A temporary name in path's folder (same file system, so os.replace is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+    tmp = temp_beside(path)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def link_atomic(src: Path, dst: Path) -> None:
+    """Make dst another name of src (a hard link: no extra disk; a copy where links fail)."""
+    tmp = temp_beside(dst)
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load(path: Path, map_location="cpu") -> dict:

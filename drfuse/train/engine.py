@@ -4,6 +4,8 @@ Adam, mini-batches in a random order, validation macro PRAUC after every epoch, 
 with patience, the best-validation weights kept in `best.pt` (used for testing) and a resume point
 `last.pt` written after every epoch: a killed run that is started again continues from there and
 ends, on the CPU, bit-identical to a run that was never interrupted (every random state is saved).
+Per epoch, `metrics.csv` gets a row (train loss and its parts, validation PRAUC / AUROC, seconds);
+TensorBoard gets the same when it is installed.
 
 Speed: the whole split (EHR tensor and the uint8 images) is moved to the device once; a batch is
 an index gather on the device, image augmentation runs there too (`augment.prepare_images`), and on
@@ -23,7 +25,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 REPRESENTATIONS = ("ehr_distinct", "ehr_shared", "cxr_distinct", "cxr_shared")
 BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.csv"
+# A second name (hard link) of best.pt: Snakemake deletes a job's outputs, best.pt among them,
+# before re-running it, and a resumed run must still end with the best weights.
+BEST_KEPT = ".best-for-resume.pt"
 
 
 def resolve_device(train_cfg: dict) -> torch.device:
@@ -96,6 +100,7 @@ class EngineSettings:
             amp=bool(t.get("amp", True)),
             channels_last=bool(t.get("channels_last", True)),
             compile=bool(t.get("compile", False)),
+            augment=AugmentSettings.from_cfg(t["augment"]) if "augment" in t else AugmentSettings(),
         )
 
     @property
@@ -206,20 +211,28 @@ def predict_outputs(model, forward, data: DeviceData, settings: EngineSettings, 
     return {key: torch.cat(parts).numpy() for key, parts in chunks.items()}
 
 
+def _tensorboard(out_dir: Path):
+    """A TensorBoard writer into out_dir/tensorboard when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: metrics.csv holds the same numbers
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
 def _write_metrics(path: Path, history: list[dict]) -> None:
     columns: list[str] = []
     for row in history:
         columns += [c for c in row if c not in columns]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = checkpoint.temp_beside(path)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(history)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fit(
@@ -257,7 +270,6 @@ def fit(
     fingerprint_json = json.dumps(fingerprint, sort_keys=True, default=str)
     history: list[dict] = []
     start_epoch, best, best_epoch, bad_epochs, done = 0, -math.inf, None, 0, False
-    best_state = None
     last_path = out_dir / LAST
     if last_path.exists():
         state = checkpoint.load(last_path, map_location=device)
@@ -268,11 +280,11 @@ def fit(
             history = json.loads(state["history"])
             start_epoch, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
             bad_epochs, done = state["bad_epochs"], state["done"]
-            best_state = state["best_state"]
             log.info("resuming %s after epoch %d (best %.4f at epoch %s)", out_dir, start_epoch, best, best_epoch)
         else:
             log.warning("%s was written with other settings or data: training from scratch", last_path)
 
+    board = _tensorboard(out_dir)
     epochs = tqdm(range(start_epoch, settings.epochs), desc="epochs", initial=start_epoch, total=settings.epochs, disable=None)
     for epoch in epochs:
         if done:
@@ -293,13 +305,9 @@ def fit(
         score = val["prauc"] if not math.isnan(val["prauc"]) else -math.inf
         if best_epoch is None or score > best:
             best, best_epoch, bad_epochs = score, epoch + 1, 0
-            best_state = {
-                "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                "epoch": epoch + 1,
-                "val_prauc": score,
-                "meta": json.dumps(meta),
-            }
+            best_state = {"model": model.state_dict(), "epoch": epoch + 1, "val_prauc": score, "meta": json.dumps(meta)}
             checkpoint.save_atomic(best_state, out_dir / BEST)
+            checkpoint.link_atomic(out_dir / BEST, out_dir / BEST_KEPT)
         else:
             bad_epochs += 1
         done = bad_epochs >= settings.patience
@@ -313,14 +321,17 @@ def fit(
                 "bad_epochs": bad_epochs,
                 "done": done,
                 "history": json.dumps(history),
-                # a copy of best.pt: Snakemake deletes a job's outputs before re-running it
-                "best_state": best_state,
                 "rng": checkpoint.rng_state(generator),
                 "fingerprint": fingerprint_json,
             },
             last_path,
         )
         _write_metrics(out_dir / METRICS, history)
+        if board is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    board.add_scalar(key, value, epoch + 1)
+            board.flush()
         epochs.set_postfix(loss=f"{train_loss:.4f}", val_prauc=f"{val['prauc']:.4f}")
         log.info(
             "epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s",
@@ -328,8 +339,11 @@ def fit(
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
-    if best_state is not None and not (out_dir / BEST).exists():
-        checkpoint.save_atomic(best_state, out_dir / BEST)
+    epochs.close()
+    if board is not None:
+        board.close()
+    if not (out_dir / BEST).exists() and (out_dir / BEST_KEPT).exists():
+        checkpoint.link_atomic(out_dir / BEST_KEPT, out_dir / BEST)
     _write_metrics(out_dir / METRICS, history)
     return {
         "best_epoch": best_epoch,

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +43,12 @@ def _lease(train_cfg: dict) -> gpu_lease.GpuLease:
 
 
 def _write_json(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    tmp = checkpoint.temp_beside(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None) -> dict:
@@ -97,12 +98,6 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
     return run
 
 
-def _atomic_path(path: Path, suffix: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path) -> pl.DataFrame:
     """Predict the test split of `test_set` with run_dir/best.pt; write out_path (+ .npz)."""
     import torch
@@ -150,13 +145,13 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
     for key in ("cxr_distinct", "cxr_shared"):
         if key in reps:
             reps[key][~data.has_cxr] = np.nan  # no image: no CXR representation
-    tmp = _atomic_path(out_path, ".npz")
+    tmp = checkpoint.temp_beside(out_path).with_suffix(".npz")  # np.savez wants the suffix
     try:
         np.savez(tmp, stay_id=data.stay_id, **reps)
         os.replace(tmp, out_path.with_suffix(".npz"))
     finally:
         tmp.unlink(missing_ok=True)
-    tmp = _atomic_path(out_path, ".parquet")
+    tmp = checkpoint.temp_beside(out_path)
     try:
         frame.write_parquet(tmp)
         os.replace(tmp, out_path)
