@@ -122,8 +122,10 @@ def test_whole_workflow_end_to_end_on_tiny_builtin_data(tmp_path):
     for i in (1, 2, 3, 4):
         ours = pl.read_csv(results / "tables" / f"table{i}.csv")
         assert ours.columns[: len(paper[i].columns)] == paper[i].columns
-        numeric = ours.select(cs.numeric()).to_numpy().ravel()
-        assert len(numeric) > 0 and all(math.isfinite(v) for v in numeric if v is not None), f"table{i}"
+        # Empty cells are allowed (a label without positives in a tiny test set, the rank row's
+        # prevalence); every number present must be finite.
+        values = [v for column in ours.select(cs.numeric()).iter_columns() for v in column.drop_nulls()]
+        assert values and all(math.isfinite(v) for v in values), f"table{i}"
     table2 = pl.read_csv(results / "tables" / "table2.csv")
     assert table2.height == 24  # 6 models x 2 training sets x 2 test sets
     for name in ("tsne.png", "attention.png", "pr_curves.png"):

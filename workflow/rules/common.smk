@@ -1,5 +1,6 @@
 # Shared definitions: the resolved configuration, paths, and the experiment list.
 import json
+import sys
 import hashlib
 from pathlib import Path
 
@@ -25,7 +26,11 @@ else:
     MIMIC_IV_DIR = Path(CFG["data"]["mimic_iv_dir"])
     MIMIC_CXR_DIR = Path(CFG["data"]["mimic_cxr_dir"])
 
-DRFUSE = f"drfuse --config {CONFIG_FILE}"
+# Rules run the package with the Python that runs Snakemake (a venv need not be activated);
+# under `--sdm conda` they use the rule's environment instead.
+_in_conda = any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
+PYTHON = "python" if _in_conda else sys.executable
+DRFUSE = f"{PYTHON} -m drfuse --config {CONFIG_FILE}"
 
 RUNS = experiment_runs(CFG)                       # (model, train_set, seed) to train
 PREDICTIONS = [str(R / p) for p in prediction_targets(CFG)]

@@ -1,5 +1,6 @@
 -- Hourly bins of the cleaned events (feat_events, from variables.sql): one row per stay and
 -- hour 0..n_bins-1, one column per channel, the last value in the bin, NULL when unobserved.
+-- Unordered: the COPY to hourly.parquet sorts, the dense array is filled by (pos, hour).
 --
 -- Bin k holds (k, k+1] hours after intime and bin 0 holds [0, 1], so an event at exactly 1 h is
 -- in bin 0 and one at 1 h 36 s in bin 1 (integer microseconds: no rounding at the edges).
@@ -26,4 +27,3 @@ SELECT g.pos, g.stay_id, g.hour::INTEGER AS hour,
 FROM grid g
 LEFT JOIN binned b ON b.stay_id = g.stay_id AND b.hour = g.hour
 GROUP BY g.pos, g.stay_id, g.hour
-ORDER BY g.pos, g.hour
