@@ -77,3 +77,27 @@ def prediction_targets(cfg: dict) -> list[str]:
         for model, train_set, seed in experiment_runs(cfg)
         for test_set in test_sets_for(model)
     ]
+
+
+def select_grid(results_dir, cfg: dict) -> list[dict]:
+    """The paper's model selection: per training set and seed, the grid point with the best
+    validation macro PRAUC (from each run's run.json). One row per grid run, `selected` marked."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for run, train_set, seed in experiment_runs(cfg):
+        if not GRID_RUN.match(run):
+            continue
+        path = Path(results_dir) / "train" / run / train_set / f"seed{seed}" / "run.json"
+        if not path.is_file():
+            raise UserError(f"grid search: {path} is missing; train the grid runs first")
+        summary = json.loads(path.read_text())
+        point = grid_points(cfg)[int(GRID_RUN.match(run).group(1))]
+        rows.append({"run": run, "train_set": train_set, "seed": seed, **point, "val_prauc": summary["best_val_prauc"]})
+    for train_set, seed in {(r["train_set"], r["seed"]) for r in rows}:
+        group = [r for r in rows if (r["train_set"], r["seed"]) == (train_set, seed)]
+        best = max(group, key=lambda r: r["val_prauc"])
+        for r in group:
+            r["selected"] = r is best
+    return rows

@@ -14,13 +14,7 @@ HAS_CXR = torch.tensor([True, False, True, False, True, True])
 BASELINES = ["transformer", "resnet50", "mmtm", "daft", "medfuse", "medfuse2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,7 @@ from drfuse.models import losses
 from drfuse.models.drfuse import logit_pool
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_logit_pool_is_logit_of_mean_sigmoid():

@@ -15,13 +15,7 @@ B, T, F = 6, 48, 76
 HAS_CXR = torch.tensor([True, False, True, False, True, True])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing the shared 2-core machine (10x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

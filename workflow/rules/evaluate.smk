@@ -36,6 +36,7 @@ rule tables:
             for i in (1, 2, 3, 4)
             for ext in ("csv", "md", "tex")
         },
+        **({"grid": R / "tables" / "grid_search.csv"} if CFG["experiments"]["grid_search"]["enabled"] else {}),
     params:
         experiments=CFG["experiments"],
         out=R / "tables",
