@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import duckdb
@@ -104,12 +105,14 @@ def _load(con, table: str, path: Path, spec: mv.TableSpec, columns: dict[str, st
     if table in EVENT_ITEMS:
         where = f"WHERE itemid IN ({', '.join(map(str, EVENT_ITEMS[table]()))})"
         # Only the columns downstream reads: DuckDB then neither parses nor stores the others
-        # (storetime, caregiver_id, ref ranges, ...), which is a third of the load's time.
+        # (storetime, caregiver_id, ref ranges, ...): ~20 % less CPU on the extraction benchmark.
         kept = [c for c in columns if c in spec.required]
     if table == "cxr_metadata":
         query = _sql("ingest_cxr_metadata.sql", source=source)
     else:
-        select = ", ".join(f"{_ident(c)} AS {_ident(spec.renames[c])}" if c in spec.renames else _ident(c) for c in kept)
+        select = ", ".join(
+            f"{_ident(c)} AS {_ident(spec.renames[c])}" if c in spec.renames else _ident(c) for c in kept
+        )
         query = _sql("ingest_table.sql", table=table, select=select, source=source, where=where)
     try:
         if table not in EVENT_ITEMS:
@@ -175,6 +178,49 @@ def _remove_db(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _load_timed(con, table: str, planned: tuple, layout: str) -> dict:
+    """Load one table; its manifest entry (path, rows, seconds, and rows_source for event tables)."""
+    path, spec, columns = planned
+    start = time.perf_counter()
+    source_rows = _load(con, table, path, spec, columns, layout)
+    if table in EVENT_ITEMS and source_rows is None:
+        source_rows = _count_source(con, table, path, columns, layout)
+    rows = scalar(con, f"SELECT count(*) FROM {table}")
+    info = {"path": str(path), "rows": rows, "seconds": round(time.perf_counter() - start, 2)}
+    if source_rows is not None:
+        info["rows_source"] = source_rows
+    log.info("%-14s %12s rows  (%s)", table, f"{rows:,}", path.name)
+    return info
+
+
+def _load_all(con, plan: dict, layout: str) -> dict[str, dict]:
+    """Load every planned table; manifest entries in plan order."""
+    loaded: dict[str, dict] = {}
+    with tqdm(total=len(plan), desc="ingest", unit="table", disable=None) as bar:
+        for table in plan:
+            if table not in EVENT_ITEMS:
+                loaded[table] = _load_timed(con, table, plan[table], layout)
+                bar.update()
+        # Each event file is one gzip stream that DuckDB inflates on one core: load the two side
+        # by side, each on its own cursor, so that labevents' scan overlaps chartevents'.
+        cursors = {table: con.cursor() for table in EVENT_ITEMS}
+        try:
+            with ThreadPoolExecutor(len(cursors)) as pool:
+                futures = {pool.submit(_load_timed, cur, t, plan[t], layout): t for t, cur in cursors.items()}
+                try:
+                    for future in as_completed(futures):
+                        loaded[futures[future]] = future.result()
+                        bar.update()
+                except BaseException:
+                    for cur in cursors.values():
+                        cur.interrupt()  # stop the other load instead of waiting for it
+                    raise
+        finally:
+            for cur in cursors.values():
+                cur.close()
+    return {table: loaded[table] for table in plan}
+
+
 def ingest(
     mimic_iv_dir: Path,
     mimic_cxr_dir: Path | None,
@@ -193,23 +239,12 @@ def ingest(
     tmp = db_path.with_name(db_path.name + ".partial")
     _remove_db(tmp)
     threads, memory_limit = os.cpu_count() or 1, memory_limit or default_memory_limit()
-    tables: dict[str, dict] = {}
     try:
         with duckdb.connect(str(tmp)) as con:
             con.execute(f"SET threads = {threads}")
             con.execute(f"SET memory_limit = {_literal(memory_limit)}")
             con.execute("SET preserve_insertion_order = false")  # lets CREATE TABLE AS stream
-            for table in tqdm(plan, desc="ingest", unit="table", disable=None):
-                path, spec, columns = plan[table]
-                start = time.perf_counter()
-                source_rows = _load(con, table, path, spec, columns, layout)
-                if table in EVENT_ITEMS and source_rows is None:
-                    source_rows = _count_source(con, table, path, columns, layout)
-                rows = scalar(con, f"SELECT count(*) FROM {table}")
-                tables[table] = {"path": str(path), "rows": rows, "seconds": round(time.perf_counter() - start, 2)}
-                if source_rows is not None:
-                    tables[table]["rows_source"] = source_rows
-                log.info("%-14s %12s rows  (%s)", table, f"{rows:,}", path.name)
+            tables = _load_all(con, plan, layout)
             version, release, evidence = _detect_version(con, layout, plan)
             if "cxr_metadata" in tables:
                 bad = scalar(con, "SELECT count(*) FROM cxr_metadata WHERE study_datetime IS NULL")

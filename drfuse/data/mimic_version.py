@@ -26,7 +26,8 @@ ID, TS, STR, INT, DBL = "BIGINT", "TIMESTAMP", "VARCHAR", "INTEGER", "DOUBLE"
 @dataclass(frozen=True)
 class TableSpec:
     """One MIMIC table: where it lives per layout, the types of every known column, the columns the
-    pipeline needs (`required`), and renames applied on load (old name -> new name)."""
+    pipeline needs (`required`; the event tables store only these), and renames applied on load
+    (old name -> new name)."""
 
     module_v1: str  # folder in the v1.0 layout; v2.x/3.x moved core/ into hosp/
     types: dict[str, str]
