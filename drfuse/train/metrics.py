@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+
+# The evaluation's exact AP / AUROC (equal to scikit-learn's), without importing scikit-learn.
+from drfuse.evaluate.metrics import ap_auroc
 
 
 def macro_scores(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
@@ -18,10 +20,12 @@ def macro_scores(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
     for c in range(y_true.shape[1]):
         y, p = y_true[:, c], y_prob[:, c]
         positives = int(y.sum())
-        if positives > 0:
-            praucs.append(average_precision_score(y, p))
-        if 0 < positives < len(y):
-            aurocs.append(roc_auc_score(y, p))
+        if positives == 0:
+            continue
+        ap, auroc = ap_auroc(y, p)
+        praucs.append(ap)
+        if positives < len(y):
+            aurocs.append(auroc)
     n = y_true.shape[1]
     return {
         "prauc": float(np.mean(praucs)) if praucs else math.nan,

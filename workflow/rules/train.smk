@@ -1,5 +1,9 @@
 # Train one model on one training set and seed (one GPU each), then predict both test sets.
 
+# CPU threads of one training job: `train.num_threads`, else up to 4. With small models on a
+# laptop, two one-thread jobs side by side beat one two-thread job.
+TRAIN_THREADS = CFG["train"]["num_threads"] or min(4, workflow.cores)
+
 TRAIN_INPUTS = dict(
     stays=rules.cohort.output.stays,
     ehr=rules.features.output.ehr,
@@ -36,7 +40,7 @@ rule train:
         R / "logs" / "train" / "{model}.{train_set}.seed{seed}.log",
     benchmark:
         R / "benchmarks" / "train" / "{model}.{train_set}.seed{seed}.tsv"
-    threads: min(4, workflow.cores)
+    threads: TRAIN_THREADS
     resources:
         gpu=1,
         mem_mb=16000,
@@ -66,7 +70,8 @@ rule predict:
         R / "logs" / "predict" / "{model}.{train_set}.seed{seed}.{test_set}.log",
     benchmark:
         R / "benchmarks" / "predict" / "{model}.{train_set}.seed{seed}.{test_set}.tsv"
-    threads: min(4, workflow.cores)
+    # mostly process start-up and one pass over the test set: one thread, so predictions overlap
+    threads: 1
     resources:
         gpu=1,
     shell:
