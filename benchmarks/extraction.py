@@ -186,13 +186,15 @@ def run_floor(root: Path, work: Path) -> dict:
 
 
 def run_ours(root: Path, work: Path) -> dict:
+    from drfuse import config as config_mod
     from drfuse.data.features import build_features
     from drfuse.data.ingest import ingest
 
+    cfg = config_mod.load(Path(__file__).resolve().parents[1] / "config.yaml")
     t0 = time.perf_counter()
     manifest = ingest(root / "mimic-iv", None, work / "mimiciv.duckdb", work / "manifest.json")
     t1 = time.perf_counter()
-    build_features(work / "mimiciv.duckdb", root / "stays.parquet", work / "features", {"cohort": {"hours": 48}})
+    build_features(work / "mimiciv.duckdb", root / "stays.parquet", work / "features", cfg)
     t2 = time.perf_counter()
     return {"ingest_seconds": t1 - t0, "features_seconds": t2 - t1,
             "tables": {t: {k: v for k, v in info.items() if k != "path"} for t, info in manifest["tables"].items()},

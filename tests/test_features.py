@@ -85,10 +85,16 @@ def make_data(tmp: Path, stays: list[tuple], chart_rows: list[tuple], lab_rows: 
     return db, stays_path
 
 
+HAND_MADE_CFG = {
+    "cohort": {"hours": 48},
+    "features": {"duckdb_memory_limit": "1GB", "duckdb_threads": 1, "chunk_stays": 2},
+}
+
+
 def run(tmp: Path, stays, chart_rows, lab_rows=(), cfg=None):
     db, stays_path = make_data(tmp, stays, chart_rows, lab_rows)
     out = tmp / "features"
-    build_features(db, stays_path, out, cfg or {"cohort": {"hours": 48}})
+    build_features(db, stays_path, out, cfg or HAND_MADE_CFG)
     hourly = pl.read_parquet(out / "hourly.parquet")
     counts = json.loads((out / "counts.json").read_text())
     return out, hourly, counts

@@ -41,8 +41,6 @@ from drfuse.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# Settings read from cfg["features"] when present (the lead may add that section to config.yaml).
-DEFAULTS = {"duckdb_memory_limit": "1GB", "duckdb_threads": 0, "chunk_stays": 2048}
 STAY_COLUMNS = ("stay_id", "hadm_id", "intime", "outtime", "split")
 
 
@@ -127,10 +125,6 @@ def encode(values: np.ndarray, lengths: np.ndarray, lay: Layout, normal: np.ndar
     return out
 
 
-def _settings(cfg: dict) -> dict:
-    return {**DEFAULTS, **(cfg.get("features") or {})}
-
-
 def _check_stays(stays_path: Path) -> None:
     if not stays_path.exists():
         raise UserError(f"features: stays file not found: {stays_path} (run the cohort stage first)")
@@ -201,7 +195,7 @@ def build_features(db_path: Path, stays_path: Path, out_dir: Path, cfg: dict) ->
     if not db_path.exists():
         raise UserError(f"features: database not found: {db_path} (run the ingest stage first)")
     _check_stays(stays_path)
-    settings = _settings(cfg)
+    settings = cfg["features"]
     hours = int(cfg["cohort"]["hours"])
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".features-", dir=out_dir))
