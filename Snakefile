@@ -1,8 +1,10 @@
 # DrFuse workflow: raw MIMIC-IV + MIMIC-CXR-JPG (or the built-in synthetic data) -> the paper's
 # Tables 1-4, figures and a report. Every rule is a thin call of one `drfuse` subcommand; the
-# stages and the files between them are described in docs/architecture.md.
+# stages and the files between them are described in docs/architecture.md. The configuration is
+# checked against workflow/schemas/config.schema.yaml in common.smk (drfuse.config, shared with
+# the CLI).
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -10,7 +12,8 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# `container:` (config.yaml) names the image for `--sdm apptainer`; see README.
+container: config.get("container") or None
 
 
 include: "workflow/rules/common.smk"
@@ -21,6 +24,6 @@ include: "workflow/rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         FINAL_OUTPUTS,
-    default_target: True

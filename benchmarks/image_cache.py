@@ -7,8 +7,8 @@ the same files, in one run:
 - bare:  `Image.open(p).load()` (full-resolution decode of the grayscale file, nothing else);
 - bare + copies: `np.asarray(Image.open(p).convert('L'))` (the earlier baseline: two 7.8 MB copies);
 - draft: `Image.open`, `draft('L')` to 1/8 scale, full `load()` (libjpeg's scaled decode alone);
-- jpeg_square: the cache's decoder on each file (draft, stop after the square's rows, BOX resize);
-- cache: `build_cache(..., workers=1)` (jpeg_square + reading + writing the cache);
+- decode: the cache's decoder on each file (`square(read_jpeg(...))`: draft, BOX resize of the square);
+- cache: `build_cache(..., workers=1)` (decode + reading + writing the cache);
 - cache, all cores: `build_cache(..., workers=0)` (for information; shared machines are noisy).
 
 Per-core figures use the CPU time of this process (`time.process_time`; workers=1 runs in it), so
@@ -36,7 +36,7 @@ import yaml
 from PIL import Image
 
 from drfuse.images.cache import build_cache
-from drfuse.images.decode import jpeg_square
+from drfuse.images.decode import read_jpeg, square
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 2544, 3056  # typical MIMIC-CXR-JPG (Columns x Rows)
@@ -123,14 +123,14 @@ def main() -> None:
 
         def decode_only():
             for p in files:
-                jpeg_square(p.read_bytes(), args.size)
+                square(read_jpeg(p.read_bytes(), args.size), args.size)
 
         out = Path(tmp) / "images"
         fns = {
             "bare_pillow_full_decode": bare,
             "bare_pillow_convert_asarray": bare_copies,
             "pillow_draft_1_8_load": draft,
-            "jpeg_square": decode_only,
+            "decode": decode_only,
             "build_cache_workers1": lambda: build_cache(stays, root, out, size=args.size, strict=False, workers=1),
             "build_cache_all_cores": lambda: build_cache(stays, root, out, size=args.size, strict=False, workers=0),
         }

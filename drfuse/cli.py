@@ -1,9 +1,14 @@
 """`drfuse <stage>`: one subcommand per pipeline stage; Snakemake rules call exactly these.
 
 Each subcommand reads the merged configuration (`config.yaml` plus the built-in overrides when no
-MIMIC path is set), imports its stage module lazily (so `drfuse synth` does not pay for torch) and
-calls one function. Errors that a user can fix (a missing file, a bad table) are reported as one
-line naming the file or setting at fault, with exit code 1.
+MIMIC path is set), checked against the schema before anything runs (`drfuse.config.load`),
+imports its stage module lazily (so `drfuse synth` does not pay for torch) and calls one function.
+Errors that a user can fix (a missing file, a bad table, a bad setting, a folder that cannot be
+written) are reported as one line naming the file or setting at fault, with exit code 1.
+
+The job's resources are flags, not settings: `--threads` (DuckDB threads, image decoders, torch
+threads), `--memory-mb` (DuckDB's memory limit) and `--gpus` (a job given a GPU must train on
+CUDA). Snakemake passes its `{threads}` and `{resources}`; by hand they default to the machine's.
 """
 
 from __future__ import annotations
@@ -30,22 +35,46 @@ def cmd_synth(args):
     generate(Path(args.out), cfg["synth"])
 
 
+def _with_job_resources(cfg: dict, args) -> dict:
+    """Training settings for this job: torch threads from --threads; a job given a GPU (--gpus,
+    Snakemake's `gpu` resource from profiles/gpu or profiles/slurm) turns `device: auto` into
+    `cuda`, so it fails with a clear message instead of training on the CPU."""
+    train_cfg = dict(cfg["train"])
+    if args.threads:
+        train_cfg["num_threads"] = args.threads
+    if args.gpus and train_cfg.get("device", "auto") == "auto":
+        train_cfg["device"] = "cuda"
+    return {**cfg, "train": train_cfg}
+
+
 def cmd_ingest(args):
     from drfuse.data.ingest import ingest
 
-    ingest(Path(args.mimic_iv), Path(args.mimic_cxr) if args.mimic_cxr else None, Path(args.db), Path(args.manifest))
+    _cfg(args)  # a broken configuration fails here too, before an hour of loading
+    ingest(
+        Path(args.mimic_iv),
+        Path(args.mimic_cxr) if args.mimic_cxr else None,
+        Path(args.db),
+        Path(args.manifest),
+        threads=args.threads,
+        memory_mb=args.memory_mb,
+    )
 
 
 def cmd_cohort(args):
     from drfuse.data.cohort import build_cohort
+    from drfuse.data.cxr_files import FILE_NAME, write_cxr_file_list
 
-    build_cohort(Path(args.db), Path(args.out), _cfg(args))
+    out = Path(args.out)
+    build_cohort(Path(args.db), out, _cfg(args))
+    n = write_cxr_file_list(out / "stays.parquet", out / FILE_NAME)
+    log.info("%d CXR image paths the cohort needs: %s", n, out / FILE_NAME)
 
 
 def cmd_features(args):
     from drfuse.data.features import build_features
 
-    build_features(Path(args.db), Path(args.stays), Path(args.out), _cfg(args))
+    build_features(Path(args.db), Path(args.stays), Path(args.out), _cfg(args), args.threads, args.memory_mb)
 
 
 def cmd_images(args):
@@ -58,7 +87,8 @@ def cmd_images(args):
         Path(args.out),
         size=cfg["cache_size"],
         strict=cfg["strict"],
-        workers=cfg["workers"],
+        workers=args.threads,
+        max_missing_share=cfg["max_missing_share"],
     )
 
 
@@ -67,13 +97,17 @@ def cmd_train(args):
     from drfuse.train.run import train
 
     model, cfg = resolve_run(args.model, _cfg(args))
-    train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out))
+    train(model, args.train_set, args.seed, _with_job_resources(cfg, args), Path(args.results), Path(args.out))
 
 
 def cmd_predict(args):
     from drfuse.train.run import predict
 
-    predict(Path(args.run), args.test_set, _cfg(args), Path(args.results), Path(args.out))
+    cfg = _with_job_resources(_cfg(args), args)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for test_set in dict.fromkeys(args.test_set):
+        predict(Path(args.run), test_set, cfg, Path(args.results), out_dir / f"{test_set}.parquet")
 
 
 def cmd_evaluate(args):
@@ -84,9 +118,12 @@ def cmd_evaluate(args):
 
 
 def cmd_tables(args):
+    from drfuse import provenance
     from drfuse.evaluate.tables import build_tables
 
-    build_tables(Path(args.results), _cfg(args), Path(args.out))
+    cfg = _cfg(args)
+    build_tables(Path(args.results), cfg, Path(args.out))
+    provenance.write_markdown(Path(args.results), config_mod.uses_builtin_data(cfg), Path(args.out) / "provenance.md")
 
 
 def cmd_figures(args):
@@ -108,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     req = {"required": True}
+    threads = (["--threads"], {"type": int, "default": 0, "help": "CPU threads of this job (default 0: all cores)"})
+    memory = (["--memory-mb"], {"type": int, "default": 0, "help": "memory of this job in MB (default 0: the machine's)"})
+    gpus = (["--gpus"], {"type": int, "default": 0, "help": "GPUs given to this job; >= 1: train on CUDA or fail"})
     add("synth", cmd_synth, "generate the built-in MIMIC-shaped dataset", (["--out"], req))
     add(
         "ingest",
@@ -117,8 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         (["--mimic-cxr"], {"default": None}),
         (["--db"], req),
         (["--manifest"], req),
+        threads,
+        memory,
     )
-    add("cohort", cmd_cohort, "cohort, labels, CXR matching, splits", (["--db"], req), (["--out"], req))
+    add(
+        "cohort",
+        cmd_cohort,
+        "cohort, labels, CXR matching, splits; the list of CXR files it needs",
+        (["--db"], req),
+        (["--out"], req),
+    )
     add(
         "features",
         cmd_features,
@@ -126,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         (["--db"], req),
         (["--stays"], req),
         (["--out"], req),
+        threads,
+        memory,
     )
     add(
         "images",
@@ -134,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         (["--stays"], req),
         (["--cxr-root"], req),
         (["--out"], req),
+        threads,
     )
     add(
         "train",
@@ -144,15 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
         (["--seed"], {"type": int, "default": 0}),
         (["--results"], {"default": "results"}),
         (["--out"], req),
+        threads,
+        gpus,
     )
     add(
         "predict",
         cmd_predict,
-        "predict a test set with a run's best checkpoint",
+        "predict test sets with a run's best checkpoint: OUT_DIR/{test_set}.parquet (+ .npz)",
         (["--run"], req),
-        (["--test-set"], {"required": True, "choices": ["full", "matched"]}),
+        (["--test-set"], {"required": True, "nargs": "+", "choices": ["full", "matched"]}),
         (["--results"], {"default": "results"}),
-        (["--out"], req),
+        (["--out-dir"], req),
+        threads,
+        gpus,
     )
     add(
         "evaluate",
@@ -175,8 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (UserError, FileNotFoundError) as exc:
+    except UserError as exc:
         log.error("%s", exc)
+        return 1
+    except OSError as exc:  # a folder that cannot be written, a disk that is full, a missing file
+        where = exc.filename if exc.filename is not None else "(no path)"
+        log.error("%s: %s (check the path, its permissions and free space)", where, exc.strerror or exc)
         return 1
     return 0
 

@@ -34,17 +34,36 @@ def grid_runs(cfg: dict) -> list[str]:
 
 
 def resolve_run(run_name: str, cfg: dict) -> tuple[str, dict]:
-    """Map a run name to (registry model name, configuration for that run)."""
+    """Map a run name to (registry model name, configuration for that run).
+
+    The model's `per_model` entry is merged over the global `model:` / `train:` sections; a grid
+    run `drfuse-gNN` is DrFuse with its grid point on top of that."""
     match = GRID_RUN.match(run_name)
+    model = "drfuse" if match else run_name
+    run_cfg = deep_merge(cfg, cfg.get("per_model", {}).get(model, {}))
     if not match:
-        return run_name, cfg
+        return model, run_cfg
     points = grid_points(cfg)
     index = int(match.group(1))
     if index >= len(points):
         raise UserError(f"grid run {run_name} does not exist: experiments.grid_search has {len(points)} points")
     point = points[index]
     override = {"model": {k: point[k] for k in ("lambda_jsd", "lambda_orth", "lambda_attn")}, "train": {"lr": point["lr"]}}
-    return "drfuse", deep_merge(cfg, override)
+    return model, deep_merge(run_cfg, override)
+
+
+def run_params(run_name: str, cfg: dict) -> dict:
+    """The settings a training run's results depend on: the `model:` and `train:` keys its model
+    declares in the registry, from the run's resolved configuration. These are the train rule's
+    params, so a changed setting re-trains only the runs that read it."""
+    from drfuse.models import spec
+
+    model, run_cfg = resolve_run(run_name, cfg)
+    declared = spec(model)
+    return {
+        "model": {k: run_cfg["model"][k] for k in declared.model_keys if k in run_cfg["model"]},
+        "train": {k: run_cfg["train"][k] for k in declared.train_keys if k in run_cfg["train"]},
+    }
 
 
 def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:

@@ -1,5 +1,11 @@
-"""Shared fixtures: the real open data in ../shared, and a tiny built-in dataset run through the
-data stages once per test session (so model and training tests run on realistic files)."""
+"""Shared fixtures: the real open data (a trimmed copy in tests/data, the whole of it in ../shared),
+and a tiny built-in dataset run through the data stages once per test session (so model and
+training tests run on realistic files).
+
+A test that uses `shared_dir` (or a fixture built on it: `demo_dir`, `demo_db`) is marked
+`shared_data`; those are deselected only when ../shared is absent (a fresh clone), never when it
+is there (CI has it).
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,32 @@ from drfuse import config as config_mod
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DEMO_DIR = SHARED / "data" / "mimic-iv-demo"
-CXR_SAMPLES = SHARED / "data" / "cxr-samples"
+# Vendored with the repository (tests/data/README.md): 7 demo patients, 7 X-rays, 2 DICOMs.
+FIXTURE = ROOT / "tests" / "data"
+DEMO_SUBSET_DIR = FIXTURE / "mimic-iv-demo"
+CXR_SAMPLES = FIXTURE / "cxr-samples"
 
 # A tiny built-in dataset: enough stays in every split for training and evaluation tests.
 TINY_OVERRIDES = {
     "synth": {"n_subjects": 240, "seed": 7, "image_size": [96, 80]},
-    "images": {"cache_size": 40, "workers": 1},
+    "images": {"cache_size": 40},
     "model": {"d_model": 32, "n_heads": 2, "ff_dim": 64, "dropout": 0.0, "backbone": "resnet18", "image_size": 36},
     "train": {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 1e-3, "device": "cpu"},
     "evaluation": {"n_bootstrap": 50},
 }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that read ../shared; deselect them when it is absent (and only then)."""
+    for item in items:
+        if "shared_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+    if SHARED.is_dir():
+        return
+    deselected = [item for item in items if item.get_closest_marker("shared_data")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("shared_data")]
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +59,14 @@ def demo_dir(shared_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cxr_samples_dir(shared_dir) -> Path:
+def demo_subset_dir() -> Path:
+    """The vendored MIMIC-IV demo subset (every fresh clone has it)."""
+    return DEMO_SUBSET_DIR
+
+
+@pytest.fixture(scope="session")
+def cxr_samples_dir() -> Path:
+    """Real chest X-rays (NIH PNGs, an uncompressed and a JPEG DICOM), vendored in tests/data."""
     return CXR_SAMPLES
 
 
@@ -81,7 +110,7 @@ def tiny_results(tmp_path_factory, tiny_cfg) -> Path:
         results / "images",
         size=images["cache_size"],
         strict=images["strict"],
-        workers=images["workers"],
+        workers=1,
     )
     return results
 

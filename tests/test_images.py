@@ -1,4 +1,5 @@
-"""The images stage on real chest X-rays (NIH PNGs, SIIM/NIH DICOMs) laid out like MIMIC-CXR-JPG.
+"""The images stage on real chest X-rays (NIH PNGs, SIIM/NIH DICOMs, vendored in tests/data) laid out
+like MIMIC-CXR-JPG.
 
 Each cached image is checked against an independent full decode (Pillow / pydicom, centre square,
 plain box resize), and the derived variants (MONOCHROME1, 12/16-bit, windowing) against the cached
@@ -8,7 +9,7 @@ original they were made from.
 from __future__ import annotations
 
 import copy
-import io
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -301,17 +302,108 @@ def test_truncated_jpeg_rejected_even_when_pillow_tolerates_it(cxr_tree, tmp_pat
     assert bad["dicom_id"].to_list() == ["badtrunc"] and "truncated" in bad["reason"][0]
 
 
-def test_jpeg_early_stop_gives_the_full_decode_pixels(cxr_samples_dir):
-    # jpeg_square stops decoding below the centre square: it must equal decoding everything.
-    from drfuse.images.decode import DecodeError, jpeg_square, read_jpeg, square
+def test_too_many_missing_images_fail_naming_count_and_paths(cxr_tree, tmp_path):
+    # 4 of the 18 images are bad (22 %): an incomplete download must not shrink the matched set
+    out = tmp_path / "images"
+    with pytest.raises(UserError) as err:
+        build_cache(cxr_tree["stays_path"], cxr_tree["root"], out, size=SIZE, strict=False, workers=1, max_missing_share=0.2)
+    msg = str(err.value)
+    assert "4 of the cohort's 18 chest X-rays (22.2%)" in msg and "images.max_missing_share = 0.2" in msg
+    assert str(cxr_tree["root"] / _rel(16, "badmissing")) in msg and "cxr_files.txt" in msg
+    assert not out.exists() or not any(out.iterdir())  # nothing written, no temp file left
+    build_cache(cxr_tree["stays_path"], cxr_tree["root"], out, size=SIZE, strict=False, workers=1, max_missing_share=0.25)
+    assert pl.read_csv(out / "bad_images.csv").height == 4
 
-    src = Image.open(cxr_samples_dir / NIH / "00000284_000.png").convert("L").resize((1200, 1500))
-    variants = {"portrait": {}, "progressive": {"progressive": True}}
-    for name, kw in variants.items():
-        buf = io.BytesIO()
-        src.save(buf, "JPEG", quality=95, **kw)
-        data = buf.getvalue()
-        for size in (SIZE, 100):
-            assert np.array_equal(jpeg_square(data, size), square(read_jpeg(data, size), size)), (name, size)
-    with pytest.raises(DecodeError, match="truncated"):
-        jpeg_square(data[: len(data) // 2], SIZE)
+
+def test_compressed_dicom_without_the_extra_names_it(cxr_samples_dir, tmp_path):
+    # pylibjpeg (GPLv3) is an optional extra. Pillow decodes JPEG Baseline DICOM by itself; JPEG
+    # Lossless (12-16 bit radiographs) needs the extra: without it the image is a bad image whose
+    # reason says what to install. Run where pylibjpeg and libjpeg cannot be imported.
+    import subprocess
+    import sys
+
+    from pydicom.uid import JPEGLosslessSV1
+
+    ds = pydicom.dcmread(cxr_samples_dir / DICOM_JPEG)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    (tmp_path / "files").mkdir()
+    ds.save_as(tmp_path / "files" / "lossless.dcm", enforce_file_format=True)
+    code = (
+        "import sys\n"
+        "sys.modules['pylibjpeg'] = sys.modules['libjpeg'] = None  # as if the extra were not installed\n"
+        "from drfuse.images.decode import decode_task\n"
+        f"print(decode_task(('d', 'files/lossless.dcm', {str(tmp_path)!r}, 32))[3])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "compressed DICOM (JPEG Lossless" in result.stdout, result.stdout
+    assert "pip install 'drfuse[dicom]'" in result.stdout
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is `pid` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_killed_images_stage_leaves_no_workers_and_its_temp_files_go(cxr_tree, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # Enough MIMIC-sized JPEGs (hard links of one file) that decoding lasts a few seconds.
+    src = cxr_tree["root"] / cxr_tree["items"]["jpgbig"][0]
+    root = tmp_path / "cxr"
+    rows = []
+    for n in range(400):
+        rel = _rel(200 + n, f"k{n:03d}")
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, root / rel)
+        rows.append({"stay_id": n, "has_cxr": True, "dicom_id": f"k{n:03d}", "cxr_path": rel})
+    stays = tmp_path / "stays.parquet"
+    pl.DataFrame(rows).write_parquet(stays)
+    out = tmp_path / "images"
+    code = (
+        "from drfuse.images.cache import build_cache\n"
+        f"build_cache({str(stays)!r}, {str(root)!r}, {str(out)!r}, size=32, strict=False, workers=2)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        if len(workers) >= 2 and list(out.glob(".cxr.u8.tmp*")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and len(workers) >= 2, "the stage ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "image workers outlived their killed parent"
+
+    stale = sorted(p.name for p in out.glob(".*.tmp*"))
+    assert f".cxr.u8.tmp{proc.pid}" in stale  # what the killed run left
+    small = tmp_path / "small.parquet"
+    pl.DataFrame(rows[:3]).write_parquet(small)
+    build_cache(small, root, out, size=32, strict=False, workers=1)
+    assert sorted(p.name for p in out.iterdir()) == ["bad_images.csv", "cxr.u8", "index.parquet"]

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from drfuse.data import variables
+from drfuse.data import duckdb_limits, variables
 from drfuse.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -189,8 +189,12 @@ def _train_stats(dense, lengths, train, lay, normal, chunk) -> tuple[np.ndarray,
     return mean, std, count
 
 
-def build_features(db_path: Path, stays_path: Path, out_dir: Path, cfg: dict) -> None:
-    """Write hourly.parquet, ehr.npy, index.parquet, normalizer.json and counts.json to out_dir."""
+def build_features(
+    db_path: Path, stays_path: Path, out_dir: Path, cfg: dict, threads: int | None = None, memory_mb: int | None = None
+) -> None:
+    """Write hourly.parquet, ehr.npy, index.parquet, normalizer.json and counts.json to out_dir.
+
+    `threads` / `memory_mb`: the job's cores and memory (None: the machine's; see duckdb_limits)."""
     db_path, stays_path, out_dir = Path(db_path), Path(stays_path), Path(out_dir)
     if not db_path.exists():
         raise UserError(f"features: database not found: {db_path} (run the ingest stage first)")
@@ -200,7 +204,7 @@ def build_features(db_path: Path, stays_path: Path, out_dir: Path, cfg: dict) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".features-", dir=out_dir))
     try:
-        _build(db_path, stays_path, tmp, hours, settings)
+        _build(db_path, stays_path, tmp, hours, settings, duckdb_limits.limits(threads, memory_mb))
         for name in ("hourly.parquet", "index.parquet", "normalizer.json", "counts.json", "ehr.npy"):
             os.replace(tmp / name, out_dir / name)
     finally:
@@ -208,13 +212,11 @@ def build_features(db_path: Path, stays_path: Path, out_dir: Path, cfg: dict) ->
     log.info("features written to %s", out_dir)
 
 
-def _build(db_path: Path, stays_path: Path, tmp: Path, hours: int, settings: dict) -> None:
+def _build(db_path: Path, stays_path: Path, tmp: Path, hours: int, settings: dict, limits: tuple[int, str]) -> None:
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         con.execute(f"SET temp_directory = '{tmp / 'duckdb'}'")
-        con.execute("SET memory_limit = ?", [str(settings["duckdb_memory_limit"])])
-        if int(settings["duckdb_threads"]) > 0:
-            con.execute(f"SET threads = {int(settings['duckdb_threads'])}")
+        duckdb_limits.apply(con, *limits)
         for table in ("chartevents", "labevents"):
             if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0]:
                 raise UserError(f"{db_path}: no table {table!r} (run the ingest stage first)")

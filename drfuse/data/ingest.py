@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 from tqdm import tqdm
 
-from drfuse.data import items
+from drfuse.data import duckdb_limits, items
 from drfuse.data import mimic_version as mv
 from drfuse.data.sql_files import read_sql as _sql
 from drfuse.data.sql_files import scalar
@@ -53,16 +53,6 @@ def _ident(name: str) -> str:
 def _source(path: Path, columns: dict[str, str]) -> str:
     struct = "{" + ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in columns.items()) + "}"
     return _sql("ingest_read_csv.sql", path=_literal(str(path)), columns=struct)
-
-
-def default_memory_limit() -> str:
-    """Half the machine's RAM (at least 1 GB): leaves room for the OS and other programs on a
-    laptop; DuckDB spills to a temporary folder beside the database beyond it."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return "4GB"
-    return f"{max(1024, total // 2 // 2**20)}MB"
 
 
 def _rows_scanned(profile: str) -> int | None:
@@ -226,9 +216,12 @@ def ingest(
     mimic_cxr_dir: Path | None,
     db_path: Path,
     manifest_path: Path,
-    memory_limit: str | None = None,
+    threads: int | None = None,
+    memory_mb: int | None = None,
 ) -> dict:
-    """Load MIMIC-IV (+ CXR metadata) into `db_path`; write and return the manifest."""
+    """Load MIMIC-IV (+ CXR metadata) into `db_path`; write and return the manifest.
+
+    `threads` / `memory_mb`: the job's cores and memory (None: the machine's; see duckdb_limits)."""
     mimic_iv_dir, db_path, manifest_path = Path(mimic_iv_dir), Path(db_path), Path(manifest_path)
     mimic_cxr_dir = Path(mimic_cxr_dir) if mimic_cxr_dir else None
     layout = mv.detect_layout(mimic_iv_dir)
@@ -238,11 +231,10 @@ def ingest(
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".partial")
     _remove_db(tmp)
-    threads, memory_limit = os.cpu_count() or 1, memory_limit or default_memory_limit()
+    threads, memory_limit = duckdb_limits.limits(threads, memory_mb)
     try:
         with duckdb.connect(str(tmp)) as con:
-            con.execute(f"SET threads = {threads}")
-            con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+            duckdb_limits.apply(con, threads, memory_limit)
             con.execute("SET preserve_insertion_order = false")  # lets CREATE TABLE AS stream
             tables = _load_all(con, plan, layout)
             version, release, evidence = _detect_version(con, layout, plan)
@@ -251,7 +243,8 @@ def ingest(
                 if bad:
                     warnings.append(f"{plan['cxr_metadata'][0]}: {bad} rows with unreadable StudyDate/StudyTime")
         rows = {t: info.get("rows_source", info["rows"]) for t, info in tables.items()}
-        warnings += _count_warnings(version, release, rows)
+        count_warnings = _count_warnings(version, release, rows)
+        warnings += count_warnings
         for warning in warnings:
             log.warning("%s", warning)
         manifest = {
@@ -267,6 +260,7 @@ def ingest(
             "excluded_items": {str(k): v for k, v in items.EXCLUDED_ITEMS.items()},
             "duckdb": {"version": duckdb.__version__, "threads": threads, "memory_limit": memory_limit},
             "warnings": warnings,
+            "row_count_warnings": count_warnings,  # also in `warnings`; tables and the report cite them
         }
         _write_json(manifest_path, manifest)
         os.replace(tmp, db_path)  # last: the database exists only when everything succeeded

@@ -9,7 +9,12 @@ behind on failure):
 - `index.parquet`: `dicom_id, row, source_path` (path relative to the CXR root; `.dcm`/`.png` when
   the `.jpg` was missing and that file was read instead), readable images only, sorted by dicom_id;
 - `bad_images.csv`: `dicom_id, path, reason` for missing, truncated or unreadable files
-  (with `strict`, the first such file raises `UserError` instead).
+  (with `strict`, the first such file raises `UserError` instead). When more than
+  `max_missing_share` of the cohort's images are bad (an incomplete MIMIC-CXR-JPG download), the
+  stage fails naming how many and the first few paths, and writes nothing.
+
+A killed run leaves its temp files (`.cxr.u8.tmp<pid>`, ...): the next run removes those of
+processes that are gone. Decoding workers watch their parent and exit when it dies.
 
 Reading it (training, tables)::
 
@@ -39,6 +44,7 @@ from tqdm import tqdm
 
 from drfuse.errors import UserError
 from drfuse.images.decode import decode_task
+from drfuse.images.orphans import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +53,15 @@ INDEX_FILE = "index.parquet"
 BAD_FILE = "bad_images.csv"
 # Parquet schema metadata key holding S, so a reader needs nothing but the folder.
 SIZE_KEY = b"drfuse.cache_size"
+TMP_SUFFIX = ".tmp"
+# Bad images named in the error when too many are missing.
+SHOW_BAD = 5
 _STAYS_COLUMNS = ("has_cxr", "dicom_id", "cxr_path")
 
 
 def _n_workers(workers: int, n_tasks: int) -> int:
     if workers < 0:
-        raise UserError(f"images.workers must be >= 0 (0 = all cores), got {workers}")
+        raise UserError(f"images: --threads must be >= 0 (0 = all cores), got {workers}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(workers or cores, n_tasks))
 
@@ -81,7 +90,9 @@ def _decoded(tasks: list[tuple], workers: int) -> Iterator[tuple]:
     # Small chunks keep every core busy to the end; spawn keeps the workers free of whatever
     # threads or state the parent holds.
     chunk = max(1, min(32, len(tasks) // (workers * 8)))
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
+    )
     try:
         yield from pool.map(decode_task, tasks, chunksize=chunk)
     finally:
@@ -100,8 +111,61 @@ def _write_index(path: Path, ids: list[str], sources: list[str], size: int) -> N
     pq.write_table(table.replace_schema_metadata({SIZE_KEY: str(size).encode()}), path)
 
 
-def build_cache(stays_path: Path, cxr_root: Path, out_dir: Path, size: int, strict: bool, workers: int) -> None:
-    """Decode every has_cxr stay's image once into out_dir/{cxr.u8, index.parquet, bad_images.csv}."""
+def _tmp_name(name: str, pid: int) -> str:
+    return f".{name}{TMP_SUFFIX}{pid}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(out_dir: Path) -> list[Path]:
+    """Delete the temp files a killed run left in out_dir (their process is gone); return them."""
+    removed = []
+    for name in (DATA_FILE, INDEX_FILE, BAD_FILE):
+        prefix = f".{name}{TMP_SUFFIX}"
+        for path in out_dir.glob(f"{prefix}*"):
+            pid = path.name[len(prefix) :]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    if removed:
+        log.info("removed %d temp file(s) of an earlier killed run: %s", len(removed), ", ".join(p.name for p in removed))
+    return removed
+
+
+def _check_missing_share(bad: list[tuple[str, str, str]], n_tasks: int, cxr_root: Path, max_share: float) -> None:
+    if not n_tasks or len(bad) / n_tasks <= max_share:
+        return
+    for dicom_id, source, reason in bad:
+        log.warning("bad image %s (%s): %s", source or "(no cxr_path)", dicom_id, reason)
+    shown = "; ".join(f"{cxr_root / s if s else '(no cxr_path)'} ({r})" for _, s, r in bad[:SHOW_BAD])
+    raise UserError(
+        f"images: {len(bad):,} of the cohort's {n_tasks:,} chest X-rays ({len(bad) / n_tasks:.1%}) are missing or "
+        f"unreadable, more than images.max_missing_share = {max_share:g}; first: {shown}. Complete the "
+        "MIMIC-CXR-JPG download (cohort/cxr_files.txt lists the files the cohort needs) or raise the setting"
+    )
+
+
+def build_cache(
+    stays_path: Path,
+    cxr_root: Path,
+    out_dir: Path,
+    size: int,
+    strict: bool,
+    workers: int,
+    max_missing_share: float = 1.0,
+) -> None:
+    """Decode every has_cxr stay's image once into out_dir/{cxr.u8, index.parquet, bad_images.csv}.
+
+    `workers`: decoding processes (0 = all cores); `max_missing_share`: the largest share of bad
+    images accepted (1.0 = any)."""
     if not isinstance(size, int) or size < 1:
         raise UserError(f"images.cache_size must be a positive integer, got {size!r}")
     stays_path, cxr_root, out_dir = Path(stays_path), Path(cxr_root), Path(out_dir)
@@ -111,8 +175,9 @@ def build_cache(stays_path: Path, cxr_root: Path, out_dir: Path, size: int, stri
     tasks = [(dicom_id, rel, str(cxr_root), size) for dicom_id, rel in wanted]
     n_workers = _n_workers(workers, len(tasks))
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)
 
-    tmp = {name: out_dir / f".{name}.tmp{os.getpid()}" for name in (DATA_FILE, INDEX_FILE, BAD_FILE)}
+    tmp = {name: out_dir / _tmp_name(name, os.getpid()) for name in (DATA_FILE, INDEX_FILE, BAD_FILE)}
     ids: list[str] = []
     sources: list[str] = []
     bad: list[tuple[str, str, str]] = []
@@ -131,6 +196,7 @@ def build_cache(stays_path: Path, cxr_root: Path, out_dir: Path, size: int, stri
                 data.write(np.ascontiguousarray(arr))  # buffer protocol: no bytes copy
                 ids.append(dicom_id)
                 sources.append(source)
+        _check_missing_share(bad, len(tasks), cxr_root, max_missing_share)
         _write_index(tmp[INDEX_FILE], ids, sources, size)
         pl.DataFrame(
             {"dicom_id": [b[0] for b in bad], "path": [b[1] for b in bad], "reason": [b[2] for b in bad]},

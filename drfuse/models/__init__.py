@@ -1,31 +1,75 @@
 """Model registry: every model of the project, built by name from the `model:` settings.
 
+Each entry also declares the settings its runs read: `model_keys` (of `model:`, what the model and
+its training read) and `train_keys` (of `train:`, what changes its training). A training run's
+Snakemake params are exactly these values (after `per_model` and grid points are merged in), so a
+changed setting re-trains only the models that read it (`drfuse.experiments.run_params`).
+tests/test_models.py checks that a model built from its declared keys alone is the same model, and
+tests/test_workflow.py that every setting of the schema is declared by some model or operational
+(`drfuse.config.OPERATIONAL`). A new model, or a new setting, is one entry / one name here.
+
 See docs/architecture.md ("Model interface") for what every model's forward and loss take.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
-# name -> (module, factory); modules are imported only when their model is asked for.
-MODELS = {
-    "drfuse": ("drfuse.models.drfuse", "build_drfuse"),
-    "drfuse_no_disentangle": ("drfuse.models.drfuse", "build_drfuse_no_disentangle"),
-    "drfuse_mse": ("drfuse.models.drfuse", "build_drfuse_mse"),
-    "drfuse_no_rank": ("drfuse.models.drfuse", "build_drfuse_no_rank"),
-    "transformer": ("drfuse.models.unimodal", "build_transformer"),
-    "resnet50": ("drfuse.models.unimodal", "build_resnet"),
-    "mmtm": ("drfuse.models.mmtm", "build_mmtm"),
-    "daft": ("drfuse.models.daft", "build_daft"),
-    "medfuse": ("drfuse.models.medfuse", "build_medfuse"),
-    "medfuse2": ("drfuse.models.medfuse", "build_medfuse2"),
+# Settings read by every model's training (drfuse.train.engine).
+TRAIN_ALL = ("lr", "weight_decay", "batch_size", "epochs", "patience")
+# Training of a model that sees images: the image augmentation. The fusion models also drop the
+# CXR of a share of each matched batch (`train.cxr_drop`, drfuse.train.run).
+TRAIN_CXR = (*TRAIN_ALL, "augment")
+TRAIN_FUSION = (*TRAIN_CXR, "cxr_drop")
+
+# Model settings by building block (drfuse.models.encoders).
+EHR_TRANSFORMER = ("d_model", "n_heads", "ff_dim", "dropout", "max_len")
+EHR_LSTM = ("d_model", "dropout", "lstm_layers")
+CNN = ("backbone", "pretrained_weights", "image_size")
+# encoders.baseline_cnn: `baseline_*`, falling back to `pretrained_weights` when the backbones agree.
+BASELINE_CNN = ("baseline_backbone", "baseline_pretrained_weights", "backbone", "pretrained_weights", "image_size")
+DRFUSE = (*EHR_TRANSFORMER, *CNN, "aux_head", "lambda_jsd", "lambda_orth", "lambda_attn", "margin")
+MEDFUSE_INIT = ("medfuse_init_ehr", "medfuse_init_cxr")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    module: str
+    factory: str
+    model_keys: tuple[str, ...]
+    train_keys: tuple[str, ...]
+
+
+# name -> spec; modules are imported only when their model is asked for.
+MODELS: dict[str, ModelSpec] = {
+    "drfuse": ModelSpec("drfuse.models.drfuse", "build_drfuse", DRFUSE, TRAIN_FUSION),
+    # l1 = l2 = 0 are fixed by the ablation: lambda_jsd and lambda_orth are not read.
+    "drfuse_no_disentangle": ModelSpec(
+        "drfuse.models.drfuse",
+        "build_drfuse_no_disentangle",
+        tuple(k for k in DRFUSE if k not in ("lambda_jsd", "lambda_orth")),
+        TRAIN_FUSION,
+    ),
+    "drfuse_mse": ModelSpec("drfuse.models.drfuse", "build_drfuse_mse", DRFUSE, TRAIN_FUSION),
+    "drfuse_no_rank": ModelSpec("drfuse.models.drfuse", "build_drfuse_no_rank", DRFUSE, TRAIN_FUSION),
+    "transformer": ModelSpec("drfuse.models.unimodal", "build_transformer", EHR_TRANSFORMER, TRAIN_ALL),
+    "resnet50": ModelSpec("drfuse.models.unimodal", "build_resnet", ("d_model", *CNN), TRAIN_CXR),
+    "mmtm": ModelSpec("drfuse.models.mmtm", "build_mmtm", (*EHR_LSTM, *BASELINE_CNN, "mmtm_ratio", "mmtm_stages"), TRAIN_FUSION),
+    "daft": ModelSpec("drfuse.models.daft", "build_daft", (*EHR_LSTM, *BASELINE_CNN, "daft_stages"), TRAIN_FUSION),
+    "medfuse": ModelSpec("drfuse.models.medfuse", "build_medfuse", (*EHR_LSTM, *BASELINE_CNN, *MEDFUSE_INIT), TRAIN_FUSION),
+    "medfuse2": ModelSpec("drfuse.models.medfuse", "build_medfuse2", (*EHR_TRANSFORMER, *CNN, *MEDFUSE_INIT), TRAIN_FUSION),
 }
 
 
-def build_model(name: str, model_cfg: dict):
+def spec(name: str) -> ModelSpec:
     if name not in MODELS:
         from drfuse.errors import UserError
 
-        raise UserError(f"unknown model {name!r} (config experiments); known: {', '.join(MODELS)}")
-    module_name, factory = MODELS[name]
-    return getattr(importlib.import_module(module_name), factory)(model_cfg)
+        raise UserError(f"unknown model {name!r} (config experiments / per_model); known: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, model_cfg: dict):
+    s = spec(name)
+    return getattr(importlib.import_module(s.module), s.factory)(model_cfg)

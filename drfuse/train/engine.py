@@ -57,11 +57,32 @@ def resolve_device(train_cfg: dict) -> torch.device:
         return torch.device("cpu")
     if wanted == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("train.device is 'cuda' but torch sees no CUDA device (set train.device: auto or cpu)")
+            raise UserError(
+                "train.device is 'cuda' (set in the config, or this job was given a GPU by profiles/gpu or "
+                f"profiles/slurm) but torch sees no usable CUDA device: {_no_cuda_reason()}; check nvidia-smi "
+                "on this node, or set train.device: cpu"
+            )
         return torch.device("cuda")
     if wanted == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.warning("=" * 78)
+        log.warning("train.device is 'auto' and no usable CUDA device (%s): TRAINING ON THE CPU", _no_cuda_reason())
+        log.warning("set train.device: cpu to silence this, or cuda to fail instead (profiles/gpu, profiles/slurm do)")
+        log.warning("=" * 78)
+        return torch.device("cpu")
     raise UserError(f"train.device must be auto, cpu or cuda, got {wanted!r}")
+
+
+def _no_cuda_reason() -> str:
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return (
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU"
+        + (f" among CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "")
+        + " (no GPU on this node, or a driver older than this CUDA)"
+    )
 
 
 @dataclass

@@ -1,23 +1,53 @@
-# Shared definitions: the resolved configuration, paths, and the experiment list.
-import json
-import sys
+# Shared definitions: the checked configuration, paths, the command prefix and the experiment list.
 import hashlib
+import json
+import os
+import shlex
+import sys
 from pathlib import Path
 
-from drfuse import config as drfuse_config
-from drfuse.experiments import experiment_runs, prediction_targets
+from snakemake.exceptions import WorkflowError
 
-CFG = drfuse_config.resolve(config)
+from drfuse import config as drfuse_config
+from drfuse.errors import UserError
+from drfuse.experiments import (
+    IMAGE_ONLY_MODELS,
+    TEST_SETS,
+    prediction_targets,
+    run_params,
+)
+from drfuse.models import MODELS
+
+# The configuration is checked (unknown keys, types, model names; the same code as `drfuse
+# --config`) and resolved (built-in demo overrides) before any job is planned.
+try:
+    CFG = drfuse_config.checked_resolve(config, "config")
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None
 R = Path(CFG["data"]["results_dir"])
 BUILTIN = drfuse_config.uses_builtin_data(CFG)
 
-# The CLI reads the resolved configuration from a file; its name is a hash of its content, so a
-# changed setting gives a new file while the rules' params decide which stages re-run.
+# The CLI reads the resolved configuration from a file named by a hash of its content: a changed
+# setting gives a new file, while each rule's params decide whether it re-runs. Written when the
+# run starts (not by a dry run); the folder is made now, so an unwritable results_dir is one line.
 _cfg_text = json.dumps(CFG, sort_keys=True, indent=1)
-CONFIG_FILE = R / "config" / f"resolved-{hashlib.sha256(_cfg_text.encode()).hexdigest()[:12]}.json"
-CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
-if not CONFIG_FILE.exists():
-    CONFIG_FILE.write_text(_cfg_text)
+CONFIG_FILE = (
+    R
+    / "config"
+    / f"resolved-{hashlib.sha256(_cfg_text.encode()).hexdigest()[:12]}.json"
+)
+try:
+    CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise WorkflowError(
+        f"data.results_dir: cannot create {CONFIG_FILE.parent}: {exc.strerror}"
+    ) from None
+
+
+onstart:
+    if not CONFIG_FILE.exists():
+        CONFIG_FILE.write_text(_cfg_text)
+
 
 if BUILTIN:
     MIMIC_IV_DIR = R / "synth" / "mimic-iv"
@@ -26,18 +56,61 @@ else:
     MIMIC_IV_DIR = Path(CFG["data"]["mimic_iv_dir"])
     MIMIC_CXR_DIR = Path(CFG["data"]["mimic_cxr_dir"])
 
-# Rules run the package with the Python that runs Snakemake (a venv need not be activated);
-# under `--sdm conda` they use the rule's environment instead.
-_in_conda = any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
-PYTHON = "python" if _in_conda else sys.executable
-DRFUSE = f"{PYTHON} -m drfuse --config {CONFIG_FILE}"
+# Rules run this checkout's package (PYTHONPATH = the workflow's base directory) with the Python
+# that runs Snakemake (a venv need not be activated); under `--sdm conda` or `--sdm apptainer`
+# with the environment's Python. Every part is shell-quoted: paths may hold spaces or `$(...)`.
+_envs = {m.name for m in workflow.deployment_settings.deployment_method}
+PYTHON = "python" if _envs & {"CONDA", "APPTAINER"} else sys.executable
+DRFUSE = " ".join(
+    [
+        f"PYTHONPATH={shlex.quote(workflow.basedir)}",
+        shlex.quote(PYTHON),
+        "-m drfuse --config",
+        shlex.quote(str(CONFIG_FILE)),
+    ]
+)
 
-RUNS = experiment_runs(CFG)                       # (model, train_set, seed) to train
+# Run names: registry models, and grid-search runs `drfuse-gNN` (DrFuse at one grid point).
+# Image-only models are predicted on the matched test set only.
+_EHR_MODELS = [m for m in MODELS if m not in IMAGE_ONLY_MODELS]
+EHR_RUN = "|".join(_EHR_MODELS) + r"|drfuse-g\d+"
+IMAGE_ONLY_RUN = "|".join(sorted(IMAGE_ONLY_MODELS))
+
 PREDICTIONS = [str(R / p) for p in prediction_targets(CFG)]
-
 FINAL_OUTPUTS = [
-    str(R / "tables" / f"table{i}.{ext}") for i in (1, 2, 3, 4) for ext in ("csv", "md", "tex")
+    str(R / "tables" / f"table{i}.{ext}")
+    for i in (1, 2, 3, 4)
+    for ext in ("csv", "md", "tex")
 ] + [str(R / "figures" / f) for f in ("tsne.png", "attention.png", "pr_curves.png")]
+
+
+def table_outputs():
+    """table{1..4}.{csv,md,tex} (the CSVs in the report), the grid search table when enabled,
+    and the data provenance note."""
+    out = {}
+    for i in (1, 2, 3, 4):
+        for ext in ("csv", "md", "tex"):
+            path = R / "tables" / f"table{i}.{ext}"
+            if ext == "csv":
+                path = report(
+                    path, caption=f"../report/table{i}.rst", category="Tables"
+                )
+            out[f"table{i}_{ext}"] = path
+    if CFG["experiments"]["grid_search"]["enabled"]:
+        out["grid"] = R / "tables" / "grid_search.csv"
+    out["provenance"] = report(
+        R / "tables" / "provenance.md",
+        caption="../report/provenance.rst",
+        category="Data",
+    )
+    return out
+
 
 # The software environment of every rule under `--sdm conda` (path relative to workflow/rules/).
 CONDA_ENV = "../../envs/drfuse.yaml"
+
+
+wildcard_constraints:
+    train_set="full|matched",
+    test_set="full|matched",
+    seed=r"\d+",

@@ -1,4 +1,9 @@
 # Data stages: synthetic data (only without MIMIC paths), DuckDB ingest, cohort, features.
+#
+# Lint: every rule's shell starts with {DRFUSE}, the command prefix (interpreter, package path and
+# the resolved config file, see common.smk). It is kept out of params on purpose: the config
+# file's name changes with any setting, and params decide what re-runs (settings that change a
+# stage's results are its params).
 
 
 if BUILTIN:
@@ -7,17 +12,17 @@ if BUILTIN:
         output:
             mimic_iv=directory(R / "synth" / "mimic-iv"),
             mimic_cxr=directory(R / "synth" / "mimic-cxr-jpg"),
-        params:
-            settings=CFG["synth"],
-            out=R / "synth",
-        conda:
-            CONDA_ENV
         log:
             R / "logs" / "synth.log",
         benchmark:
             R / "benchmarks" / "synth.tsv"
+        conda:
+            CONDA_ENV
+        params:
+            settings=CFG["synth"],
+            out=lambda wildcards, output: Path(output.mimic_iv).parent,
         shell:
-            "{DRFUSE} synth --out {params.out} > {log} 2>&1"
+            "{DRFUSE} synth --out {params.out:q} > {log:q} 2>&1"
 
 
 rule ingest:
@@ -27,17 +32,19 @@ rule ingest:
     output:
         db=R / "mimiciv.duckdb",
         manifest=R / "ingest" / "manifest.json",
-    conda:
-        CONDA_ENV
     log:
         R / "logs" / "ingest.log",
     benchmark:
         R / "benchmarks" / "ingest.tsv"
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
     resources:
         mem_mb=16000,
     shell:
-        "{DRFUSE} ingest --mimic-iv {input.mimic_iv} --mimic-cxr {input.mimic_cxr}"
-        " --db {output.db} --manifest {output.manifest} > {log} 2>&1"
+        "{DRFUSE} ingest --mimic-iv {input.mimic_iv:q} --mimic-cxr {input.mimic_cxr:q}"
+        " --db {output.db:q} --manifest {output.manifest:q}"
+        " --threads {threads} --memory-mb {resources.mem_mb} > {log:q} 2>&1"
 
 
 rule cohort:
@@ -47,18 +54,19 @@ rule cohort:
         stays=R / "cohort" / "stays.parquet",
         attrition=R / "cohort" / "attrition.csv",
         label_mapping=R / "cohort" / "label_mapping.json",
-    params:
-        cohort=CFG["cohort"],
-        split=CFG["split"],
-        out=R / "cohort",
-    conda:
-        CONDA_ENV
+        cxr_files=R / "cohort" / "cxr_files.txt",
     log:
         R / "logs" / "cohort.log",
     benchmark:
         R / "benchmarks" / "cohort.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        cohort=drfuse_config.result_settings(CFG, "cohort"),
+        split=drfuse_config.result_settings(CFG, "split"),
+        out=lambda wildcards, output: Path(output.stays).parent,
     shell:
-        "{DRFUSE} cohort --db {input.db} --out {params.out} > {log} 2>&1"
+        "{DRFUSE} cohort --db {input.db:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule features:
@@ -71,18 +79,19 @@ rule features:
         index=R / "features" / "index.parquet",
         normalizer=R / "features" / "normalizer.json",
         counts=R / "features" / "counts.json",
-    params:
-        hours=CFG["cohort"]["hours"],
-        settings=CFG["features"],
-        out=R / "features",
-    conda:
-        CONDA_ENV
     log:
         R / "logs" / "features.log",
     benchmark:
         R / "benchmarks" / "features.tsv"
+    conda:
+        CONDA_ENV
     threads: workflow.cores
     resources:
         mem_mb=8000,
+    params:
+        hours=CFG["cohort"]["hours"],
+        settings=drfuse_config.result_settings(CFG, "features"),
+        out=lambda wildcards, output: Path(output.ehr).parent,
     shell:
-        "{DRFUSE} features --db {input.db} --stays {input.stays} --out {params.out} > {log} 2>&1"
+        "{DRFUSE} features --db {input.db:q} --stays {input.stays:q} --out {params.out:q}"
+        " --threads {threads} --memory-mb {resources.mem_mb} > {log:q} 2>&1"

@@ -1,4 +1,13 @@
 # Bootstrap every prediction file with shared resample indices, then tables, figures and report.
+# These rules are light: they run on the submit host (localrules), not as cluster jobs.
+# Lint: {DRFUSE} as in data.smk.
+
+
+localrules:
+    all,
+    evaluate,
+    tables,
+    figures,
 
 
 rule evaluate:
@@ -6,16 +15,16 @@ rule evaluate:
         predictions=PREDICTIONS,
     output:
         bootstrap=R / "eval" / "bootstrap.parquet",
-    params:
-        settings=CFG["evaluation"],
-    conda:
-        CONDA_ENV
     log:
         R / "logs" / "evaluate.log",
     benchmark:
         R / "benchmarks" / "evaluate.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        settings=CFG["evaluation"],
     shell:
-        "{DRFUSE} evaluate --predictions {input.predictions} --out {output.bootstrap} > {log} 2>&1"
+        "{DRFUSE} evaluate --predictions {input.predictions:q} --out {output.bootstrap:q} > {log:q} 2>&1"
 
 
 rule tables:
@@ -23,31 +32,24 @@ rule tables:
         bootstrap=rules.evaluate.output.bootstrap,
         stays=rules.cohort.output.stays,
         attrition=rules.cohort.output.attrition,
+        manifest=rules.ingest.output.manifest,
+        images=rules.images.output.cache,
         image_index=rules.images.output.index,
+        bad_images=rules.images.output.bad,
     output:
-        **{
-            f"table{i}_{ext}": report(
-                R / "tables" / f"table{i}.{ext}",
-                caption=f"../report/table{i}.rst",
-                category="Tables",
-            )
-            if ext == "csv"
-            else R / "tables" / f"table{i}.{ext}"
-            for i in (1, 2, 3, 4)
-            for ext in ("csv", "md", "tex")
-        },
-        **({"grid": R / "tables" / "grid_search.csv"} if CFG["experiments"]["grid_search"]["enabled"] else {}),
-    params:
-        experiments=CFG["experiments"],
-        out=R / "tables",
-    conda:
-        CONDA_ENV
+        **table_outputs(),
     log:
         R / "logs" / "tables.log",
     benchmark:
         R / "benchmarks" / "tables.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        experiments=CFG["experiments"],
+        results=R,
+        out=lambda wildcards, output: Path(output.table1_csv).parent,
     shell:
-        "{DRFUSE} tables --results {R} --out {params.out} > {log} 2>&1"
+        "{DRFUSE} tables --results {params.results:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -55,16 +57,29 @@ rule figures:
         predictions=PREDICTIONS,
         representations=[p.replace(".parquet", ".npz") for p in PREDICTIONS],
     output:
-        tsne=report(R / "figures" / "tsne.png", caption="../report/tsne.rst", category="Figures"),
-        attention=report(R / "figures" / "attention.png", caption="../report/attention.rst", category="Figures"),
-        pr_curves=report(R / "figures" / "pr_curves.png", caption="../report/pr_curves.rst", category="Figures"),
-    params:
-        out=R / "figures",
-    conda:
-        CONDA_ENV
+        tsne=report(
+            R / "figures" / "tsne.png",
+            caption="../report/tsne.rst",
+            category="Figures",
+        ),
+        attention=report(
+            R / "figures" / "attention.png",
+            caption="../report/attention.rst",
+            category="Figures",
+        ),
+        pr_curves=report(
+            R / "figures" / "pr_curves.png",
+            caption="../report/pr_curves.rst",
+            category="Figures",
+        ),
     log:
         R / "logs" / "figures.log",
     benchmark:
         R / "benchmarks" / "figures.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        results=R,
+        out=lambda wildcards, output: Path(output.tsne).parent,
     shell:
-        "{DRFUSE} figures --results {R} --out {params.out} > {log} 2>&1"
+        "{DRFUSE} figures --results {params.results:q} --out {params.out:q} > {log:q} 2>&1"

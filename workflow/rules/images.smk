@@ -1,4 +1,5 @@
-# Decode the cohort's chest X-rays once into a uint8 cache; unreadable files are reported.
+# Decode the cohort's chest X-rays once into a uint8 cache; unreadable files are reported, and too
+# many of them (an incomplete download) fail the stage. Lint: {DRFUSE} as in data.smk.
 
 
 rule images:
@@ -9,15 +10,16 @@ rule images:
         cache=R / "images" / "cxr.u8",
         index=R / "images" / "index.parquet",
         bad=R / "images" / "bad_images.csv",
-    params:
-        settings=CFG["images"],
-        out=R / "images",
-    conda:
-        CONDA_ENV
     log:
         R / "logs" / "images.log",
     benchmark:
         R / "benchmarks" / "images.tsv"
+    conda:
+        CONDA_ENV
     threads: workflow.cores
+    params:
+        settings=drfuse_config.result_settings(CFG, "images"),
+        out=lambda wildcards, output: Path(output.cache).parent,
     shell:
-        "{DRFUSE} images --stays {input.stays} --cxr-root {input.cxr_root} --out {params.out} > {log} 2>&1"
+        "{DRFUSE} images --stays {input.stays:q} --cxr-root {input.cxr_root:q} --out {params.out:q}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -1,7 +1,12 @@
-# Train one model on one training set and seed (one GPU each), then predict both test sets.
+# Train one model on one training set and seed, then predict its test sets in one job.
+#
+# GPUs: a job asks for one only where a profile says so (profiles/gpu, profiles/slurm:
+# set-resources gpu: 1); `--gpus {resources.gpu}` then makes it train on CUDA or fail, instead of
+# silently on the CPU. Lint: {DRFUSE} as in data.smk.
 
-# CPU threads of one training job: `train.num_threads`, else up to 4. With small models on a
-# laptop, two one-thread jobs side by side beat one two-thread job.
+# CPU threads of one local training job: `train.num_threads`, else up to 4 (a cluster profile sets
+# its own with set-threads). With small models on a laptop, two one-thread jobs side by side beat
+# one two-thread job.
 TRAIN_THREADS = CFG["train"]["num_threads"] or min(4, workflow.cores)
 
 TRAIN_INPUTS = dict(
@@ -11,43 +16,40 @@ TRAIN_INPUTS = dict(
     images=rules.images.output.cache,
     image_index=rules.images.output.index,
 )
-
-
-def run_settings(wildcards):
-    """The settings a run depends on: a change re-trains only the runs it touches."""
-    from drfuse.experiments import resolve_run
-
-    _, cfg = resolve_run(wildcards.model, CFG)
-    return {"model": cfg["model"], "train": cfg["train"]}
+RUN_DIR = R / "train" / "{model}" / "{train_set}" / "seed{seed}"
+PREDICT_DIR = R / "predict" / "{model}" / "{train_set}" / "seed{seed}"
 
 
 rule train:
     input:
         **TRAIN_INPUTS,
     output:
-        best=R / "train" / "{model}" / "{train_set}" / "seed{seed}" / "best.pt",
-        metrics=R / "train" / "{model}" / "{train_set}" / "seed{seed}" / "metrics.csv",
-        run=R / "train" / "{model}" / "{train_set}" / "seed{seed}" / "run.json",
-    params:
-        settings=run_settings,
-        out=lambda wc: R / "train" / wc.model / wc.train_set / f"seed{wc.seed}",
-    wildcard_constraints:
-        train_set="full|matched",
-        seed=r"\d+",
-    conda:
-        CONDA_ENV
+        best=RUN_DIR / "best.pt",
+        metrics=RUN_DIR / "metrics.csv",
+        run=RUN_DIR / "run.json",
     log:
         R / "logs" / "train" / "{model}.{train_set}.seed{seed}.log",
     benchmark:
         R / "benchmarks" / "train" / "{model}.{train_set}.seed{seed}.tsv"
+    wildcard_constraints:
+        model=f"{EHR_RUN}|{IMAGE_ONLY_RUN}",
+    conda:
+        CONDA_ENV
     threads: TRAIN_THREADS
     resources:
-        gpu=1,
+        gpu=0,
         mem_mb=16000,
         runtime=600,
+    params:
+        # only the settings this run's model declares (drfuse.models.MODELS), per_model and grid
+        # points merged in: a changed setting re-trains only the runs that read it
+        settings=lambda wildcards: run_params(wildcards.model, CFG),
+        results=R,
+        out=lambda wildcards, output: Path(output.best).parent,
     shell:
         "OMP_NUM_THREADS={threads} {DRFUSE} train --model {wildcards.model} --train-set {wildcards.train_set}"
-        " --seed {wildcards.seed} --results {R} --out {params.out} > {log} 2>&1"
+        " --seed {wildcards.seed} --results {params.results:q} --out {params.out:q}"
+        " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"
 
 
 rule predict:
@@ -56,24 +58,42 @@ rule predict:
         best=rules.train.output.best,
         run=rules.train.output.run,
     output:
-        predictions=R / "predict" / "{model}" / "{train_set}" / "seed{seed}" / "{test_set}.parquet",
-        representations=R / "predict" / "{model}" / "{train_set}" / "seed{seed}" / "{test_set}.npz",
-    params:
-        run=lambda wc: R / "train" / wc.model / wc.train_set / f"seed{wc.seed}",
+        full=PREDICT_DIR / "full.parquet",
+        full_representations=PREDICT_DIR / "full.npz",
+        matched=PREDICT_DIR / "matched.parquet",
+        matched_representations=PREDICT_DIR / "matched.npz",
+    log:
+        R / "logs" / "predict" / "{model}.{train_set}.seed{seed}.log",
+    benchmark:
+        R / "benchmarks" / "predict" / "{model}.{train_set}.seed{seed}.tsv"
     wildcard_constraints:
-        train_set="full|matched",
-        test_set="full|matched",
-        seed=r"\d+",
+        model=EHR_RUN,
     conda:
         CONDA_ENV
-    log:
-        R / "logs" / "predict" / "{model}.{train_set}.seed{seed}.{test_set}.log",
-    benchmark:
-        R / "benchmarks" / "predict" / "{model}.{train_set}.seed{seed}.{test_set}.tsv"
-    # mostly process start-up and one pass over the test set: one thread, so predictions overlap
+    # mostly process start-up and one pass over each test set: one thread, so predictions overlap
     threads: 1
     resources:
-        gpu=1,
+        gpu=0,
+    params:
+        test_sets=" ".join(TEST_SETS),
+        results=R,
+        run=lambda wildcards, input: Path(input.best).parent,
+        out_dir=lambda wildcards, output: Path(output.matched).parent,
     shell:
-        "OMP_NUM_THREADS={threads} {DRFUSE} predict --run {params.run} --test-set {wildcards.test_set}"
-        " --results {R} --out {output.predictions} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {DRFUSE} predict --run {params.run:q} --test-set {params.test_sets}"
+        " --results {params.results:q} --out-dir {params.out_dir:q}"
+        " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"
+
+
+# Image-only models see no EHR: the matched test set only.
+use rule predict as predict_matched_only with:
+    output:
+        matched=PREDICT_DIR / "matched.parquet",
+        matched_representations=PREDICT_DIR / "matched.npz",
+    wildcard_constraints:
+        model=IMAGE_ONLY_RUN,
+    params:
+        test_sets="matched",
+        results=R,
+        run=lambda wildcards, input: Path(input.best).parent,
+        out_dir=lambda wildcards, output: Path(output.matched).parent,
