@@ -1,9 +1,13 @@
-"""The workflow as a user runs it: the config schema, the experiment plan, a SLURM dry run, and the
-whole DAG end to end on a tiny built-in dataset."""
+"""The workflow as a user runs it: the configuration check, the experiment plan, the README's
+SLURM / GPU / conda recipes as dry runs, lint and formatting, the pinned environments, hostile
+inputs (paths with spaces and `$(...)`, bad settings, unwritable folders), and the whole DAG end to
+end on a tiny built-in dataset, followed by the re-run checks on the finished run."""
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +23,14 @@ from drfuse.experiments import experiment_runs, prediction_targets, resolve_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+README = (ROOT / "README.md").read_text()
+
+# The README's recipes, verbatim (test_readme_shows_the_tested_recipes keeps them in the README).
+SLURM_ENV = "export DRFUSE_SLURM_ACCOUNT=myacct DRFUSE_SLURM_PARTITION=cpu DRFUSE_SLURM_GPU_PARTITION=gpu"
+SLURM_RECIPE = "snakemake --profile profiles/slurm"
+GPU_RECIPE = "snakemake --profile profiles/gpu --resources gpu=4"
+CONDA_RECIPE = "snakemake --cores all --sdm conda"
+OVERRIDE_RECIPE = "snakemake --cores all --configfile my-run.yaml"
 
 # The end-to-end run: every stage and every table of the default experiment plan, tiny sizes.
 E2E_CONFIG = {
@@ -32,16 +44,57 @@ E2E_CONFIG = {
 }
 
 
-def run_snakemake(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
+def run_snakemake(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=full_env)
 
 
-def test_default_config_passes_the_schema_and_resolves_to_the_demo():
-    from snakemake.utils import validate
+def recipe_args(recipe: str) -> list[str]:
+    assert recipe.startswith("snakemake ")
+    return recipe.split()[1:]
 
+
+def results_config(tmp_path: Path, results: Path | None = None) -> Path:
+    """config.yaml with results in tmp (so tests never write into the checkout): a --configfile
+    for Snakemake, a --config for the CLI."""
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*.yaml')))}.yaml"
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["data"]["results_dir"] = str(results or tmp_path / "results")
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """rule -> job count from a dry run's job stats ({} when nothing is to be done)."""
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def job_blocks(result: subprocess.CompletedProcess) -> dict[str, list[str]]:
+    """rule -> the dry run's printed blocks of its jobs (resources, threads, shell command)."""
+    out = result.stdout + result.stderr
+    blocks: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        if m:
+            blocks.setdefault(m.group(1), []).append(block)
+    return blocks
+
+
+def drfuse_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drfuse", *args], cwd=cwd, capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_default_config_passes_the_check_and_resolves_to_the_demo():
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
-    validate(raw, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    cfg = config_mod.resolve(raw)
+    cfg = config_mod.checked_resolve(raw)
     assert config_mod.uses_builtin_data(cfg)
     assert cfg["model"]["backbone"] == raw["builtin_overrides"]["model"]["backbone"]
     assert "builtin_overrides" not in cfg
@@ -50,7 +103,7 @@ def test_default_config_passes_the_schema_and_resolves_to_the_demo():
 def test_real_mimic_paths_keep_the_paper_settings():
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     raw["data"].update(mimic_iv_dir="/data/mimiciv/2.2", mimic_cxr_dir="/data/mimic-cxr-jpg/2.0.0")
-    cfg = config_mod.resolve(raw)
+    cfg = config_mod.checked_resolve(raw)
     assert cfg["model"]["backbone"] == "resnet50" and cfg["model"]["d_model"] == 256
     assert cfg["train"]["batch_size"] == 16 and cfg["train"]["lr"] == 1e-4
 
@@ -59,7 +112,52 @@ def test_only_one_mimic_path_is_an_error_naming_both_settings():
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     raw["data"]["mimic_iv_dir"] = "/data/mimiciv"
     with pytest.raises(UserError, match="mimic_cxr_dir"):
-        config_mod.resolve(raw)
+        config_mod.checked_resolve(raw)
+
+
+# (override, the one-line message) for the hostile-configuration probes of issue 14.
+BAD_CONFIGS = [
+    ({"train": {"epoch": 5}}, "train.epoch: not a setting; known settings here: amp, augment, batch_size"),
+    ({"train": {"lr": "fast"}}, "train.lr = 'fast': must be of type number"),
+    ({"experiments": {"table2": {"models": ["drfuse", "drfuze"]}}}, "experiments.table2.models[1] = 'drfuze': allowed values are drfuse, "),
+    ({"per_model": {"drfuze": {"train": {"lr": 0.1}}}}, "per_model.drfuze: not a model name; allowed: drfuse, "),
+    ({"builtin_overrides": {"train": {"epochs": "many"}}}, "builtin_overrides.train.epochs = 'many': must be of type integer"),
+    ({"builtin_overrides": {"modle": {"d_model": 8}}}, "builtin_overrides.modle: not a setting; known settings here: cohort, "),
+    ({"images": {"max_missing_share": 2}}, "images.max_missing_share = 2: 2 is greater than the maximum of 1"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_CONFIGS, ids=[m.split(":")[0] for _, m in BAD_CONFIGS])
+def test_bad_settings_are_one_line_naming_the_setting_in_load_cli_and_snakemake(tmp_path, override, message):
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    bad = config_mod.deep_merge(raw, override)
+    bad["data"]["results_dir"] = str(tmp_path / "results")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(UserError) as err:
+        config_mod.load(path)
+    assert message in str(err.value)
+    # the CLI: exit 1, one line, before any work (no synth output)
+    cli = drfuse_cli("--config", str(path), "synth", "--out", str(tmp_path / "synth"))
+    assert cli.returncode == 1 and message in cli.stderr and "Traceback" not in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1 and not (tmp_path / "synth").exists()
+    # Snakemake: refused before any job is planned
+    dry = run_snakemake("-n", "--configfile", str(path))
+    out = dry.stdout + dry.stderr
+    assert dry.returncode != 0 and message in out and "Job stats" not in out
+
+
+def test_strings_from_the_command_line_become_numbers_where_the_schema_says_so(tmp_path):
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["train"].update(epochs="5", lr="1e-3", amp="false")
+    raw["experiments"]["seeds"] = ["0", "1"]
+    cfg = config_mod.check(raw)
+    assert (cfg["train"]["epochs"], cfg["train"]["lr"], cfg["train"]["amp"]) == (5, 1e-3, False)
+    assert cfg["experiments"]["seeds"] == [0, 1] and cfg["data"]["results_dir"] == "results"
+    # Snakemake passes nested --config values as strings ("5"): accepted
+    conf = results_config(tmp_path)
+    dry = run_snakemake("-n", "--configfile", str(conf), "--config", "evaluation={n_bootstrap: 50, seed: 1, ci: 0.9}")
+    assert planned_jobs(dry)["evaluate"] == 1
 
 
 def test_experiment_plan_covers_tables_2_to_4():
@@ -91,29 +189,172 @@ def test_grid_search_adds_one_run_per_grid_point_with_its_settings():
         resolve_run("drfuse-g54", cfg)
 
 
-def test_slurm_profile_dry_run_schedules_the_whole_dag():
-    result = run_snakemake("-n", "--profile", "profiles/slurm")
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout + result.stderr
-    for rule in ("synth", "ingest", "cohort", "features", "images", "train", "predict", "evaluate", "tables", "figures"):
-        assert rule in out
+# ---------------------------------------------------------------- profiles and recipes
 
 
-def test_every_rule_has_a_log_and_a_benchmark():
+def test_readme_shows_the_tested_recipes():
+    for recipe in (SLURM_ENV, SLURM_RECIPE, GPU_RECIPE, CONDA_RECIPE, OVERRIDE_RECIPE):
+        assert recipe in README, recipe
+    # nothing on the SLURM command line replaces the profile's resources
+    assert "--default-resources slurm" not in README and "--set-resources train:" not in README
+
+
+def test_default_profile_holds_nothing_about_the_machine():
+    # profiles/default is loaded on top of every --profile: a key here would override the cluster's
+    keys = set(yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text()))
+    assert not keys & {"cores", "jobs", "executor", "resources", "default-resources", "set-resources", "set-threads"}
+
+
+def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
+    env = dict(re.findall(r"(\w+)=(\S+)", SLURM_ENV))
+    dry = run_snakemake(*recipe_args(SLURM_RECIPE), "-n", "--configfile", str(results_config(tmp_path)), env=env)
+    jobs = planned_jobs(dry)
+    assert jobs["train"] == 16 and jobs["predict"] + jobs["predict_matched_only"] == 16
+    blocks = job_blocks(dry)
+    expected = {  # rule -> what the profile sets (README recipe: account and partitions from env)
+        "ingest": ("threads: 8", "mem_mb=24000", "runtime=120", "slurm_partition=cpu"),
+        "features": ("threads: 8", "mem_mb=16000", "runtime=60", "slurm_partition=cpu"),
+        "images": ("threads: 16", "runtime=120", "slurm_partition=cpu"),
+        "train": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
+        "predict": ("gpu=1", "runtime=30", "slurm_partition=gpu"),
+        "predict_matched_only": ("gpu=1", "runtime=30", "slurm_partition=gpu"),
+    }
+    for rule, wanted in expected.items():
+        for block in blocks[rule]:
+            for item in (*wanted, "slurm_account=myacct"):
+                assert item in block, (rule, item, block)
+    assert "--threads 8 --gpus 1" in blocks["train"][0]  # a GPU job trains on CUDA or fails
+    assert "--threads 8 --memory-mb 24000" in blocks["ingest"][0]  # DuckDB gets the job's share
+    # light rules run on the submit host
+    local = re.search(r"^localrules:\n((?:    \w+,\n)+)", (ROOT / "workflow" / "rules" / "evaluate.smk").read_text(), re.M)
+    assert set(re.findall(r"\w+", local.group(1))) == {"all", "evaluate", "tables", "figures"} <= set(blocks) | {"all"}
+
+
+def test_gpu_recipe_dry_run_gives_training_and_prediction_one_gpu_each(tmp_path):
+    dry = run_snakemake(*recipe_args(GPU_RECIPE), "-n", "--configfile", str(results_config(tmp_path)))
+    blocks = job_blocks(dry)
+    for rule in ("train", "predict", "predict_matched_only"):
+        for block in blocks[rule]:
+            assert "gpu=1" in block and "--gpus 1" in block, (rule, block)
+    # without a GPU profile nothing asks for a GPU: device auto may fall back (with a warning)
+    plain = job_blocks(run_snakemake("-n", "--cores", "2", "--configfile", str(results_config(tmp_path))))
+    assert all("--gpus 0" in b for b in plain["train"])
+
+
+def test_conda_recipe_runs_the_checkout_with_the_environments_python(tmp_path):
+    # No conda on the test machine: a stand-in answers the three queries Snakemake makes while
+    # planning (version, info, channel priority); nothing is created in a dry run.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "conda").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  "--version") echo "conda 24.11.0";;\n'
+        f'  "info --json") echo \'{{"conda_version": "24.11.0", "envs_dirs": ["{tmp_path}/envs"], '
+        f'"platform": "linux-64", "conda_prefix": "{tmp_path}/conda", "root_prefix": "{tmp_path}/conda"}}\';;\n'
+        '  "config --get channel_priority --json") echo \'{"get": {"channel_priority": "strict"}}\';;\n'
+        "  *) exit 1;;\n"
+        "esac\n"
+    )
+    (fake / "conda").chmod(0o755)
+    env = {"PATH": f"{fake}:{os.environ['PATH']}"}
+    dry = run_snakemake(*recipe_args(CONDA_RECIPE), "-n", "--configfile", str(results_config(tmp_path)), env=env)
+    assert planned_jobs(dry)["train"] == 16
+    for blocks in job_blocks(dry).values():
+        for block in blocks:
+            if "Shell command:" in block and "drfuse" in block:
+                assert f"PYTHONPATH={ROOT} python -m drfuse" in block, block
+
+
+def _pins(text: str) -> dict[str, str]:
+    return {m.group(1).lower(): m.group(2) for m in re.finditer(r"([A-Za-z0-9_.\-]+)==([0-9][^\s\\]*)", text)}
+
+
+def test_environments_list_the_pins_of_requirements():
+    req = _pins((ROOT / "requirements.txt").read_text())
+    env_text = (ROOT / "envs" / "drfuse.yaml").read_text()
+    env = _pins(env_text)
+    docker = _pins((ROOT / "Dockerfile").read_text())
+    workflow_only = {"snakemake", "snakemake-executor-plugin-slurm"}
+    assert docker == req
+    assert env == {k: v for k, v in req.items() if k not in workflow_only}
+    assert "-e " not in env_text and ".." not in env_text  # no relative editable install
+    deps = [re.split(r"[<>=\[]", d)[0].lower() for d in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    assert set(deps) <= set(req), set(deps) - set(req)  # every dependency is pinned
+    assert "pylibjpeg" not in " ".join(deps)  # GPLv3: an optional extra only
+
+
+def test_every_rule_has_a_log_a_benchmark_and_the_conda_env():
     text = "\n".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
     n_rules = text.count("\nrule ") + text.count("\n    rule ")
     assert n_rules >= 10
-    assert text.count("log:") == n_rules and text.count("benchmark:") == n_rules
+    for directive in ("log", "benchmark", "conda"):
+        assert len(re.findall(rf"^\s+{directive}:$", text, re.M)) == n_rules, directive
 
 
-def test_whole_workflow_end_to_end_on_tiny_builtin_data(tmp_path):
-    results = tmp_path / "results"
+# Lint findings kept on purpose (justified beside the rules, workflow/rules/data.smk): the command
+# prefix {DRFUSE} is not a param, since params decide what re-runs.
+KEPT_LINT = "Shell command directly uses variable DRFUSE from outside of the rule"
+
+
+def test_lint_has_no_finding_but_the_justified_one(tmp_path):
+    result = run_snakemake("--lint", "--configfile", str(results_config(tmp_path)))
+    out = result.stdout + result.stderr
+    findings = []
+    subject = None
+    for line in out.splitlines():
+        if line.startswith("Lints for "):
+            subject = line
+        elif line.startswith("    * ") and subject:
+            findings.append((subject, line[6:].rstrip(":")))
+    assert findings, out[-3000:]  # the parser read the report
+    unexpected = [f for f in findings if f[1] != KEPT_LINT]
+    assert not unexpected, unexpected
+    # one per shell rule, none hidden elsewhere
+    assert len(findings) == len({s for s, _ in findings}) == 11
+
+
+def test_snakefmt_check_is_clean():
+    pytest.importorskip("snakefmt", reason="snakefmt is in the test extras: pip install -e .[test]")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- hostile paths, unwritable folders
+
+
+def test_unwritable_results_dir_is_one_line_in_cli_and_snakemake(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    conf = results_config(tmp_path, results=blocker / "results")
+    cli = drfuse_cli("--config", str(conf), "synth", "--out", str(blocker / "results" / "synth"))
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1 and str(blocker / "results") in cli.stderr
+    dry = run_snakemake("-n", "--configfile", str(conf))
+    out = dry.stdout + dry.stderr
+    assert dry.returncode != 0 and f"data.results_dir: cannot create {blocker / 'results' / 'config'}: Not a directory" in out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """The whole workflow once, into a results folder whose path holds a space and `$(...)`."""
+    base = tmp_path_factory.mktemp("e2e")
+    marker = base / "pwned"
+    results = base / "my results" / f"x$(touch {marker})"
+    config_file = base / "tiny.yaml"
     tiny = dict(E2E_CONFIG, data={"mimic_iv_dir": "", "mimic_cxr_dir": "", "results_dir": str(results)})
-    config_file = tmp_path / "tiny.yaml"
     config_file.write_text(yaml.safe_dump(tiny))
     result = run_snakemake("--cores", "2", "--configfile", str(config_file))
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    return {"results": results, "config": config_file, "marker": marker, "base": base}
 
+
+def test_whole_workflow_end_to_end_on_tiny_builtin_data(finished_run):
+    results = finished_run["results"]
+    assert results.is_dir() and "$(" in str(results) and " " in str(results)
+    assert not finished_run["marker"].exists(), "a path in a shell command ran as a command"
     for i in (1, 2, 3, 4):
         for ext in ("csv", "md", "tex"):
             path = results / "tables" / f"table{i}.{ext}"
@@ -131,41 +372,68 @@ def test_whole_workflow_end_to_end_on_tiny_builtin_data(tmp_path):
     for name in ("tsne.png", "attention.png", "pr_curves.png"):
         png = results / "figures" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # the cohort's CXR file list: every has_cxr stay's path once, as the images stage reads them
+    stays = pl.read_parquet(results / "cohort" / "stays.parquet")
+    listed = (results / "cohort" / "cxr_files.txt").read_text().splitlines()
+    assert listed == sorted(set(stays.filter(pl.col("has_cxr"))["cxr_path"].to_list())) and listed
+    assert all((results / "synth" / "mimic-cxr-jpg" / p).is_file() for p in listed)
+    # provenance: the data and the images that could not be used, in the tables and the report
+    note = (results / "tables" / "table1.md").read_text()
+    assert "built-in synthetic data" in note and "cohort images missing or unreadable" in note
+    assert "images missing or unreadable: 0 of" in (results / "tables" / "provenance.md").read_text()
+    # a training job on a machine without CUDA says so loudly in its log
+    log = (results / "logs" / "train" / "drfuse.matched.seed0.log").read_text()
+    assert "TRAINING ON THE CPU" in log
+    # one prediction job per training run wrote both test sets
+    assert (results / "predict" / "drfuse" / "full" / "seed0" / "full.parquet").is_file()
+    assert (results / "predict" / "drfuse" / "full" / "seed0" / "matched.npz").is_file()
 
-    # Nothing left to do: a second run finds every output up to date.
-    again = run_snakemake("-n", "--cores", "2", "--configfile", str(config_file))
-    assert again.returncode == 0
-    assert "Nothing to be done" in again.stdout + again.stderr
+
+def test_finished_run_has_nothing_to_do(finished_run):
+    dry = run_snakemake("-n", "--cores", "2", "--configfile", str(finished_run["config"]))
+    assert planned_jobs(dry) == {}
 
 
-def test_grid_search_reports_the_point_with_the_best_validation_prauc(tmp_path):
-    import json
+DRFUSE_FAMILY = {"drfuse": 2, "drfuse_no_disentangle": 1, "drfuse_mse": 1, "drfuse_no_rank": 1}
+EVAL = {"evaluate": 1, "tables": 1, "figures": 1, "all": 1}
+# (what is changed, extra snakemake arguments or a config override, jobs planned)
+RERUNS = [
+    ("train.device", {"builtin_overrides": {"train": {"device": "cpu"}}}, {}),
+    ("train.amp", {"builtin_overrides": {"train": {"amp": False}}}, {}),
+    ("train.compile", {"builtin_overrides": {"train": {"compile": True}}}, {}),
+    ("train.channels_last", {"builtin_overrides": {"train": {"channels_last": False}}}, {}),
+    ("train.num_threads", {"builtin_overrides": {"train": {"num_threads": 2}}}, {}),
+    ("features.chunk_stays", {"builtin_overrides": {"features": {"chunk_stays": 7}}}, {}),
+    ("--cores (threads of ingest, features, images)", ["--cores", "1"], {}),
+    ("--set-threads train", ["--set-threads", "train=2"], {}),
+    ("--set-resources mem_mb", ["--set-resources", "ingest:mem_mb=1000", "train:mem_mb=1000"], {}),
+    ("gpu profile", ["--profile", "profiles/gpu"], {}),
+    ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 5, "predict": 5, **EVAL}),
+    (
+        "model.baseline_backbone",
+        {"builtin_overrides": {"model": {"baseline_backbone": "resnet34"}}},
+        {"train": 6, "predict": 6, **EVAL},
+    ),
+    ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}}, {"evaluate": 1, "tables": 1, "all": 1}),
+    ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}}, {"train": 2, "predict": 2, **EVAL}),
+]
 
-    import pandas as pd
 
-    from drfuse.evaluate.tables import use_grid_selection
-
-    cfg = config_mod.load(ROOT / "config.yaml")
-    grid = cfg["experiments"]["grid_search"]
-    grid.update(enabled=True, lambda_jsd=[0.0, 1.0], lambda_orth=[1.0], lambda_attn=[0.5], lr=[1e-4])
-    val = {("drfuse-g00", "full"): 0.40, ("drfuse-g01", "full"): 0.45, ("drfuse-g00", "matched"): 0.52, ("drfuse-g01", "matched"): 0.50}
-    rows = []
-    for (run, train_set), score in val.items():
-        run_dir = tmp_path / "train" / run / train_set / "seed0"
-        run_dir.mkdir(parents=True)
-        (run_dir / "run.json").write_text(json.dumps({"best_val_prauc": score}))
-        for test_set in ("full", "matched"):
-            rows.append({"model": run, "train_set": train_set, "seed": 0, "test_set": test_set, "estimate": score + 0.01})
-    rows.append({"model": "drfuse", "train_set": "full", "seed": 0, "test_set": "full", "estimate": 0.1})
-    rows.append({"model": "transformer", "train_set": "full", "seed": 0, "test_set": "full", "estimate": 0.3})
-
-    boot = use_grid_selection(pd.DataFrame(rows), tmp_path, cfg, tmp_path / "tables")
-
-    drfuse = boot[boot["model"] == "drfuse"].set_index(["train_set", "test_set"])["estimate"]
-    assert drfuse[("full", "full")] == pytest.approx(0.46)  # drfuse-g01 won on full
-    assert drfuse[("matched", "matched")] == pytest.approx(0.53)  # drfuse-g00 won on matched
-    assert len(drfuse) == 4 and "transformer" in set(boot["model"])
-    assert not boot["model"].str.startswith("drfuse-g").any()
-    table = pd.read_csv(tmp_path / "tables" / "grid_search.csv")
-    assert sorted(table.loc[table["selected"], "run"]) == ["drfuse-g00", "drfuse-g01"]
-    assert set(table.columns) >= {"lambda_jsd", "lambda_orth", "lambda_attn", "lr", "val_prauc"}
+@pytest.mark.parametrize("what,change,expected", RERUNS, ids=[r[0] for r in RERUNS])
+def test_a_changed_setting_reruns_only_what_reads_it(finished_run, tmp_path, what, change, expected):
+    args = ["-n", "--cores", "2", "--configfile", str(finished_run["config"])]
+    if isinstance(change, dict):
+        extra = tmp_path / "change.yaml"
+        extra.write_text(yaml.safe_dump(change))
+        args += [str(extra)]
+    else:
+        args += change
+    dry = run_snakemake(*args)
+    jobs = planned_jobs(dry)
+    assert jobs == expected, what
+    if what == "model.lambda_attn":
+        trained = {m.group(1) for m in re.finditer(r"wildcards: model=(\w+), train_set", dry.stdout + dry.stderr)}
+        assert trained == set(DRFUSE_FAMILY)
+    if what == "model.baseline_backbone":
+        trained = {m.group(1) for m in re.finditer(r"wildcards: model=(\w+), train_set", dry.stdout + dry.stderr)}
+        assert trained == {"mmtm", "daft", "medfuse"}
