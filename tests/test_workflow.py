@@ -397,17 +397,21 @@ def test_finished_run_has_nothing_to_do(finished_run):
 DRFUSE_FAMILY = {"drfuse": 2, "drfuse_no_disentangle": 1, "drfuse_mse": 1, "drfuse_no_rank": 1}
 EVAL = {"evaluate": 1, "tables": 1, "figures": 1, "all": 1}
 # (what is changed, extra snakemake arguments or a config override, jobs planned)
+# Every operational setting flipped at once (one dry run instead of one per setting: a param that
+# depended on any of them would change, and its rule be planned).
+OPERATIONAL_FLIPS = {
+    "builtin_overrides": {
+        "train": {"device": "cpu", "amp": False, "compile": True, "channels_last": False, "num_threads": 2},
+        "features": {"chunk_stays": 7},
+    }
+}
+RESOURCE_FLIPS = [  # threads (ingest, features, images follow --cores), memory, GPUs
+    "--cores", "1", "--set-threads", "train=2", "--set-resources", "ingest:mem_mb=1000", "train:gpu=1", "predict:gpu=1",
+]  # fmt: skip
+# (what is changed, a config override or extra snakemake arguments, jobs planned)
 RERUNS = [
-    ("train.device", {"builtin_overrides": {"train": {"device": "cpu"}}}, {}),
-    ("train.amp", {"builtin_overrides": {"train": {"amp": False}}}, {}),
-    ("train.compile", {"builtin_overrides": {"train": {"compile": True}}}, {}),
-    ("train.channels_last", {"builtin_overrides": {"train": {"channels_last": False}}}, {}),
-    ("train.num_threads", {"builtin_overrides": {"train": {"num_threads": 2}}}, {}),
-    ("features.chunk_stays", {"builtin_overrides": {"features": {"chunk_stays": 7}}}, {}),
-    ("--cores (threads of ingest, features, images)", ["--cores", "1"], {}),
-    ("--set-threads train", ["--set-threads", "train=2"], {}),
-    ("--set-resources mem_mb", ["--set-resources", "ingest:mem_mb=1000", "train:mem_mb=1000"], {}),
-    ("gpu profile", ["--profile", "profiles/gpu"], {}),
+    ("operational settings", OPERATIONAL_FLIPS, {}),
+    ("threads, memory, GPUs", RESOURCE_FLIPS, {}),
     ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 5, "predict": 5, **EVAL}),
     (
         "model.baseline_backbone",
@@ -417,6 +421,11 @@ RERUNS = [
     ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}}, {"evaluate": 1, "tables": 1, "all": 1}),
     ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}}, {"train": 2, "predict": 2, **EVAL}),
 ]
+
+
+def test_every_operational_setting_is_flipped_in_the_rerun_check():
+    flipped = {(section, key) for section, keys in OPERATIONAL_FLIPS["builtin_overrides"].items() for key in keys}
+    assert flipped == {(section, key) for section, keys in config_mod.OPERATIONAL.items() for key in keys}
 
 
 @pytest.mark.parametrize("what,change,expected", RERUNS, ids=[r[0] for r in RERUNS])
@@ -437,3 +446,10 @@ def test_a_changed_setting_reruns_only_what_reads_it(finished_run, tmp_path, wha
     if what == "model.baseline_backbone":
         trained = {m.group(1) for m in re.finditer(r"wildcards: model=(\w+), train_set", dry.stdout + dry.stderr)}
         assert trained == {"mmtm", "daft", "medfuse"}
+
+
+def test_package_and_docs_name_no_machine_path():
+    # the docs must stand alone: no path of the machine they were written on
+    for path in [*ROOT.joinpath("drfuse").rglob("*.py"), *ROOT.joinpath("docs").glob("*.md"), ROOT / "README.md"]:
+        text = path.read_text()
+        assert "/work/" not in text and "shared/spec" not in text, path

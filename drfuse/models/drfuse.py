@@ -1,7 +1,7 @@
 """DrFuse (Yao et al., AAAI 2024) and its three ablations (paper Table 4).
 
-Follows the paper, and the authors' code where the paper is silent (see
-/work/shared/spec/drfuse-model.md):
+Follows the paper, and the authors' code where the paper is silent (differences and why:
+docs/deviations.md):
 - EHR: `EHRTransformer` with two branches (shared, distinct) after one shared first layer.
 - CXR: one ResNet stem shared by two trunks (shared, distinct), each ending in Linear(feat -> d).
 - One projection MLP, tied between the modalities, on both raw shared vectors.
