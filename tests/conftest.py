@@ -34,6 +34,12 @@ TINY_OVERRIDES = {
 }
 
 
+def pytest_report_header(config):
+    if not SHARED.is_dir():
+        return f"{SHARED} not found: the tests that need the whole MIMIC-IV demo (marked shared_data) are deselected"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark the tests that read ../shared; deselect them when it is absent (and only then)."""
     for item in items:

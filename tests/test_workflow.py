@@ -453,3 +453,27 @@ def test_package_and_docs_name_no_machine_path():
     for path in [*ROOT.joinpath("drfuse").rglob("*.py"), *ROOT.joinpath("docs").glob("*.md"), ROOT / "README.md"]:
         text = path.read_text()
         assert "/work/" not in text and "shared/spec" not in text, path
+
+
+def test_a_job_given_a_gpu_trains_on_cuda_or_fails_in_one_line(tiny_results, tiny_cfg, tmp_path):
+    # what profiles/gpu and profiles/slurm do to a training job: `--gpus 1` (Snakemake's resource)
+    import json
+
+    import torch
+
+    cfg = config_mod.deep_merge(tiny_cfg, {"train": {"device": "auto", "epochs": 1}})
+    conf = tmp_path / "cfg.json"
+    conf.write_text(json.dumps(cfg))
+    out = tmp_path / "run"
+    cli = drfuse_cli(
+        "--config", str(conf), "train", "--model", "transformer", "--train-set", "full",
+        "--results", str(tiny_results), "--out", str(out), "--threads", "1", "--gpus", "1",
+    )  # fmt: skip
+    if torch.cuda.is_available():
+        assert cli.returncode == 0, cli.stderr[-3000:]
+        assert json.loads((out / "run.json").read_text())["device"].startswith("cuda")
+    else:
+        assert cli.returncode == 1 and "Traceback" not in cli.stderr
+        line = cli.stderr.strip().splitlines()[-1]
+        assert "train.device is 'cuda' (set in the config, or this job was given a GPU by profiles/gpu" in line
+        assert "torch sees no usable CUDA device" in line and not (out / "run.json").exists()
