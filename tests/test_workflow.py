@@ -394,6 +394,15 @@ def test_finished_run_has_nothing_to_do(finished_run):
     assert planned_jobs(dry) == {}
 
 
+def test_report_bundles_tables_figures_and_the_data_provenance(finished_run, tmp_path):
+    report = tmp_path / "report.html"
+    result = run_snakemake("--cores", "1", "--configfile", str(finished_run["config"]), "--report", str(report))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    html = report.read_text(errors="replace")
+    for name in ("table2.csv", "pr_curves.png", "provenance.md"):
+        assert name in html, name
+
+
 DRFUSE_FAMILY = {"drfuse": 2, "drfuse_no_disentangle": 1, "drfuse_mse": 1, "drfuse_no_rank": 1}
 EVAL = {"evaluate": 1, "tables": 1, "figures": 1, "all": 1}
 # (what is changed, extra snakemake arguments or a config override, jobs planned)
@@ -477,3 +486,30 @@ def test_a_job_given_a_gpu_trains_on_cuda_or_fails_in_one_line(tiny_results, tin
         line = cli.stderr.strip().splitlines()[-1]
         assert "train.device is 'cuda' (set in the config, or this job was given a GPU by profiles/gpu" in line
         assert "torch sees no usable CUDA device" in line and not (out / "run.json").exists()
+
+
+def test_tables_and_report_name_the_release_the_warnings_and_the_bad_images(tmp_path):
+    import json
+
+    from drfuse import provenance
+
+    (tmp_path / "ingest").mkdir()
+    warning = "chartevents: 313,000,000 rows, MIMIC-IV v2.2 has 313,645,063: incomplete or modified files?"
+    (tmp_path / "ingest" / "manifest.json").write_text(
+        json.dumps({"version": "2.x", "release": "2.2", "warnings": [warning], "row_count_warnings": [warning]})
+    )
+    (tmp_path / "images").mkdir()
+    pl.DataFrame({"dicom_id": ["a", "b"], "path": ["files/a.jpg", "files/b.jpg"], "reason": ["missing file"] * 2}).write_csv(
+        tmp_path / "images" / "bad_images.csv"
+    )
+    pl.DataFrame({"dicom_id": [f"d{i}" for i in range(98)], "row": list(range(98))}).write_parquet(tmp_path / "images" / "index.parquet")
+    cfg = {"data": {"mimic_iv_dir": "/m/iv", "mimic_cxr_dir": "/m/cxr", "results_dir": str(tmp_path)}}
+    note = config_mod.data_source(cfg)  # the note under every table
+    assert note.startswith("MIMIC-IV v2.2 + MIMIC-CXR-JPG; 1 ingest warning(s): chartevents: 313,000,000 rows")
+    assert note.endswith("; 2 of 100 cohort images missing or unreadable")
+    provenance.write_markdown(tmp_path, False, tmp_path / "tables" / "provenance.md")
+    md = (tmp_path / "tables" / "provenance.md").read_text()
+    assert "- MIMIC-IV version detected by ingest: 2.x (release 2.2)" in md and f"- ingest warning: {warning}" in md
+    assert "- images missing or unreadable: 2 of 100" in md
+    # before the stages have run: the source alone
+    assert config_mod.data_source({"data": {**cfg["data"], "results_dir": str(tmp_path / "none")}}) == "MIMIC-IV + MIMIC-CXR-JPG"
