@@ -3,7 +3,9 @@
 Everything here is derived from the `experiments:` section of the configuration, so adding a model,
 a seed or a grid point is a config edit. Run names are registry model names
 (`drfuse.models.MODELS`) or grid-search variants `drfuse-gNN` (DrFuse with one point of the
-paper's grid of loss weights and learning rates).
+paper's grid of loss weights and learning rates). A run's configuration is the global one with
+the model's `per_model:` entry merged in (and a grid point on top); `run_params` is what of it the
+model declares it reads: the train rule's params.
 """
 
 from __future__ import annotations
