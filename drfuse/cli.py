@@ -39,7 +39,7 @@ def cmd_ingest(args):
 def cmd_cohort(args):
     from drfuse.data.cohort import build_cohort
 
-    build_cohort(Path(args.db), Path(args.out), _cfg(args))
+    build_cohort(Path(args.db), Path(args.out), _cfg(args), Path(args.tables) if args.tables else None)
 
 
 def cmd_features(args):
@@ -118,7 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         (["--db"], req),
         (["--manifest"], req),
     )
-    add("cohort", cmd_cohort, "cohort, labels, CXR matching, splits", (["--db"], req), (["--out"], req))
+    add(
+        "cohort",
+        cmd_cohort,
+        "cohort, labels, CXR matching, splits",
+        (["--db"], req),
+        (["--out"], req),
+        (["--tables"], {"default": None, "help": "folder of label_modes.{csv,md,tex} (default: --out)"}),
+    )
     add(
         "features",
         cmd_features,

@@ -47,10 +47,16 @@ rule cohort:
         stays=R / "cohort" / "stays.parquet",
         attrition=R / "cohort" / "attrition.csv",
         label_mapping=R / "cohort" / "label_mapping.json",
+        split=R / "cohort" / "split.json",
+        # computed from the cohort's diagnoses, so it is there before any training
+        label_modes=report(R / "tables" / "label_modes.csv", caption="../report/label_modes.rst", category="Tables"),
+        label_modes_md=R / "tables" / "label_modes.md",
+        label_modes_tex=R / "tables" / "label_modes.tex",
     params:
         cohort=CFG["cohort"],
         split=CFG["split"],
         out=R / "cohort",
+        tables=R / "tables",
     conda:
         CONDA_ENV
     log:
@@ -58,7 +64,7 @@ rule cohort:
     benchmark:
         R / "benchmarks" / "cohort.tsv"
     shell:
-        "{DRFUSE} cohort --db {input.db} --out {params.out} > {log} 2>&1"
+        "{DRFUSE} cohort --db {input.db} --out {params.out} --tables {params.tables} > {log} 2>&1"
 
 
 rule features:
