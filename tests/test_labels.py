@@ -205,6 +205,30 @@ def test_warning_when_many_rows_are_unmapped(tmp_path, demo_db, tiny_cfg, caplog
     assert f"{100 * mapping['share_unmapped']:.1f} %" in warnings[0]
 
 
+# ---- the built-in data ----
+
+
+def test_builtin_labels_are_the_generators_intended_labels(tiny_results, tiny_cfg):
+    """With the default labelling the cohort's labels of the built-in data are exactly the labels
+    the generator planted (its population rebuilt here from the same seed), for ICD-9 and ICD-10
+    admissions alike."""
+    import numpy as np
+
+    from drfuse.synth import population
+    from drfuse.synth.settings import parse
+
+    settings = parse(tiny_cfg["synth"])
+    pop_rng = np.random.default_rng(np.random.SeedSequence(settings.seed).spawn(3)[0])
+    pop = population.build(pop_rng, settings)
+    intended = pd.DataFrame(pop.adm_labels[pop.stay_adm].astype(int), columns=list(PHENOTYPES),
+                            index=pop.icustays["stay_id"].to_numpy())
+    icd10 = pd.Series(pop.adm_icd10[pop.stay_adm], index=intended.index)
+    stays = pd.read_parquet(tiny_results / "cohort" / "stays.parquet").set_index("stay_id")
+    assert tiny_cfg["cohort"]["labels"] == "ahrq"
+    assert icd10.loc[stays.index].sum() > 50 and (~icd10.loc[stays.index]).sum() > 50
+    pd.testing.assert_frame_equal(stays[list(PHENOTYPES)].astype(int), intended.loc[stays.index], check_names=False)
+
+
 # ---- the mapping tables ----
 
 
