@@ -106,35 +106,6 @@ def _write_outputs(out_dir: Path, stays: pa.Table, attrition: list, reports: dic
         os.replace(tmp[name], out_dir / name)
 
 
-def _log_labels(reports: dict[str, dict], used: str) -> None:
-    """One summary line for the labels used, one for the GEM fallback; a warning when the share
-    of diagnosis rows in no CCS group (ahrq's tables: every ICD-9 and ICD-10-CM code has one)
-    suggests codes in a format or version the tables do not know."""
-    report = reports[used]
-    log.info(
-        "labels (%s): %d of %d diagnosis rows unmapped (ICD-9 %d of %d, ICD-10 %d of %d, other versions %d)",
-        used, report["rows_unmapped"], report["diagnosis_rows"], report["icd9_rows_unmapped"],
-        report["icd9_rows"], report["icd10_rows_unmapped"], report["icd10_rows"], report["other_version_rows"],
-    )
-    ahrq = reports["ahrq"]
-    fallback = ahrq["gem_fallback"]
-    log.info(
-        "labels (ahrq): GEM fallback for ICD-10 codes outside AHRQ's table labelled %d rows "
-        "(%d codes, %d stays, %d stay labels positive only through it); %d rows (%d codes) left "
-        "unmapped because their GEM targets lie in several CCS groups or in none",
-        fallback["rows"], fallback["codes"], fallback["stays"], fallback["stay_labels_only_through_fallback"],
-        fallback["rows_unmapped_mixed_targets"], fallback["codes_unmapped_mixed_targets"],
-    )
-    if ahrq["share_unmapped"] > labels.UNMAPPED_WARNING_SHARE:
-        log.warning(
-            "diagnoses_icd: %.1f %% of the cohort's diagnosis rows (%d of %d) have no CCS group "
-            "(ICD-9 %d, ICD-10 %d, other icd_version %d): check the icd_code format and icd_version "
-            "values; labels lose these rows",
-            100 * ahrq["share_unmapped"], ahrq["rows_unmapped"], ahrq["diagnosis_rows"],
-            ahrq["icd9_rows_unmapped"], ahrq["icd10_rows_unmapped"], ahrq["other_version_rows"],
-        )
-
-
 def _split(con, split_cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """(subjects, split names, split report) for the cohort's subjects; registers subject_split."""
     subject_ids = con.execute("SELECT DISTINCT subject_id FROM cohort").fetchnumpy()["subject_id"]
@@ -190,7 +161,7 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | Non
         labels.prepare_diagnoses(con)
         labelled = {source: labels.build_labels(con, source) for source in labels.SOURCES}
         reports = {source: report for source, (_, report) in labelled.items()}
-        _log_labels(reports, used)
+        labels.log_summary(reports, used)
         n_cxr = cxr_match.match_cxr(con, cohort_cfg["cxr_view"], cohort_cfg["hours"])
         subjects, _, split_report = _split(con, split_cfg)
         stays = con.sql(read_sql("cohort_export.sql")).to_arrow_table()

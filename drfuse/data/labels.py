@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 from functools import lru_cache
 from importlib import resources
 
@@ -29,6 +30,8 @@ import yaml
 
 from drfuse.data.sql_files import run_sql
 from drfuse.errors import UserError
+
+log = logging.getLogger(__name__)
 
 RESOURCES = resources.files("drfuse.data") / "resources"
 GEM_FILE = "gems_2018/2018_I10gem.txt"
@@ -171,3 +174,32 @@ def _fallback_report(con) -> dict:
             r["phenotype"]: {k: v for k, v in r.items() if k != "phenotype"} for r in per_label
         },
     }
+
+
+def log_summary(reports: dict[str, dict], used: str) -> None:
+    """One summary line for the labels used, one for the GEM fallback; a warning when the share
+    of diagnosis rows in no CCS group (ahrq's tables: every ICD-9 and ICD-10-CM code has one)
+    suggests codes in a format or version the tables do not know."""
+    report = reports[used]
+    log.info(
+        "labels (%s): %d of %d diagnosis rows unmapped (ICD-9 %d of %d, ICD-10 %d of %d, other versions %d)",
+        used, report["rows_unmapped"], report["diagnosis_rows"], report["icd9_rows_unmapped"],
+        report["icd9_rows"], report["icd10_rows_unmapped"], report["icd10_rows"], report["other_version_rows"],
+    )
+    ahrq = reports["ahrq"]
+    fallback = ahrq["gem_fallback"]
+    log.info(
+        "labels (ahrq): GEM fallback for ICD-10 codes outside AHRQ's table labelled %d rows "
+        "(%d codes, %d stays, %d stay labels positive only through it); %d rows (%d codes) left "
+        "unmapped because their GEM targets lie in several CCS groups or in none",
+        fallback["rows"], fallback["codes"], fallback["stays"], fallback["stay_labels_only_through_fallback"],
+        fallback["rows_unmapped_mixed_targets"], fallback["codes_unmapped_mixed_targets"],
+    )
+    if ahrq["share_unmapped"] > UNMAPPED_WARNING_SHARE:
+        log.warning(
+            "diagnoses_icd: %.1f %% of the cohort's diagnosis rows (%d of %d) have no CCS group "
+            "(ICD-9 %d, ICD-10 %d, other icd_version %d): check the icd_code format and icd_version "
+            "values; labels lose these rows",
+            100 * ahrq["share_unmapped"], ahrq["rows_unmapped"], ahrq["diagnosis_rows"],
+            ahrq["icd9_rows_unmapped"], ahrq["icd10_rows_unmapped"], ahrq["other_version_rows"],
+        )
