@@ -6,17 +6,24 @@ takes seconds): `--stays` ICU stays with `--rows-per-stay` chart rows each (defa
 = 10 M chartevents rows; ~75 % are items of the 17 variables, the rest other item ids, some
 outside the stays), a smaller labevents, and the small tables ingest needs.
 
-Variants, each in its own subprocess (wall time and peak RSS of that process):
-  floor   count(*) over DuckDB read_csv of chartevents.csv.gz and labevents.csv.gz
-  ours    drfuse.data.ingest.ingest + drfuse.data.features.build_features
-  pandas  mimic3-benchmarks / MedFuse mimic4extract style: every event row read with
-          csv.DictReader in Python and appended to per-subject files (item + subject filter), then
-          per subject: pandas read, map items, clean, per stay a timeseries CSV, and the
-          Discretizer's per-row hourly binning. The row scan always runs in full; the subjects
-          kept are `--pandas-fraction` of all, and the writes and per-subject part are
-          extrapolated linearly to all subjects.
+Variants, each in its own subprocess (wall time, CPU time and peak RSS of that process):
+  floor         count(*) over DuckDB read_csv of chartevents.csv.gz and labevents.csv.gz
+  typed_memory  ingest's own load of the two event tables (typed columns, item filter, the kept
+                columns, both files side by side), into an in-memory database
+  typed_disk    the same into a database file: what ingest writes for the event tables
+  ours          drfuse.data.ingest.ingest + drfuse.data.features.build_features
+  pandas        mimic3-benchmarks / MedFuse mimic4extract style: every event row read with
+                csv.DictReader in Python and appended to per-subject files (item + subject filter),
+                then per subject: pandas read, map items, clean, per stay a timeseries CSV, and the
+                Discretizer's per-row hourly binning. The row scan always runs in full; the
+                subjects kept are `--pandas-fraction` of all, and the writes and per-subject part
+                are extrapolated linearly to all subjects. Run once, after the rounds.
 
-    .venv/bin/python benchmarks/extraction.py [--stays 2500] [--rows-per-stay 4000]
+The machine this runs on may be shared: the other variants run `--repeat` rounds, each round all
+of them one after the other, and every ratio is taken within a round (median, min and max over
+the rounds are printed).
+
+    .venv/bin/python benchmarks/extraction.py [--stays 2500] [--rows-per-stay 4000] [--repeat 3]
 Prints a table and writes benchmarks/out/extraction.json.
 """
 
@@ -183,6 +190,24 @@ def run_floor(root: Path, work: Path) -> dict:
         path = root / "mimic-iv" / f"{name}.csv.gz"
         counts[name] = con.execute(f"SELECT count(*) FROM read_csv('{path}', header = true, all_varchar = true)").fetchone()[0]
     return counts
+
+
+def run_typed(root: Path, work: Path, on_disk: bool) -> dict:
+    """ingest's load of the event tables alone, with ingest's own planning and loading code."""
+    import duckdb
+
+    from drfuse.data import ingest
+    from drfuse.data import mimic_version as mv
+
+    layout = mv.detect_layout(root / "mimic-iv")
+    plan, _ = ingest._plan(root / "mimic-iv", None, layout)
+    events = {table: plan[table] for table in ingest.EVENT_ITEMS}
+    con = duckdb.connect(str(work / "events.duckdb") if on_disk else ":memory:")
+    con.execute(f"SET threads = {os.cpu_count() or 1}")
+    con.execute("SET preserve_insertion_order = false")
+    loaded = ingest._load_all(con, events, layout)
+    con.close()
+    return {t: {k: v for k, v in info.items() if k != "path"} for t, info in loaded.items()}
 
 
 def run_ours(root: Path, work: Path) -> dict:
@@ -391,6 +416,8 @@ def child(variant: str, root: Path, work: Path, fraction: float) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF)
     if variant == "floor":
         info = run_floor(root, work)
+    elif variant in ("typed_memory", "typed_disk"):
+        info = run_typed(root, work, on_disk=variant == "typed_disk")
     elif variant == "ours":
         info = run_ours(root, work)
     else:
@@ -404,13 +431,29 @@ def child(variant: str, root: Path, work: Path, fraction: float) -> None:
     print(json.dumps({"variant": variant, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak / 1024, "info": info}, default=str))
 
 
+def _run_child(args, variant: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--stays", str(args.stays), "--rows-per-stay",
+         str(args.rows_per_stay), "--data-dir", str(args.data_dir), "--pandas-fraction", str(args.pandas_fraction)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode:
+        sys.exit(f"variant {variant} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)), "all": values}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stays", type=int, default=2500)
     parser.add_argument("--rows-per-stay", type=int, default=4000)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/drfuse-bench-extraction"))
     parser.add_argument("--pandas-fraction", type=float, default=0.1)
-    parser.add_argument("--variants", default="floor,ours,pandas")
+    parser.add_argument("--variants", default="floor,typed_memory,typed_disk,ours,pandas")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the variants other than pandas")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     root = args.data_dir / f"s{args.stays}_r{args.rows_per_stay}"
@@ -426,47 +469,55 @@ def main() -> None:
         t = time.perf_counter()
         generate(root, args.stays, args.rows_per_stay)
         print(f"  {time.perf_counter() - t:.0f} s", flush=True)
+    variants = args.variants.split(",")
+    rounds: list[dict] = []
+    for k in range(args.repeat):
+        rounds.append({v: _run_child(args, v) for v in variants if v != "pandas"})
+        print(f"round {k + 1}: " + ", ".join(f"{v} {r['wall_s']:.1f} s" for v, r in rounds[-1].items()), flush=True)
     results = {}
-    for variant in args.variants.split(","):
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", variant, "--stays", str(args.stays), "--rows-per-stay",
-             str(args.rows_per_stay), "--data-dir", str(args.data_dir), "--pandas-fraction", str(args.pandas_fraction)],
-            capture_output=True, text=True,
-        )
-        if proc.returncode:
-            sys.exit(f"variant {variant} failed:\n{proc.stderr[-3000:]}")
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "pandas" in results:
-        results["pandas"]["wall_s_measured"] = results["pandas"]["wall_s"]
-        results["pandas"]["wall_s"] = results["pandas"]["info"]["extrapolated_seconds"]
+    if "pandas" in variants:
+        pandas = _run_child(args, "pandas")
+        pandas["wall_s_measured"], pandas["cpu_s_measured"] = pandas["wall_s"], pandas["cpu_s"]
+        pandas["wall_s"] = pandas["info"]["extrapolated_seconds"]
         # CPU time extrapolated in the measured CPU / wall proportion
-        pandas = results["pandas"]
-        pandas["cpu_s_measured"] = pandas["cpu_s"]
         pandas["cpu_s"] = pandas["wall_s"] * pandas["cpu_s_measured"] / pandas["wall_s_measured"]
-    floor = results.get("floor", {}).get("wall_s")
-    print(f"\n{'variant':<8} {'wall s':>9} {'x floor':>8} {'cpu s':>9} {'peak MB':>9}")
-    for name, r in results.items():
-        ratio = f"{r['wall_s'] / floor:8.2f}" if floor else "       -"
-        print(f"{name:<8} {r['wall_s']:9.1f} {ratio} {r['cpu_s']:9.1f} {r['peak_rss_mb']:9.0f}")
+        results["pandas"] = pandas
+
+    names = [v for v in variants if v != "pandas"]
+    summary = {v: {"wall_s": _spread([r[v]["wall_s"] for r in rounds]), "cpu_s": _spread([r[v]["cpu_s"] for r in rounds]),
+                   "peak_rss_mb": max(r[v]["peak_rss_mb"] for r in rounds)} for v in names}
+    has_floor = "floor" in names
+    for v in names:
+        if has_floor:
+            summary[v]["wall_over_floor"] = _spread([r[v]["wall_s"] / r["floor"]["wall_s"] for r in rounds])
+            summary[v]["cpu_over_floor"] = _spread([r[v]["cpu_s"] / r["floor"]["cpu_s"] for r in rounds])
+    print(f"\n{args.repeat} rounds; median [min - max] over the rounds, ratios within a round")
+    print(f"{'variant':<13} {'wall s':>19} {'x floor (wall)':>20} {'x floor (CPU)':>20} {'peak MB':>8}")
+    fmt = lambda d, p: f"{d['median']:.{p}f} [{d['min']:.{p}f}-{d['max']:.{p}f}]"  # noqa: E731
+    for v in names:
+        ratio_w = fmt(summary[v]["wall_over_floor"], 2) if has_floor else "-"
+        ratio_c = fmt(summary[v]["cpu_over_floor"], 2) if has_floor else "-"
+        print(f"{v:<13} {fmt(summary[v]['wall_s'], 1):>19} {ratio_w:>20} {ratio_c:>20} {summary[v]['peak_rss_mb']:8.0f}")
     targets = {}
-    if "ours" in results:
-        ours = results["ours"]
-        print(f"ours: ingest {ours['info']['ingest_seconds']:.1f} s + features {ours['info']['features_seconds']:.1f} s")
-        targets["peak_under_2GB"] = ours["peak_rss_mb"] < 2048
-        if floor:
-            targets["ours_over_floor"] = ours["wall_s"] / floor
-            targets["within_2x_floor"] = targets["ours_over_floor"] <= 2
-            targets["ours_over_floor_cpu"] = ours["cpu_s"] / results["floor"]["cpu_s"]
-    if "ours" in results and "pandas" in results:
-        targets["pandas_over_ours"] = results["pandas"]["wall_s"] / results["ours"]["wall_s"]
+    if "ours" in names:
+        ingest_s = [r["ours"]["info"]["ingest_seconds"] for r in rounds]
+        features_s = [r["ours"]["info"]["features_seconds"] for r in rounds]
+        print(f"ours: ingest {np.median(ingest_s):.1f} s + features {np.median(features_s):.1f} s (medians)")
+        targets["peak_under_2GB"] = summary["ours"]["peak_rss_mb"] < 2048
+        if has_floor:
+            targets["ours_over_floor_median"] = summary["ours"]["wall_over_floor"]["median"]
+            targets["within_2x_floor"] = targets["ours_over_floor_median"] <= 2
+    if "ours" in names and "pandas" in results:
+        ours_wall = summary["ours"]["wall_s"]["median"]
+        targets["pandas_over_ours"] = results["pandas"]["wall_s"] / ours_wall
         targets["at_least_20x_faster_than_pandas"] = targets["pandas_over_ours"] >= 20
-        targets["pandas_over_ours_cpu"] = results["pandas"]["cpu_s"] / results["ours"]["cpu_s"]
-        print(f"pandas / ours: {targets['pandas_over_ours']:.1f}x (pandas: {results['pandas']['info']['extrapolation']})")
+        print(f"pandas: {results['pandas']['wall_s']:.1f} s, {targets['pandas_over_ours']:.1f}x ours "
+              f"({results['pandas']['info']['extrapolation']})")
     print("targets:", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in targets.items()))
     OUT.mkdir(parents=True, exist_ok=True)
-    payload = {"stays": args.stays, "chartevents_rows": args.stays * args.rows_per_stay,
+    payload = {"stays": args.stays, "chartevents_rows": args.stays * args.rows_per_stay, "repeat": args.repeat,
                "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "targets": targets,
-               "results": results}
+               "summary": summary, "rounds": rounds, "pandas": results.get("pandas")}
     (OUT / "extraction.json").write_text(json.dumps(payload, indent=2, default=str))
     print(f"written {OUT / 'extraction.json'}")
 

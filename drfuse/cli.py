@@ -66,7 +66,7 @@ def cmd_cohort(args):
     from drfuse.data.cxr_files import FILE_NAME, write_cxr_file_list
 
     out = Path(args.out)
-    build_cohort(Path(args.db), out, _cfg(args))
+    build_cohort(Path(args.db), out, _cfg(args), Path(args.tables) if args.tables else None)
     n = write_cxr_file_list(out / "stays.parquet", out / FILE_NAME)
     log.info("%d CXR image paths the cohort needs: %s", n, out / FILE_NAME)
 
@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cohort, labels, CXR matching, splits; the list of CXR files it needs",
         (["--db"], req),
         (["--out"], req),
+        (["--tables"], {"default": None, "help": "folder of label_modes.{csv,md,tex} (default: --out)"}),
     )
     add(
         "features",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -18,19 +19,24 @@ import pytest
 
 from drfuse.data.cohort import STAYS_SCHEMA, build_cohort
 from drfuse.data.ingest import ingest
-from drfuse.data.splits import split_subjects
+from drfuse.data.labels import RESOURCES
+from drfuse.data.splits import split_subjects, split_subjects_medfuse
 from drfuse.errors import UserError
 from drfuse.phenotypes import PHENOTYPES
+
+PAPER_TABLE3 = Path(__file__).resolve().parents[1] / "drfuse" / "evaluate" / "paper" / "table3.csv"
 
 
 def _pandas_cohort(demo_dir: Path, min_age: int) -> tuple[list[int], pd.DataFrame]:
     """The MedFuse rules written independently in pandas: (stays kept after each step, cohort)."""
     hosp, icu = demo_dir / "hosp", demo_dir / "icu"
-    stays = pd.read_csv(icu / "icustays.csv.gz")
+    stays = pd.read_csv(icu / "icustays.csv.gz", parse_dates=["intime", "outtime"])
     admissions = pd.read_csv(hosp / "admissions.csv.gz", usecols=["subject_id", "hadm_id"])
     patients = pd.read_csv(hosp / "patients.csv.gz", usecols=["subject_id", "anchor_age"])
     diagnoses = pd.read_csv(hosp / "diagnoses_icd.csv.gz", usecols=["hadm_id"])
     kept = [len(stays)]
+    stays = stays[stays.outtime.isna() | (stays.outtime > stays.intime)]
+    kept.append(len(stays))
     stays = stays[stays.first_careunit == stays.last_careunit]
     kept.append(len(stays))
     stays = stays.merge(admissions, on=["subject_id", "hadm_id"]).merge(patients, on="subject_id")
@@ -61,7 +67,7 @@ def test_attrition_matches_pandas(demo_cohort, demo_dir, cfg):
     expected, stays = _pandas_cohort(demo_dir, cfg["cohort"]["min_age"])
     attrition = pd.read_csv(demo_cohort / "attrition.csv")
     assert list(attrition.columns) == ["step", "stays_kept", "stays_removed"]
-    assert attrition.stays_kept.tolist() == expected == [140, 129, 129, 112, 112, 112]
+    assert attrition.stays_kept.tolist() == expected == [140, 140, 129, 129, 112, 112, 112]
     assert attrition.stays_removed.tolist() == [0] + [a - b for a, b in zip(expected, expected[1:])]
     cohort = pd.read_parquet(demo_cohort / "stays.parquet")
     assert sorted(cohort.stay_id) == sorted(stays.stay_id)
@@ -75,7 +81,7 @@ def test_min_age_step(tmp_path, demo_db, demo_dir, cfg):
     expected, stays = _pandas_cohort(demo_dir, 65)
     attrition = pd.read_csv(tmp_path / "attrition.csv")
     assert attrition.stays_kept.tolist() == expected
-    assert attrition.stays_removed.iloc[4] > 0  # the step removes someone on the demo
+    assert attrition.stays_removed.iloc[5] > 0  # the step removes someone on the demo
     assert sorted(pd.read_parquet(tmp_path / "stays.parquet").stay_id) == sorted(stays.stay_id)
 
 
@@ -91,6 +97,23 @@ def test_stays_without_diagnoses_are_excluded(tmp_path, demo_db, cfg):
     attrition = pd.read_csv(tmp_path / "out" / "attrition.csv")
     assert attrition.iloc[-1].tolist() == ["with diagnosis rows", 111, 1]
     assert stay_id not in set(pd.read_parquet(tmp_path / "out" / "stays.parquet").stay_id)
+
+
+def test_outtime_before_intime_is_a_counted_step(tmp_path, demo_db, cfg):
+    """The probe: a stay whose outtime precedes its intime was kept with a negative los_hours."""
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(demo_db, db)
+    with duckdb.connect(str(db)) as con:
+        (stay_id,) = con.execute(
+            "SELECT stay_id FROM icustays WHERE first_careunit = last_careunit ORDER BY stay_id LIMIT 1"
+        ).fetchone()
+        con.execute("UPDATE icustays SET intime = outtime, outtime = intime WHERE stay_id = ?", [stay_id])
+    build_cohort(db, tmp_path / "out", cfg)
+    attrition = pd.read_csv(tmp_path / "out" / "attrition.csv")
+    assert attrition.iloc[1].tolist() == ["outtime after intime", 139, 1]
+    stays = pd.read_parquet(tmp_path / "out" / "stays.parquet")
+    assert stay_id not in set(stays.stay_id) and len(stays) == 111
+    assert (stays.los_hours > 0).all()
 
 
 def test_stays_contract(demo_cohort):
@@ -128,9 +151,79 @@ def test_split_determinism(tmp_path, demo_db, demo_cohort, cfg):
     assert pq.read_table(tmp_path / "stays.parquet").equals(pq.read_table(demo_cohort / "stays.parquet"))
 
 
+def test_medfuse_split(tmp_path, demo_db, demo_cohort, cfg):
+    """MedFuse's lists, read here independently: flagged subjects in test / val, everyone else in
+    train; the listed subjects the cohort lacks are counted in split.json."""
+    medfuse = copy.deepcopy(cfg)
+    medfuse["split"]["method"] = "medfuse"
+    build_cohort(demo_db, tmp_path, medfuse)
+    stays = pd.read_parquet(tmp_path / "stays.parquet")
+    lists = {
+        split: pd.read_csv(RESOURCES / f"{split}set_iv.csv", header=None, names=["subject_id", "flag"])
+        for split in ("test", "val")
+    }
+    flagged = {split: set(df.subject_id[df.flag == 1]) for split, df in lists.items()}
+    expected = stays.subject_id.map(lambda s: "test" if s in flagged["test"] else "val" if s in flagged["val"] else "train")
+    assert (stays.split == expected).all()
+    subjects = set(stays.subject_id)
+    assert stays.drop_duplicates("subject_id").split.value_counts().to_dict() == {"train": 64, "test": 18, "val": 9}
+    report = json.loads((tmp_path / "split.json").read_text())
+    assert report["method"] == "medfuse"
+    assert report["listed_subjects"] == {"test": 9409, "val": 3730}
+    assert report["listed_subjects_missing_from_cohort"] == {
+        "test": len(flagged["test"] - subjects), "val": len(flagged["val"] - subjects)}
+    listed = set(lists["test"].subject_id) | set(lists["val"].subject_id)
+    assert report["cohort_subjects_in_neither_list"] == len(subjects - listed) == 0  # all 91 are v1.0 subjects
+    assert report["stays"] == stays.split.value_counts().to_dict()
+    # the same cohort and labels as the random split; only the split differs
+    random = pd.read_parquet(demo_cohort / "stays.parquet")
+    pd.testing.assert_frame_equal(stays.drop(columns="split"), random.drop(columns="split"))
+    assert json.loads((demo_cohort / "split.json").read_text())["method"] == "random"
+
+
+def test_medfuse_split_of_unlisted_subjects():
+    """Subjects that MedFuse's v1.0 lists do not know (newer MIMIC-IV versions) go to train."""
+    test = pd.read_csv(RESOURCES / "testset_iv.csv", header=None, names=["subject_id", "flag"])
+    val = pd.read_csv(RESOURCES / "valset_iv.csv", header=None, names=["subject_id", "flag"])
+    in_test, in_val = int(test.subject_id[test.flag == 1].iloc[0]), int(val.subject_id[val.flag == 1].iloc[0])
+    listed_train = int(val.subject_id[val.flag == 0].iloc[0])
+    unlisted = [int(s) for s in range(19_990_000, 19_990_050) if s not in set(test.subject_id)][:2]
+    subjects, names, report = split_subjects_medfuse([unlisted[1], in_test, in_val, listed_train, unlisted[0], in_test])
+    assert dict(zip(subjects.tolist(), names.tolist())) == {
+        in_test: "test", in_val: "val", listed_train: "train", unlisted[0]: "train", unlisted[1]: "train"}
+    assert report["cohort_subjects_in_neither_list"] == 2
+    assert report["listed_subjects_missing_from_cohort"] == {"test": 9408, "val": 3729}
+
+
+def test_label_modes_written_by_the_cohort_stage(tmp_path, demo_db, cfg):
+    """tables/label_modes.csv: each label's prevalence under both label sources equals the one
+    of a cohort built with that source; the paper's Table 3 prevalence beside them."""
+    built = {}
+    for source in ("ahrq", "medfuse"):
+        one = copy.deepcopy(cfg)
+        one["cohort"]["labels"] = source
+        build_cohort(demo_db, tmp_path / source, one, tables_dir=tmp_path / source / "tables")
+        built[source] = pd.read_parquet(tmp_path / source / "stays.parquet")[list(PHENOTYPES)].mean()
+    modes = pd.read_csv(tmp_path / "ahrq" / "tables" / "label_modes.csv")
+    assert modes.label.tolist() == list(PHENOTYPES)
+    for source in ("ahrq", "medfuse"):
+        assert np.allclose(modes[f"prevalence_{source}"], built[source].to_numpy(), atol=1e-6)
+        assert (modes[f"positives_{source}"] == (built[source] * 112).round().astype(int).to_numpy()).all()
+    assert np.allclose(modes.difference_ahrq_minus_medfuse, modes.prevalence_ahrq - modes.prevalence_medfuse, atol=1e-6)
+    paper = pd.read_csv(PAPER_TABLE3)
+    assert modes.prevalence_paper.tolist() == paper.prevalence.tolist()  # the same alphabetical order
+    other = pd.read_csv(tmp_path / "medfuse" / "tables" / "label_modes.csv")
+    pd.testing.assert_frame_equal(modes, other)  # the choice changes stays.parquet, not this table
+    md = (tmp_path / "ahrq" / "tables" / "label_modes.md").read_text()
+    assert "| Essential hypertension |" in md and "This run's labels: ahrq" in md
+    assert (tmp_path / "ahrq" / "tables" / "label_modes.tex").exists()
+
+
 def test_bad_configuration(tmp_path, demo_db, cfg):
     for section, key, value, name in [
         ("cohort", "labels", "icd11", "cohort.labels"),
+        ("cohort", "labels", "gem", "cohort.labels"),
+        ("split", "method", "stratified", "split.method"),
         ("split", "fractions", [0.5, 0.5, 0.5], "split.fractions"),
         ("cohort", "hours", -1, "cohort.hours"),
     ]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -287,6 +290,44 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(UserError, match="bad.parquet"):
         build_features(db, tmp_path / "bad.parquet", tmp_path / "f", {"cohort": {"hours": 48}})
     assert not (tmp_path / "f" / "ehr.npy").exists()
+
+
+def test_stays_without_events_counted_and_warned(tmp_path, caplog):
+    """The probe: stays with no chart or lab value (here stay 2 has none, stay 3 only a row outside
+    its window) were all-imputed rows counted nowhere."""
+    rows = [chart(1, 0.5, HR, "90", 90.0), chart(3, 9.0, HR, "95", 95.0)]
+    with caplog.at_level("WARNING"):
+        out, hourly, counts = run(tmp_path, [(1, 5, "train"), (2, 5, "train"), (3, 5, "test")], rows)
+    assert counts["stays_without_events"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "2 of 3 stays" in warnings[0] and "stay_id 2, 3" in warnings[0]
+    assert hourly.filter(pl.col("stay_id") == 2).drop("stay_id", "hour").null_count().sum_horizontal().item() == 5 * 17
+    caplog.clear()
+    (tmp_path / "all").mkdir()
+    with caplog.at_level("WARNING"):
+        _, _, counts = run(tmp_path / "all", [(1, 5, "train"), (3, 5, "test")], rows + [chart(3, 1.0, HR, "95", 95.0)])
+    assert counts["stays_without_events"] == 0 and not caplog.records
+
+
+def test_stale_temp_folders_removed_at_start(tmp_path, caplog):
+    """The probe: a killed run left `.features-*/` (44 MB on the demo) for good. The next start
+    removes the folders of processes that are gone and leaves a live process's folder alone."""
+    db, stays_path = make_data(tmp_path, [(1, 5, "train")], [chart(1, 0.5, HR, "90", 90.0)])
+    out = tmp_path / "features"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [out / f".features-{int(dead.stdout)}-abc123", out / ".features-x7k2lq"]  # + a name without pid
+    alive = out / f".features-{os.getppid()}-def456"
+    for folder in [*stale, alive]:
+        (folder / "duckdb").mkdir(parents=True)
+        (folder / "ehr.npy").write_bytes(b"\0" * 1024)
+    with caplog.at_level("WARNING"):
+        build_features(db, stays_path, out, HAND_MADE_CFG)
+    assert not any(folder.exists() for folder in stale)
+    assert alive.exists()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "counts.json", "ehr.npy", "hourly.parquet", "index.parquet", "normalizer.json"]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [alive.name]
+    assert sum("removed" in r.getMessage() for r in caplog.records) == 2
 
 
 # --------------------------------------------------------------------------- the real demo

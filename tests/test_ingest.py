@@ -146,6 +146,30 @@ def test_bad_input(tmp_path, demo_dir, case):
     _assert_nothing_left(out)
 
 
+@pytest.mark.parametrize("table", ["icustays", "chartevents"])
+def test_non_matching_value_gives_a_short_message(tmp_path, demo_dir, table):
+    """The probe: a value that does not match its column type gave the right message, then ~25
+    lines of DuckDB hints about type sniffing and sample sizes that do not apply (every type is
+    set). The message now keeps the error, the line and the column, on one line."""
+    root = tmp_path / "mimic"
+    _link_demo(demo_dir, root, skip=table)
+    raw = pd.read_csv(demo_dir / "icu" / f"{table}.csv.gz", dtype=str, keep_default_na=False)
+    raw.loc[3, "stay_id"] = "3O1234567"  # a letter O for a zero
+    with gzip.open(root / "icu" / f"{table}.csv.gz", "wt") as fh:
+        raw.to_csv(fh, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UserError) as err:
+        ingest(root, None, out / "mimiciv.duckdb", out / "manifest.json")
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"{table}.csv.gz" in message and "Line: 5" in message
+    assert 'column "stay_id"' in message and '"3O1234567"' in message and "BIGINT" in message
+    for hint in ("Possible solutions", "sample_size", "auto-detected", "delimiter ="):
+        assert hint not in message
+    _assert_nothing_left(out)
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(UserError, match="not found"):
         ingest(tmp_path / "nowhere", None, tmp_path / "db.duckdb", tmp_path / "manifest.json")

@@ -1,8 +1,8 @@
 """The built-in MIMIC-shaped generator: real layouts, determinism, id formats, planted structure.
 
 Layouts are checked against the real MIMIC-IV v2.2 demo and the MIMIC-CXR metadata format file
-in ../shared; labels are re-derived here from diagnoses_icd with the CCS definitions and the
-backward GEM, independently of the generator's own code pools.
+in ../shared; labels are re-derived here from diagnoses_icd with the CCS definitions and AHRQ's
+CCS for ICD-10-CM, independently of the generator's own code pools.
 """
 
 from __future__ import annotations
@@ -141,17 +141,16 @@ def test_icd_codes_are_real_and_versioned_by_year(tables, demo_dir):
 
 
 def admission_labels(dx: pl.DataFrame) -> pl.DataFrame:
-    """Labels per admission from ICD-9 (CCS) and ICD-10 (backward GEM -> CCS): the cohort's rule."""
+    """Labels per admission from ICD-9 (CCS) and ICD-10 (AHRQ's CCS for ICD-10-CM, by category
+    name): the cohort's default rule."""
     group_of = {c: name for name, g in ccs_definitions().items() if name in PHENOTYPES for c in g["codes"]}
-    gem: dict[str, set[str]] = {}
-    for line in (RESOURCES / "gems_2018" / "2018_I10gem.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2][1] != "1":
-            gem.setdefault(parts[0], set()).add(parts[1])
+    with gzip.open(RESOURCES / "ccs_dx_icd10cm_2019_1.csv.gz", "rt") as fh:
+        ahrq = {r["icd10cm_code"]: r["ccs_category_description"] for r in csv.DictReader(fh)}
     rows = []
     for hadm, code, version in dx.select("hadm_id", "icd_code", "icd_version").iter_rows():
-        icd9 = [code] if version == "9" else sorted(gem.get(code, ()))
-        rows += [(hadm, group_of[c]) for c in icd9 if c in group_of]
+        group = group_of.get(code) if version == "9" else ahrq.get(code)
+        if group in PHENOTYPES:
+            rows.append((hadm, group))
     hit = pl.DataFrame(rows, schema=["hadm_id", "label"], orient="row").unique()
     wide = hit.with_columns(pl.lit(1).alias("v")).pivot(on="label", index="hadm_id", values="v")
     coded = dx.select("hadm_id").unique()

@@ -367,6 +367,8 @@ def test_whole_workflow_end_to_end_on_tiny_builtin_data(finished_run):
         # prevalence); every number present must be finite.
         values = [v for column in ours.select(cs.numeric()).iter_columns() for v in column.drop_nulls()]
         assert values and all(math.isfinite(v) for v in values), f"table{i}"
+    label_modes = pl.read_csv(results / "tables" / "label_modes.csv")  # written by the cohort rule
+    assert label_modes.height == 25 and label_modes["prevalence_ahrq"].sum() > 0
     table2 = pl.read_csv(results / "tables" / "table2.csv")
     assert table2.height == 24  # 6 models x 2 training sets x 2 test sets
     for name in ("tsne.png", "attention.png", "pr_curves.png"):

@@ -1,13 +1,15 @@
-"""Cohort stage: ICU stays -> cohort/stays.parquet (+ attrition.csv, label_mapping.json).
+"""Cohort stage: ICU stays -> cohort/stays.parquet (+ attrition.csv, label_mapping.json,
+split.json) and tables/label_modes.{csv,md,tex}.
 
 Reads the ingested DuckDB file (read-only) and, in SQL (`sql/cohort.sql`, `labels_*.sql`,
 `cxr_match.sql`, `cohort_export.sql`):
-1. applies the MedFuse cohort rules (same first and last care unit; admissions with exactly one
-   remaining ICU stay; anchor_age >= cohort.min_age; a diagnosis row on record), counting the
-   stays removed at each step;
-2. labels the 25 benchmark phenotypes (`labels.py`, source cohort.labels);
+1. drops stays whose outtime is not after their intime, then applies the MedFuse cohort rules
+   (same first and last care unit; admissions with exactly one remaining ICU stay; anchor_age >=
+   cohort.min_age; a diagnosis row on record), counting the stays removed at each step;
+2. labels the 25 benchmark phenotypes with every label source (`labels.py`): cohort.labels gives
+   the labels of stays.parquet, and all of them the prevalence table label_modes;
 3. matches each stay's chest X-ray (`cxr_match.py`);
-4. splits subjects 7:1:2 (`splits.py`, split.fractions / split.seed);
+4. splits subjects (`splits.py`: split.method random 7:1:2 or MedFuse's lists);
 and writes `stays.parquet` per the contract in docs/architecture.md. Every file is written to a
 temporary name and renamed, so a failed run leaves no finished-looking output.
 """
@@ -25,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from drfuse.data import cxr_match, labels, splits
+from drfuse.data import cxr_match, label_modes, labels, splits
 from drfuse.data.sql_files import read_sql, run_sql, scalar
 from drfuse.errors import UserError
 from drfuse.phenotypes import PHENOTYPES
@@ -58,6 +60,7 @@ STAYS_SCHEMA = pa.schema(
 def _attrition(con, min_age) -> list[tuple[str, int, int]]:
     steps = [
         ("ICU stays", "icustays"),
+        ("outtime after intime", "cohort_valid_times"),
         ("same first and last care unit", "cohort_same_unit"),
         ("admission and patient on record", "cohort_on_record"),
         ("admission with exactly one ICU stay", "cohort_single_stay"),
@@ -81,17 +84,19 @@ def _label_matrix(stay_ids: np.ndarray, labels: pa.Table) -> np.ndarray:
     return matrix
 
 
-def _write_outputs(out_dir: Path, stays: pa.Table, attrition: list, mapping: dict) -> None:
-    """All three files to temporary names first, then renamed: all or nothing."""
+def _write_outputs(out_dir: Path, stays: pa.Table, attrition: list, reports: dict[str, dict]) -> None:
+    """stays.parquet, attrition.csv and the JSON reports to temporary names first, then renamed:
+    all or nothing."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = ("attrition.csv", "label_mapping.json", "stays.parquet")
+    names = ("attrition.csv", *reports, "stays.parquet")
     tmp = {name: out_dir / f"{name}.partial" for name in names}
     try:
         with tmp["attrition.csv"].open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["step", "stays_kept", "stays_removed"])
             writer.writerows(attrition)
-        tmp["label_mapping.json"].write_text(json.dumps(mapping, indent=2) + "\n")
+        for name, report in reports.items():
+            tmp[name].write_text(json.dumps(report, indent=2) + "\n")
         pq.write_table(stays, tmp["stays.parquet"])
     except BaseException:
         for path in tmp.values():
@@ -101,16 +106,41 @@ def _write_outputs(out_dir: Path, stays: pa.Table, attrition: list, mapping: dic
         os.replace(tmp[name], out_dir / name)
 
 
-def build_cohort(db_path: Path, out_dir: Path, cfg: dict) -> None:
-    """Cohort, labels, CXR match and splits from the ingested database -> `out_dir` files."""
+def _split(con, split_cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(subjects, split names, split report) for the cohort's subjects; registers subject_split."""
+    subject_ids = con.execute("SELECT DISTINCT subject_id FROM cohort").fetchnumpy()["subject_id"]
+    method = splits.check_settings(split_cfg)
+    if method == "medfuse":
+        subjects, names, report = splits.split_subjects_medfuse(subject_ids)
+        missing = report["listed_subjects_missing_from_cohort"]
+        log.info(
+            "split (MedFuse's lists): %d of %d listed test and %d of %d listed val subjects are not in "
+            "the cohort; %d cohort subjects are in neither list (-> train)",
+            missing["test"], report["listed_subjects"]["test"], missing["val"], report["listed_subjects"]["val"],
+            report["cohort_subjects_in_neither_list"],
+        )
+    else:
+        subjects, names = splits.split_subjects(subject_ids, split_cfg["fractions"], int(split_cfg["seed"]))
+        report = {"seed": int(split_cfg["seed"]), "fractions": [float(f) for f in split_cfg["fractions"]]}
+    con.register("subject_split_src", pa.table({"subject_id": subjects, "split": names.tolist()}))
+    con.execute("CREATE OR REPLACE TEMP TABLE subject_split AS SELECT * FROM subject_split_src")
+    con.unregister("subject_split_src")
+    return subjects, names, {"method": method, **report}
+
+
+def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | None = None) -> None:
+    """Cohort, labels, CXR match and splits from the ingested database -> `out_dir` files, and
+    label_modes.{csv,md,tex} -> `tables_dir` (default: `out_dir`)."""
     db_path, out_dir = Path(db_path), Path(out_dir)
+    tables_dir = out_dir if tables_dir is None else Path(tables_dir)
     cohort_cfg, split_cfg = cfg["cohort"], cfg["split"]
     min_age = cohort_cfg["min_age"]
     if isinstance(min_age, bool) or not isinstance(min_age, (int, float)):
         raise UserError(f"config cohort.min_age: expected a number of years, got {min_age!r}")
-    labels.check_source(cohort_cfg["labels"])  # every setting checked before any work
+    used = cohort_cfg["labels"]
+    labels.check_source(used)  # every setting checked before any work
     cxr_match.check_settings(cohort_cfg["cxr_view"], cohort_cfg["hours"])
-    splits.check_fractions(split_cfg["fractions"])
+    splits.check_settings(split_cfg)
     if not db_path.is_file():
         raise UserError(f"{db_path}: database not found; run the ingest stage first")
     try:
@@ -128,36 +158,33 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict) -> None:
         if attrition[-1][1] == 0:
             raise UserError(f"{db_path}: no ICU stay is left after the cohort rules: {attrition}")
 
-        mapping = labels.build_labels(con, cohort_cfg["labels"])
-        log.info(
-            "labels (%s): %d of %d ICD-10 diagnosis rows unmapped, %d in no benchmark group",
-            mapping["label_source"], mapping["icd10_rows_unmapped"], mapping["icd10_rows"],
-            mapping["icd10_rows_in_no_benchmark_group"],
-        )
+        labels.prepare_diagnoses(con)
+        labelled = {source: labels.build_labels(con, source) for source in labels.SOURCES}
+        reports = {source: report for source, (_, report) in labelled.items()}
+        labels.log_summary(reports, used)
         n_cxr = cxr_match.match_cxr(con, cohort_cfg["cxr_view"], cohort_cfg["hours"])
-
-        subject_ids = con.execute("SELECT DISTINCT subject_id FROM cohort").fetchnumpy()["subject_id"]
-        subjects, names = splits.split_subjects(subject_ids, split_cfg["fractions"], int(split_cfg["seed"]))
-        con.register("subject_split_src", pa.table({"subject_id": subjects, "split": names.tolist()}))
-        con.execute("CREATE OR REPLACE TEMP TABLE subject_split AS SELECT * FROM subject_split_src")
-        con.unregister("subject_split_src")
-
+        subjects, _, split_report = _split(con, split_cfg)
         stays = con.sql(read_sql("cohort_export.sql")).to_arrow_table()
-        positives = con.sql("SELECT stay_id, phenotype FROM stay_labels").to_arrow_table()
 
     stay_ids = stays["stay_id"].to_numpy()
-    matrix = _label_matrix(stay_ids, positives)
+    matrices = {source: _label_matrix(stay_ids, positives) for source, (positives, _) in labelled.items()}
+    matrix = matrices[used]
     columns = {name: stays[name] for name in stays.column_names}
     columns.update({name: pa.array(matrix[:, k], pa.int8()) for k, name in enumerate(PHENOTYPES)})
     table = pa.table(columns).cast(STAYS_SCHEMA)
 
-    split_counts = {s: int(np.sum(np.asarray(table["split"].to_pylist()) == s)) for s in splits.SPLITS}
+    split_names = np.asarray(table["split"].to_pylist())
+    split_report["stays"] = {s: int(np.sum(split_names == s)) for s in splits.SPLITS}
+    split_report["subjects"] = len(subjects)
+    mapping = reports[used]
     mapping["stays"] = table.num_rows
     mapping["prevalence"] = {name: float(matrix[:, k].mean()) for k, name in enumerate(PHENOTYPES)}
     mapping["stays_without_positive_label"] = int((matrix.sum(axis=1) == 0).sum())
-    _write_outputs(out_dir, table, attrition, mapping)
+    label_modes.write_label_modes(tables_dir, label_modes.label_modes_table(matrices), table.num_rows, used, cfg)
+    _write_outputs(out_dir, table, attrition, {"label_mapping.json": mapping, "split.json": split_report})
     log.info(
-        "cohort: %d stays of %d subjects (%s), %d with a %s CXR within %s h -> %s",
-        table.num_rows, len(subjects), ", ".join(f"{s} {n}" for s, n in split_counts.items()),
+        "cohort: %d stays of %d subjects (%s split: %s), %d with a %s CXR within %s h -> %s",
+        table.num_rows, len(subjects), split_report["method"],
+        ", ".join(f"{s} {n}" for s, n in split_report["stays"].items()),
         n_cxr, cohort_cfg["cxr_view"], cohort_cfg["hours"], out_dir / "stays.parquet",
     )

@@ -16,7 +16,8 @@ masks. Hourly values of a categorical are scores; a score is one-hot encoded on 
 that spells it in its numbered form ('4 Spontaneously', '15', '0.0'), so the phrase-only columns
 ('Spontaneously', 'No Response-ETT', ...) stay 0 and keep the 76-column layout.
 
-Every file is written in a temporary folder and moved into `out_dir` at the end.
+Every file is written in a temporary folder and moved into `out_dir` at the end; the folders that
+killed runs leave behind are removed at the next start.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from drfuse.errors import UserError
 log = logging.getLogger(__name__)
 
 STAY_COLUMNS = ("stay_id", "hadm_id", "intime", "outtime", "split")
+TEMP_PREFIX = ".features-"  # + pid: the working folder inside out_dir
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,40 @@ def _train_stats(dense, lengths, train, lay, normal, chunk) -> tuple[np.ndarray,
     return mean, std, count
 
 
+def _warn_stays_without_events(con: duckdb.DuckDBPyConnection, n_empty: int, n_stays: int) -> None:
+    if n_empty:
+        examples = con.execute(
+            "SELECT stay_id FROM feat_stays WHERE stay_id NOT IN (SELECT stay_id FROM feat_events) ORDER BY stay_id LIMIT 5"
+        ).fetchnumpy()["stay_id"]
+        log.warning(
+            "features: %d of %d stays have no chart or lab value of the 17 variables in their window "
+            "(e.g. stay_id %s): every hour of them is imputed (counts.json: stays_without_events)",
+            n_empty, n_stays, ", ".join(map(str, examples)),
+        )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temp(out_dir: Path) -> None:
+    """Remove the temporary folders of earlier runs that were killed before they could clean up
+    (`.features-<pid>-*`, DuckDB's spill files inside). A folder whose process is still alive on
+    this machine belongs to a concurrent run and is left alone."""
+    for folder in sorted(out_dir.glob(f"{TEMP_PREFIX}*")):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not folder.is_dir() or (pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("features: removed %s, left by an earlier run that was stopped", folder)
+
+
 def build_features(
     db_path: Path, stays_path: Path, out_dir: Path, cfg: dict, threads: int | None = None, memory_mb: int | None = None
 ) -> None:
@@ -202,7 +238,8 @@ def build_features(
     settings = cfg["features"]
     hours = int(cfg["cohort"]["hours"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".features-", dir=out_dir))
+    remove_stale_temp(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=out_dir))
     try:
         _build(db_path, stays_path, tmp, hours, settings, duckdb_limits.limits(threads, memory_mb))
         for name in ("hourly.parquet", "index.parquet", "normalizer.json", "counts.json", "ehr.npy"):
@@ -224,6 +261,7 @@ def _build(db_path: Path, stays_path: Path, tmp: Path, hours: int, settings: dic
         n = stays.num_rows
         log.info("features: %d stays, cleaning events", n)
         counts = variables.clean_events(con)
+        _warn_stays_without_events(con, counts["stays_without_events"], n)
         log.info("features: binning hourly")
         con.execute(f"CREATE OR REPLACE TEMP TABLE feat_hourly AS {_hourly_sql()}")
         con.execute(f"COPY (SELECT * EXCLUDE (pos) FROM feat_hourly ORDER BY pos, hour) TO '{tmp / 'hourly.parquet'}' (FORMAT parquet)")

@@ -55,6 +55,18 @@ def _source(path: Path, columns: dict[str, str]) -> str:
     return _sql("ingest_read_csv.sql", path=_literal(str(path)), columns=struct)
 
 
+def _duckdb_message(exc: duckdb.Error) -> str:
+    """DuckDB's error without the paragraphs it appends to CSV errors: "Possible solutions" that
+    speak of type auto-detection and sample sizes (this reader sets every type) and a dump of the
+    reader's options. What is kept: the error, the line number, the offending line, the column."""
+    lines = []
+    for line in str(exc).strip().splitlines():
+        if not line.strip() or line.startswith(("Column ", "This type was", "Possible", "* ", "  ")):
+            break
+        lines.append(line.strip())
+    return "; ".join(lines)
+
+
 def _rows_scanned(profile: str) -> int | None:
     """Rows the CSV reader scanned (the whole file, before the item filter) according to DuckDB's
     JSON profile of the last query; None when the profile has no single READ_CSV scan."""
@@ -115,7 +127,7 @@ def _load(con, table: str, path: Path, spec: mv.TableSpec, columns: dict[str, st
         finally:
             con.execute("RESET enable_profiling")
     except duckdb.Error as exc:
-        raise UserError(f"{path}: cannot load {table} as MIMIC-IV v{version} (typed {columns}): {exc}") from exc
+        raise UserError(f"{path}: cannot load {table} as MIMIC-IV v{version} (typed {columns}): {_duckdb_message(exc)}") from exc
 
 
 def _count_source(con, table: str, path: Path, columns: dict[str, str], version: str) -> int:
@@ -124,7 +136,7 @@ def _count_source(con, table: str, path: Path, columns: dict[str, str], version:
     try:
         return scalar(con, _sql("ingest_count.sql", source=_source(path, columns)))
     except duckdb.Error as exc:
-        raise UserError(f"{path}: cannot read {table} as MIMIC-IV v{version} (counting its rows): {exc}") from exc
+        raise UserError(f"{path}: cannot read {table} as MIMIC-IV v{version} (counting its rows): {_duckdb_message(exc)}") from exc
 
 
 def _detect_version(con, layout: str, plan: dict) -> tuple[str, str | None, list[str]]:

@@ -1,10 +1,9 @@
 """diagnoses_icd: ICD-9 or ICD-10 codes (by admission year) that carry the planted labels.
 
-For each benchmark phenotype the generator needs codes that the cohort stage maps back into that
-group and into no other benchmark group:
+For each benchmark phenotype the generator needs codes that the cohort stage (default labelling
+`ahrq`) maps back into that group and into no other benchmark group:
 - ICD-9: the group's codes in the HCUP CCS definitions that exist in d_icd_diagnoses;
-- ICD-10: codes of d_icd_diagnoses whose every CMS backward-GEM target (ICD-10 -> ICD-9) falls in
-  the group.
+- ICD-10: codes of d_icd_diagnoses that AHRQ's CCS for ICD-10-CM puts in the group.
 "Unrelated" codes map only into non-benchmark CCS groups. Codes stay strings (leading zeros).
 """
 
@@ -18,7 +17,8 @@ from importlib import resources
 import numpy as np
 import polars as pl
 
-from drfuse.phenotypes import PHENOTYPES, RESOURCES, ccs_definitions
+from drfuse.data.labels import ahrq_table
+from drfuse.phenotypes import PHENOTYPES, ccs_definitions
 
 SYNTH_RESOURCES = resources.files("drfuse.synth") / "resources"
 
@@ -30,18 +30,6 @@ def _dictionary_codes() -> dict[str, frozenset[str]]:
         for row in csv.DictReader(fh):
             codes[row["icd_version"]].add(row["icd_code"])
     return {k: frozenset(v) for k, v in codes.items()}
-
-
-@lru_cache(maxsize=None)
-def _backward_gem() -> dict[str, tuple[str, ...]]:
-    """ICD-10 code -> ICD-9 targets, skipping 'no map' rows (flag digit 2 set)."""
-    targets: dict[str, list[str]] = {}
-    with (RESOURCES / "gems_2018" / "2018_I10gem.txt").open() as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) == 3 and parts[2][1] != "1":
-                targets.setdefault(parts[0], []).append(parts[1])
-    return {k: tuple(v) for k, v in targets.items()}
 
 
 @lru_cache(maxsize=None)
@@ -58,19 +46,16 @@ def code_pools() -> dict[str, dict]:
     icd9 = {name: sorted(c for c in ccs[name]["codes"] if c in dictionary["9"]) for name in PHENOTYPES}
     unrelated9 = sorted(c for c in dictionary["9"] if c in group_of and group_of[c] not in benchmark)
 
+    ahrq = ahrq_table()
     icd10: dict[str, list[str]] = {name: [] for name in PHENOTYPES}
     unrelated10 = []
-    for code, targets in _backward_gem().items():
+    for code, phenotype, in_benchmark in zip(*(ahrq[c].to_pylist() for c in ("icd10_code", "phenotype", "benchmark"))):
         if code not in dictionary["10"]:
             continue
-        groups = {group_of.get(t) for t in targets}
-        if None in groups:
-            continue
-        hits = groups & benchmark
-        if not hits:
+        if in_benchmark:
+            icd10[phenotype].append(code)
+        else:
             unrelated10.append(code)
-        elif len(hits) == 1 and len(groups) == 1:
-            icd10[hits.pop()].append(code)
     pools = {
         "9": {"groups": [np.array(icd9[n]) for n in PHENOTYPES], "unrelated": np.array(unrelated9)},
         "10": {"groups": [np.array(sorted(icd10[n])) for n in PHENOTYPES], "unrelated": np.array(sorted(unrelated10))},

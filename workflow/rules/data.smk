@@ -55,6 +55,11 @@ rule cohort:
         attrition=R / "cohort" / "attrition.csv",
         label_mapping=R / "cohort" / "label_mapping.json",
         cxr_files=R / "cohort" / "cxr_files.txt",
+        split=R / "cohort" / "split.json",
+        # computed from the cohort's diagnoses, so it is there before any training
+        label_modes=report(R / "tables" / "label_modes.csv", caption="../report/label_modes.rst", category="Tables"),
+        label_modes_md=R / "tables" / "label_modes.md",
+        label_modes_tex=R / "tables" / "label_modes.tex",
     log:
         R / "logs" / "cohort.log",
     benchmark:
@@ -65,8 +70,9 @@ rule cohort:
         cohort=drfuse_config.result_settings(CFG, "cohort"),
         split=drfuse_config.result_settings(CFG, "split"),
         out=lambda wildcards, output: Path(output.stays).parent,
+        tables=lambda wildcards, output: Path(output.label_modes).parent,
     shell:
-        "{DRFUSE} cohort --db {input.db:q} --out {params.out:q} > {log:q} 2>&1"
+        "{DRFUSE} cohort --db {input.db:q} --out {params.out:q} --tables {params.tables:q} > {log:q} 2>&1"
 
 
 rule features:

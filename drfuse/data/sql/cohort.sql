@@ -1,10 +1,17 @@
 -- The MedFuse cohort rules, one temporary table per step so that the attrition table can count
 -- each of them. Needs the variable min_age (SET VARIABLE).
 
+-- 0. Stays that end after they begin (an outtime before the intime is a data error: it would give
+--    a negative length of stay and no hourly rows). A stay without outtime is kept.
+CREATE OR REPLACE TEMP TABLE cohort_valid_times AS
+SELECT *
+FROM icustays
+WHERE intime IS NOT NULL AND (outtime IS NULL OR outtime > intime);
+
 -- 1. No transfer between care units during the stay.
 CREATE OR REPLACE TEMP TABLE cohort_same_unit AS
 SELECT subject_id, hadm_id, stay_id, intime, outtime
-FROM icustays
+FROM cohort_valid_times
 WHERE first_careunit = last_careunit;
 
 -- 2a. The stay's admission and patient are on record (inner joins, as MedFuse merges them).

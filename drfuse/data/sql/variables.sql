@@ -115,8 +115,14 @@ events AS (
     SELECT count(*) FILTER (WHERE derived) AS derived,
            count(*) - count(DISTINCT (stay_id, channel_id, charttime)) AS duplicates
     FROM feat_events
+),
+-- stays left without any value (every hour imputed): counted, and named in a warning
+stays AS (
+    SELECT count(*) AS without_events
+    FROM feat_stays
+    WHERE stay_id NOT IN (SELECT stay_id FROM feat_events)
 )
-SELECT v.* FROM checked, events, LATERAL (VALUES
+SELECT v.* FROM checked, events, stays, LATERAL (VALUES
     ('in_window', checked.in_window),
     ('not_numeric', checked.not_numeric),
     ('not_finite', checked.not_finite),
@@ -128,5 +134,6 @@ SELECT v.* FROM checked, events, LATERAL (VALUES
     ('clipped', checked.clipped),
     ('kept', checked.kept),
     ('gcs_total_derived', events.derived),
-    ('same_time_duplicates', events.duplicates)
+    ('same_time_duplicates', events.duplicates),
+    ('stays_without_events', stays.without_events)
 ) v(step, n);
