@@ -64,7 +64,7 @@ PARTS = ("data", "graph", "throughput", "train", "amp", "lease")
 # Seconds per part. CUDA: estimates for one H100/H200 (docs/performance.md, "GPU") with a margin,
 # 480 s in all; CPU: toy sizes on a busy 2-core machine.
 BUDGET_S = {
-    "cuda": {"data": 30, "graph": 25, "throughput": 240, "train": 120, "amp": 20, "lease": 45},
+    "cuda": {"data": 25, "graph": 20, "throughput": 250, "train": 120, "amp": 20, "lease": 45},
     "cpu": {"data": 60, "graph": 60, "throughput": 60, "train": 90, "amp": 30, "lease": 90},
 }
 # Data and training settings, merged into config.yaml's builtin_overrides (the demo's).
@@ -407,7 +407,7 @@ def machine(mode: str) -> dict:
                     cudnn=torch.backends.cudnn.version())
         try:
             query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", os.environ["CUDA_VISIBLE_DEVICES"]]
-            info["driver"] = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip()
+            info["driver"] = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip() or "unknown"
         except (OSError, subprocess.SubprocessError):
             info["driver"] = "unknown"
     return info

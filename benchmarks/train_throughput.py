@@ -101,7 +101,7 @@ def drfuse_rate(cfg, data: DeviceData, settings: EngineSettings, warmup: int, st
     if settings.cuda and settings.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = compile_model(model, settings)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True if settings.cuda else None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     generator = torch.Generator().manual_seed(0)
     model.train()
 
@@ -122,7 +122,7 @@ def two_trunk_rate(backbone: str, data: DeviceData, settings: EngineSettings, wa
     if settings.cuda and settings.channels_last:
         nets.to(memory_format=torch.channels_last)
     fwd = [compile_model(n, settings) for n in nets]
-    optimizer = torch.optim.Adam(nets.parameters(), lr=settings.lr, fused=True if settings.cuda else None)
+    optimizer = torch.optim.Adam(nets.parameters(), lr=settings.lr)
     images = prepare_images(data.images[: settings.batch_size], settings.crop, False)
     if settings.cuda and settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)

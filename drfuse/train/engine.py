@@ -9,7 +9,7 @@ TensorBoard gets the same when it is installed.
 
 Speed: the whole split (EHR tensor and the uint8 images) is moved to the device once; a batch is
 an index gather on the device, image augmentation runs there too (`augment.prepare_images`), and on
-CUDA the training step uses bf16 autocast, channels_last, fused Adam and optionally torch.compile
+CUDA the training step uses bf16 autocast, channels_last and optionally torch.compile
 (`train.compile`: default, or reduce-overhead for CUDA graphs). On the CPU the same code runs in
 float32. All randomness of the data side (order, CXR drop, augmentation) comes from one CPU
 generator, so it does not depend on the device. Predictions (validation and test) are always
@@ -320,10 +320,7 @@ def fit(
     if settings.cuda and settings.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = compile_model(model, settings)
-    # fused Adam: one kernel per step instead of several per parameter (launch-bound at batch 16)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True if settings.cuda else None
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     train_data = DeviceData(train_split, device, model.uses_cxr)
     val_data = DeviceData(val_split, device, model.uses_cxr)
