@@ -88,11 +88,33 @@ def test_fake_id_list_from_the_environment(monkeypatch):
     assert gpu_lease.candidate_ids() == ["2", "7"]
 
 
-def test_nothing_to_lease_with_one_or_no_device(lock_dir, monkeypatch):
+def test_one_gpu_is_taken_in_turns(lock_dir, monkeypatch, caplog):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4")
-    for ids in (["4"], []):
-        lease = gpu_lease.acquire(ids=ids, timeout_s=0)
-        assert lease.gpu_id == (ids[0] if ids else None) and lease.path is None
-        lease.release()
+    first = gpu_lease.acquire(ids=["4"], timeout_s=0)
+    try:
+        assert first.gpu_id == "4" and first.path == lock_dir / "gpu-4.lock"
+        # a second job on the same single GPU waits (here 0.6 s), told who holds it, then gives up
+        with pytest.raises(UserError, match="leased by other jobs"):
+            gpu_lease.acquire(ids=["4"], timeout_s=0.6, set_env=False)
+        assert f"pid {os.getpid()} on host" in caplog.text
+    finally:
+        first.release()
+    with gpu_lease.acquire(ids=["4"], timeout_s=0, set_env=False) as second:
+        assert second.gpu_id == "4"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "4"
+
+
+def test_nothing_to_lease_without_a_gpu(lock_dir):
+    lease = gpu_lease.acquire(ids=[], timeout_s=0)
+    assert lease.gpu_id is None and lease.path is None
+    lease.release()
     assert not lock_dir.exists()
+
+
+def test_each_slurm_job_has_its_own_lease_folder(monkeypatch):
+    """SLURM numbers every job's GPUs from 0: jobs sharing a node must not queue on each other's ids."""
+    monkeypatch.delenv("DRFUSE_GPU_LOCK_DIR", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    plain = gpu_lease.lock_dir()
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")
+    assert gpu_lease.lock_dir() == plain.with_name(plain.name + "-slurm4711")

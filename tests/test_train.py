@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import json
+import logging
+import multiprocessing as mp
+import os
+import socket
+import subprocess
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+import yaml
 from sklearn.metrics import average_precision_score
 
+from drfuse import cli
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache
 from drfuse.models import build_model
+from drfuse.models.encoders import padded_image_batches
 from drfuse.phenotypes import PHENOTYPES
 from drfuse.train import checkpoint
 from drfuse.train.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentSettings, prepare_images
 from drfuse.train.data import dataset_for, load_split
-from drfuse.train.engine import DeviceData, EngineSettings, make_batch, resolve_device
+from drfuse.train.engine import (
+    DeviceData,
+    EngineSettings,
+    make_batch,
+    predict_outputs,
+    resolve_device,
+    run_forward,
+    train_step,
+)
 from drfuse.train.metrics import macro_scores
 from drfuse.train.run import predict, train
 
@@ -198,3 +216,226 @@ def predict_cxr_only_on_full(tiny_results, tiny_cfg, tmp_path):
     meta = {"model_name": "resnet50", "model_cfg": tiny_cfg["model"]}
     checkpoint.save_atomic({"model": model.state_dict(), "meta": json.dumps(meta)}, run_dir / "best.pt")
     predict(run_dir, "full", tiny_cfg, tiny_results, tmp_path / "cxr.parquet")
+
+
+def _double(batch):
+    return tuple(t.double() if t.is_floating_point() else t for t in batch)
+
+
+@pytest.mark.parametrize("name", ["drfuse", "medfuse"])
+def test_padded_image_batches_train_like_unpadded_ones(tiny_results, tiny_cfg, name):
+    """The CNN fed the whole batch (rows without CXR masked out of BatchNorm) gives the loss,
+    gradients, BatchNorm statistics and predictions of the CNN fed only the rows with a CXR."""
+    data = DeviceData(load_split(tiny_results, "train", "full"), torch.device("cpu"), with_images=True)
+    torch.manual_seed(0)
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["model"]["image_size"] = 20  # float64 convolutions are slow on the CPU; 20 px still ends in 1 x 1
+    unpadded = build_model(name, cfg["model"]).double().train()
+    padded = copy.deepcopy(unpadded)
+    settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), cxr_drop=0.0)
+    assert not settings.pad_images  # auto: off on the CPU
+    idx = torch.arange(16)
+    ehr, lengths, images, has_cxr, labels = _double(make_batch(data, idx, settings, True, torch.Generator().manual_seed(0), True))
+    assert 1 < int(has_cxr.sum()) < 8  # most rows are padding
+
+    results = []
+    for model, pad in ((unpadded, False), (padded, True)):
+        run = dataclasses.replace(settings, pad_images=pad)
+        outputs = run_forward(model, ehr, lengths, images, has_cxr, run)
+        loss, _ = model.loss(outputs, labels, has_cxr)
+        loss.backward()
+        model.eval()
+        with torch.no_grad():
+            probs = run_forward(model, ehr, lengths, images, has_cxr, run)["probs"]
+        results.append((loss, probs))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
+    grads = 0
+    for (key, a), (_, b) in zip(unpadded.named_parameters(), padded.named_parameters()):
+        if a.grad is None:
+            assert b.grad is None or not b.grad.any(), key
+            continue
+        # relative to the gradient's scale: BatchNorm's backward over a few values cancels terms
+        scale = float(a.grad.abs().max())
+        torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-9 * scale, msg=lambda m: f"{key}: {m}")
+        grads += "cxr" in key
+    assert grads > 20  # the CNN's weights did receive gradients
+    for (key, a), (_, b) in zip(unpadded.named_buffers(), padded.named_buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m: f"{key}: {m}")
+
+
+def test_padded_forward_is_one_graph(tiny_cfg):
+    """Static shapes: the padded DrFuse forward traces as one graph (what CUDA graphs need); the
+    gathered one breaks on the data-dependent number of images."""
+    model = build_model("drfuse", tiny_cfg["model"]).train()
+    b = 8
+    args = (torch.randn(b, 48, 76), torch.full((b,), 48), torch.randn(b, 3, 36, 36), torch.arange(b) % 3 == 0)
+    breaks = {}
+    for pad in (True, False):
+        torch._dynamo.reset()
+        with padded_image_batches(pad):
+            breaks[pad] = torch._dynamo.explain(model)(*args).graph_break_count
+    torch._dynamo.reset()
+    assert breaks[True] == 0 and breaks[False] > 0, breaks
+
+
+def test_predictions_never_use_autocast(tiny_results, tiny_cfg, tmp_path, monkeypatch):
+    """On CUDA with train.amp the training step runs under bf16 autocast; validation and test
+    predictions do not (bf16 logits tie). Checked with the CUDA code path forced on the CPU."""
+    entered = []
+
+    def spy(device_type, dtype=None, **kwargs):
+        entered.append((device_type, dtype))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    monkeypatch.setattr(EngineSettings, "cuda", property(lambda self: True))
+    cfg = _cfg(tiny_cfg, amp=True)
+    settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), cxr_drop=0.0)
+    model = build_model("drfuse", cfg["model"])
+    data = DeviceData(load_split(tiny_results, "val", "full"), torch.device("cpu"), with_images=True)
+    optimizer = torch.optim.Adam(model.parameters())
+    batch = make_batch(data, torch.arange(16), settings, True, torch.Generator().manual_seed(0), True)
+    model.train()
+    train_step(model, model, optimizer, batch, settings)
+    assert entered == [("cuda", torch.bfloat16)]  # the training step does use it
+
+    entered.clear()
+    probs = predict_outputs(model, model, data, settings)["prob"]
+    assert probs.dtype == np.float32 and probs.shape == (data.n, len(PHENOTYPES))
+    meta = {"model_name": "drfuse", "model_cfg": cfg["model"]}
+    checkpoint.save_atomic({"model": model.state_dict(), "meta": json.dumps(meta)}, tmp_path / "run" / "best.pt")
+    predict(tmp_path / "run", "full", cfg, tiny_results, tmp_path / "full.parquet")
+    assert entered == []
+
+
+def test_compiled_runs_see_one_batch_shape(tiny_results, tiny_cfg, tmp_path, monkeypatch):
+    """With train.compile every forward gets batch_size rows: a trailing partial training batch
+    is skipped, the last evaluation batch padded and cut back. (torch.compile itself is replaced
+    by a recorder: compiling on 2 CPU cores takes minutes; benchmarks/gpu_check.py compiles.)"""
+    modes, shapes = [], []
+
+    def recording_compile(model, mode=None, **kwargs):
+        modes.append(mode)
+
+        def forward(ehr, lengths, images, has_cxr):
+            shapes.append((model.training, ehr.shape[0]))
+            return model(ehr, lengths, images, has_cxr)
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    cfg = _cfg(tiny_cfg, compile="reduce-overhead", epochs=1, batch_size=16)
+    train_n, val_n = len(load_split(tiny_results, "train", "full")), len(load_split(tiny_results, "val", "full"))
+    assert train_n % 16 and val_n % 16 and val_n > 16  # both end in a partial batch
+    run = train("transformer", "full", 0, cfg, tiny_results, tmp_path / "run")
+    assert modes == ["reduce-overhead"]
+    assert {b for training, b in shapes} == {16}
+    assert sum(training for training, _ in shapes) == train_n // 16
+    assert sum(not training for training, _ in shapes) == -(-val_n // 16)
+    assert run["epochs_run"] == 1 and np.isfinite(run["best_val_prauc"])
+    with pytest.raises(UserError, match="train.compile"):
+        EngineSettings.from_cfg(_cfg(tiny_cfg, compile="max-speed"), torch.device("cpu"), 0.0)
+
+
+def _train_until_released(results, cfg, out_dir, started, release):
+    """Child process: a real `train` that holds its folder until told to finish."""
+
+    def hold(epoch):
+        started.set()
+        release.wait(120)
+
+    train("transformer", "full", 0, cfg, results, out_dir, on_epoch_end=hold)
+
+
+def _cli(cfg: dict, tmp_path, *args) -> tuple[int, list[str]]:
+    """`drfuse --config <cfg> args...` in this process: (exit code, error lines logged)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    handler = _ListHandler()
+    logging.getLogger("drfuse").addHandler(handler)
+    try:
+        code = cli.main(["--config", str(config), *[str(a) for a in args]])
+    finally:
+        logging.getLogger("drfuse").removeHandler(handler)
+    return code, [r.getMessage() for r in handler.records if r.levelno >= logging.ERROR]
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_second_train_into_the_same_folder_fails_naming_the_first(tiny_results, tiny_cfg, tmp_path):
+    """Issue-14 probe: two `drfuse train` into one --out used to both succeed, one silently
+    replacing the other's files."""
+    cfg = _cfg(tiny_cfg, epochs=2)
+    out = tmp_path / "run"
+    ctx = mp.get_context("spawn")
+    started, release = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_train_until_released, args=(tiny_results, cfg, out, started, release))
+    first.start()
+    try:
+        assert started.wait(120), "the first training did not start"
+        code, errors = _cli(cfg, tmp_path, "train", "--model", "transformer", "--train-set", "full",
+                            "--results", tiny_results, "--out", out)
+        assert code == 1 and len(errors) == 1 and "\n" not in errors[0]
+        assert str(out) in errors[0] and f"pid {first.pid} on host {socket.gethostname()}, started " in errors[0]
+    finally:
+        release.set()
+        first.join(120)
+    assert first.exitcode == 0 and json.loads((out / "run.json").read_text())["epochs_run"] == 2
+    # the lock went with its holder: training into the folder works again (and resumes: nothing to do)
+    assert train("transformer", "full", 0, cfg, tiny_results, out)["epochs_run"] == 2
+
+
+def test_corrupt_checkpoints_are_one_line_errors(tiny_results, tiny_cfg, tmp_path):
+    """Issue-14 probe: a truncated or overwritten last.pt / best.pt used to end in a 25-line
+    UnpicklingError advising weights_only=False."""
+    cfg = _cfg(tiny_cfg, epochs=1)
+    run_dir = tmp_path / "run"
+    train("transformer", "full", 0, cfg, tiny_results, run_dir)
+    train_args = ("train", "--model", "transformer", "--train-set", "full", "--results", tiny_results, "--out", run_dir)
+    predict_args = ("predict", "--run", run_dir, "--test-set", "full", "--results", tiny_results, "--out", tmp_path / "p.parquet")
+    for name, args, remedy in (
+        ("last.pt", train_args, "delete it to train this run from epoch 1"),
+        ("best.pt", predict_args, f"delete the run folder {run_dir} and train it again"),
+    ):
+        path = run_dir / name
+        whole = path.read_bytes()
+        for damaged in (whole[: len(whole) // 2], os.urandom(4096)):  # truncated; overwritten
+            path.write_bytes(damaged)
+            code, errors = _cli(cfg, tmp_path, *args)
+            assert code == 1 and len(errors) == 1 and "\n" not in errors[0], errors
+            assert errors[0].startswith(f"{path} is truncated or corrupt") and errors[0].endswith(remedy)
+            assert "weights_only" not in errors[0]
+        path.write_bytes(whole)
+    assert _cli(cfg, tmp_path, *predict_args)[0] == 0
+
+
+def test_stale_temp_files_are_removed_at_the_next_start(tiny_results, tiny_cfg, tmp_path):
+    """Issue-14 probe: a save killed mid-write left `.last.pt.<pid>.tmp` (as large as the
+    checkpoint) for good. Only files of processes that are gone are removed."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead_pid = subprocess.Popen(["true"])  # its pid is free once it has exited
+    dead_pid.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        killed_save = run_dir / f".last.pt.{dead_pid.pid}.tmp"
+        killed_save.write_bytes(os.urandom(100_000))  # what a kill during torch.save leaves
+        in_progress = run_dir / f".best.pt.{alive.pid}.tmp"
+        in_progress.write_bytes(b"being written")
+        other = run_dir / "notes.tmp"
+        other.write_text("not ours")
+        train("transformer", "full", 0, _cfg(tiny_cfg, epochs=1), tiny_results, run_dir)
+        assert not killed_save.exists()
+        assert in_progress.exists() and other.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    assert sorted(p.name for p in run_dir.glob(".*.tmp")) == [in_progress.name]

@@ -8,12 +8,19 @@
 - `build_resnet` / `CNNStem` / `CNNTrunk` / `CNNEncoder`: torchvision ResNets split into a stem
   (conv1, bn1, relu, maxpool) and a trunk (layer1..layer4 + global average pool, optionally a
   Linear to d). Weights are random or loaded from a local state_dict; nothing is ever downloaded.
-- `run_on_available`: runs an image function on the samples that have a CXR only and scatters the
-  result back, so a missing image never reaches the CNN (nor its BatchNorm statistics).
+  Their BatchNorm layers are `masked_norm.MaskedBatchNorm2d` (plain BatchNorm2d unless a row mask
+  is active; the same state_dict keys as torchvision's).
+- `run_on_available`: runs an image function on the samples that have a CXR only, so a missing
+  image never reaches the CNN's BatchNorm statistics. Two ways, chosen by the training engine
+  through `padded_image_batches(...)`: by default the CXR rows are gathered and the CNN sees a
+  variable number of images; padded, the CNN sees the whole batch (a static shape, which CUDA
+  graphs need) with the missing rows masked out of BatchNorm and their outputs zeroed. Both give
+  the same outputs, losses, gradients and BatchNorm statistics up to float rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -21,6 +28,7 @@ import torchvision
 from torch import nn
 
 from drfuse.errors import UserError
+from drfuse.models.masked_norm import MaskedBatchNorm2d, valid_rows
 
 N_EHR_FEATURES = 76
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -109,7 +117,7 @@ def build_resnet(backbone: str, pretrained_weights: str = "") -> torchvision.mod
     """A torchvision ResNet, random or loaded from a local state_dict file (never downloaded)."""
     if backbone not in BACKBONES:
         raise UserError(f"model.backbone = {backbone!r} is not supported; use one of {', '.join(BACKBONES)}")
-    net = getattr(torchvision.models, backbone)(weights=None)
+    net = getattr(torchvision.models, backbone)(weights=None, norm_layer=MaskedBatchNorm2d)
     if pretrained_weights:
         path = Path(pretrained_weights)
         if not path.is_file():
@@ -170,13 +178,40 @@ class CNNEncoder(nn.Module):
         return self.trunk(self.stem(images))
 
 
-def run_on_available(fn, images: torch.Tensor, has_cxr: torch.Tensor, dims, template: torch.Tensor):
-    """fn over images[has_cxr] only; a tuple of (B, dim) tensors (one per output of fn), zero rows
-    for the samples without CXR.
+# Whether run_on_available pads (set by the training engine through padded_image_batches; one
+# module-level value so torch.compile guards on it instead of seeing a Python argument).
+_pad_images = False
 
-    `template` gives device and dtype of the result. With no CXR in the batch the CNN is not called
-    at all (BatchNorm cannot run on an empty batch, and must never see a missing image).
+
+@contextlib.contextmanager
+def padded_image_batches(enabled: bool = True):
+    """Within the block, run_on_available feeds the CNN the whole batch (static shape) instead of
+    gathering the rows that have a CXR."""
+    global _pad_images
+    previous = _pad_images
+    _pad_images = bool(enabled)
+    try:
+        yield
+    finally:
+        _pad_images = previous
+
+
+def run_on_available(fn, images: torch.Tensor, has_cxr: torch.Tensor, dims, template: torch.Tensor):
+    """fn over the images of the samples with a CXR; a tuple of (B, dim) tensors (one per output of
+    fn), zero rows for the samples without CXR.
+
+    `template` gives device and dtype of the result. Unpadded (default), fn sees images[has_cxr]
+    and is not called at all when no sample has a CXR (BatchNorm cannot run on an empty batch).
+    Padded (`padded_image_batches`), fn sees all B images with BatchNorm statistics taken from the
+    rows with a CXR (`masked_norm.valid_rows`); the other rows' outputs are replaced by zeros, so
+    no gradient flows from them.
     """
+    if _pad_images:
+        with valid_rows(has_cxr):
+            outs = fn(images)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        keep = has_cxr.unsqueeze(1)
+        return tuple(torch.where(keep, out.to(template.dtype), 0.0) for out in outs)
     idx = has_cxr.nonzero().squeeze(1)
     full = tuple(template.new_zeros((has_cxr.shape[0], dim)) for dim in dims)
     if idx.numel() == 0:

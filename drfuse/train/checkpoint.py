@@ -3,17 +3,28 @@
 `last.pt` must restore a run exactly (model, optimiser, counters and every random state), so a
 killed run that is restarted ends bit-identical, on the CPU, to one that never stopped. RNG
 states are stored as tensors and plain lists (no numpy objects) so loading needs no pickle.
+
+Temporary files are named `.<name>.<pid>.tmp` beside their target; one left behind by a killed
+process (a `last.pt` half-written is as large as the checkpoint) is removed by
+`remove_stale_temps` at the next start, unless its process is still alive.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from drfuse.errors import UserError
+
+log = logging.getLogger(__name__)
+TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # what temp_beside makes
 
 
 def temp_beside(path: Path) -> Path:
@@ -47,8 +58,48 @@ def link_atomic(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load(path: Path, map_location="cpu") -> dict:
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+def load(path: Path, map_location="cpu", remedy: str = "delete it and run the step that wrote it again") -> dict:
+    """torch.load(weights_only=True); a file that cannot be read (truncated, corrupt, not a
+    checkpoint) is a one-line UserError naming it and `remedy`."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (torch.OutOfMemoryError, MemoryError):
+        raise
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError ... here
+        raise UserError(f"{path} is truncated or corrupt (torch.load failed: {type(exc).__name__}); {remedy}") from exc
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files in `folder` whose writing process (the pid in the name) is no
+    longer alive on this machine; returns them."""
+    folder = Path(folder)
+    removed, size = [], 0
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = TEMP_NAME.match(path.name)
+        if not match or not path.is_file() or _process_alive(int(match.group(1))):
+            continue
+        try:
+            size += path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:  # removed by someone else meanwhile
+            continue
+        removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) (%.1f MB) left in %s by killed runs", len(removed), size / 2**20, folder)
+    return removed
 
 
 def rng_state(data_generator: torch.Generator) -> dict:

@@ -9,9 +9,18 @@ TensorBoard gets the same when it is installed.
 
 Speed: the whole split (EHR tensor and the uint8 images) is moved to the device once; a batch is
 an index gather on the device, image augmentation runs there too (`augment.prepare_images`), and on
-CUDA the step uses bf16 autocast, channels_last and optionally torch.compile. On the CPU the same
-code runs in float32. All randomness of the data side (order, CXR drop, augmentation) comes from
-one CPU generator, so it does not depend on the device.
+CUDA the training step uses bf16 autocast, channels_last and optionally torch.compile
+(`train.compile`: default, or reduce-overhead for CUDA graphs). On the CPU the same code runs in
+float32. All randomness of the data side (order, CXR drop, augmentation) comes from one CPU
+generator, so it does not depend on the device. Predictions (validation and test) are always
+computed in float32: under bf16 the heads' logits keep about 3 significant digits, and the ties
+that makes lower AP / AUROC by different amounts for different models.
+
+Static shapes: a compiled model should see one batch shape. When `train.compile` is on, a trailing
+partial training batch is skipped and the last evaluation batch is padded (repeated rows, cut
+off again). With `train.pad_images` on (auto: when compiling on CUDA) the CNN sees every row of
+the batch, the rows without an image masked out of BatchNorm and zeroed
+(`encoders.padded_image_batches`), instead of a different number of images each step.
 
 When training on the matched dataset a random `cxr_drop` share of each mini-batch loses its CXR
 for real: `has_cxr` is set False, so those samples take the model's missing-CXR path.
@@ -34,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from drfuse.errors import UserError
+from drfuse.models.encoders import padded_image_batches
 from drfuse.train import checkpoint
 from drfuse.train.augment import AugmentSettings, prepare_images
 from drfuse.train.data import SplitData
@@ -46,6 +56,8 @@ BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.csv"
 # A second name (hard link) of best.pt: Snakemake deletes a job's outputs, best.pt among them,
 # before re-running it, and a resumed run must still end with the best weights.
 BEST_KEPT = ".best-for-resume.pt"
+COMPILE_MODES = ("default", "reduce-overhead")
+PAD_IMAGES = ("auto", True, False)
 
 
 def resolve_device(train_cfg: dict) -> torch.device:
@@ -99,7 +111,8 @@ class EngineSettings:
     cxr_drop: float = 0.0  # already 0 unless training a fusion model on the matched dataset
     amp: bool = True
     channels_last: bool = True
-    compile: bool = False
+    compile: str | None = None  # a torch.compile mode, None = eager
+    pad_images: bool = False
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     @classmethod
@@ -109,6 +122,10 @@ class EngineSettings:
             raise UserError(f"train.cxr_drop must be in [0, 1), got {cxr_drop}")
         if int(t["batch_size"]) < 1:
             raise UserError(f"train.batch_size must be >= 1, got {t['batch_size']}")
+        compile_mode = _compile_mode(t.get("compile", False))
+        pad = t.get("pad_images", "auto")
+        if pad not in PAD_IMAGES:
+            raise UserError(f"train.pad_images must be auto, true or false, got {pad!r}")
         return cls(
             device=device,
             crop=int(cfg["model"]["image_size"]),
@@ -120,7 +137,8 @@ class EngineSettings:
             cxr_drop=float(cxr_drop),
             amp=bool(t.get("amp", True)),
             channels_last=bool(t.get("channels_last", True)),
-            compile=bool(t.get("compile", False)),
+            compile=compile_mode,
+            pad_images=(device.type == "cuda" and compile_mode is not None) if pad == "auto" else pad,
             augment=AugmentSettings.from_cfg(t["augment"]) if "augment" in t else AugmentSettings(),
         )
 
@@ -128,10 +146,42 @@ class EngineSettings:
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def static_batches(self) -> bool:
+        """Every batch the model sees has batch_size rows (see the module docstring)."""
+        return self.compile is not None
+
     def autocast(self):
+        """The training step's precision; predictions never use it."""
         if self.cuda and self.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def _compile_mode(value) -> str | None:
+    """train.compile: false | true (= default) | default | reduce-overhead -> a mode or None."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "default"
+    if value in COMPILE_MODES:
+        return value
+    raise UserError(f"train.compile must be false, true, default or reduce-overhead, got {value!r}")
+
+
+def compile_model(model, settings: EngineSettings):
+    """The callable that runs the model's forward: torch.compile'd in the configured mode, or the
+    model itself."""
+    return torch.compile(model, mode=settings.compile) if settings.compile else model
+
+
+def run_forward(forward, ehr, lengths, images, has_cxr, settings: EngineSettings) -> dict:
+    """forward(...) with the image padding of the settings; a new CUDA-graph step when compiled
+    with reduce-overhead (the previous step's outputs are then released)."""
+    if settings.compile == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
+    with padded_image_batches(settings.pad_images):
+        return forward(ehr, lengths, images, has_cxr)
 
 
 class DeviceData:
@@ -185,7 +235,7 @@ def train_step(model, forward, optimizer, batch, settings: EngineSettings):
     """One optimiser step on a batch from `make_batch`: (loss tensor, loss parts)."""
     ehr, lengths, images, has_cxr, labels = batch
     with settings.autocast():
-        outputs = forward(ehr, lengths, images, has_cxr)
+        outputs = run_forward(forward, ehr, lengths, images, has_cxr, settings)
         loss, parts = model.loss(outputs, labels, has_cxr)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -198,8 +248,10 @@ def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSet
     model.train()
     order = torch.randperm(data.n, generator=generator).to(data.ehr.device)
     starts = list(range(0, data.n, settings.batch_size))
-    if data.n > 1 and data.n - starts[-1] == 1:
-        starts.pop()  # BatchNorm cannot train on a batch of one sample: drop that sample this epoch
+    tail = data.n - starts[-1]
+    if len(starts) > 1 and (tail == 1 or (settings.static_batches and tail < settings.batch_size)):
+        # BatchNorm cannot train on a batch of one sample; a compiled model should see one shape
+        starts.pop()
     loss_sum = torch.zeros((), device=data.ehr.device)
     parts_sum: dict[str, float] = {}
     seen = 0
@@ -217,18 +269,23 @@ def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSet
 
 @torch.no_grad()
 def predict_outputs(model, forward, data: DeviceData, settings: EngineSettings, extra: tuple[str, ...] = ()) -> dict:
-    """Eval-mode outputs over the data in order: 'prob' (N, C) and the `extra` output keys present."""
+    """Eval-mode outputs over the data in order, in float32 (never under autocast): 'prob' (N, C)
+    and the `extra` output keys present."""
     model.eval()
     chunks: dict[str, list] = {}
-    for start in range(0, data.n, settings.batch_size):
-        idx = torch.arange(start, min(start + settings.batch_size, data.n), device=data.ehr.device)
+    b = settings.batch_size
+    for start in range(0, data.n, b):
+        stop = min(start + b, data.n)
+        idx = torch.arange(start, stop, device=data.ehr.device)
+        if settings.static_batches and data.n >= b and stop - start < b:
+            idx = torch.cat([idx, idx[-1:].expand(b - (stop - start))])  # same shape as every batch
         ehr, lengths, images, has_cxr, _ = make_batch(data, idx, settings, False, None, model.uses_cxr)
-        with settings.autocast():
-            outputs = forward(ehr, lengths, images, has_cxr)
-        chunks.setdefault("prob", []).append(torch.sigmoid(outputs["logits"].float()).cpu())
+        outputs = run_forward(forward, ehr, lengths, images, has_cxr, settings)
+        rows = stop - start
+        chunks.setdefault("prob", []).append(torch.sigmoid(outputs["logits"][:rows].float()).cpu())
         for key in extra:
             if key in outputs:
-                chunks.setdefault(key, []).append(outputs[key].float().cpu())
+                chunks.setdefault(key, []).append(outputs[key][:rows].float().cpu())
     return {key: torch.cat(parts).numpy() for key, parts in chunks.items()}
 
 
@@ -275,13 +332,15 @@ def fit(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.remove_stale_temps(out_dir)
     device = settings.device
     if settings.cuda:
         torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
     model.to(device)
     if settings.cuda and settings.channels_last:
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if settings.compile else model
+    forward = compile_model(model, settings)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     train_data = DeviceData(train_split, device, model.uses_cxr)
@@ -293,7 +352,7 @@ def fit(
     start_epoch, best, best_epoch, bad_epochs, done = 0, -math.inf, None, 0, False
     last_path = out_dir / LAST
     if last_path.exists():
-        state = checkpoint.load(last_path, map_location=device)
+        state = checkpoint.load(last_path, map_location=device, remedy="delete it to train this run from epoch 1")
         if state.get("fingerprint") == fingerprint_json:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -371,6 +430,7 @@ def fit(
         "best_val_prauc": best,
         "epochs_run": len(history),
         "stopped_early": bool(done),
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if settings.cuda else None,
         "history": history,
     }
 

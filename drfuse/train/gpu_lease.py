@@ -1,15 +1,18 @@
 """GPU lease: concurrent training jobs on one workstation each take a different GPU.
 
 `snakemake --resources gpu=N` caps how many GPU jobs run at once but never says *which* GPU a job
-got. Each job therefore takes a lease: an exclusive `fcntl.flock` on one lock file per GPU id in a
-lease folder (`$DRFUSE_GPU_LOCK_DIR`, default `/tmp/drfuse-gpu-leases-$USER`), then restricts
-itself to that GPU by setting `CUDA_VISIBLE_DEVICES` before torch initialises CUDA. The kernel
-drops the lock when the process exits, however it exits, so a killed job never leaves a stale
-lease behind.
+got. Each job therefore takes a lease: an exclusive `fcntl.flock` (`locks.try_lock`) on one lock
+file per GPU id in a lease folder (`$DRFUSE_GPU_LOCK_DIR`, default
+`/tmp/drfuse-gpu-leases-$USER`, with `-slurm<job id>` appended inside a SLURM job, whose GPUs the
+scheduler already keeps apart from other jobs' and which number from 0 in every job), then
+restricts itself to that GPU by setting `CUDA_VISIBLE_DEVICES` before torch initialises CUDA. The
+kernel drops the lock when the process exits, however it exits, so a killed job never leaves a
+stale lease behind.
 
 Which ids are leased: `$DRFUSE_GPU_IDS` (comma list; lets tests fake a device list), else a preset
 `CUDA_VISIBLE_DEVICES` (a lease is taken among those ids only), else every GPU the NVIDIA driver
-lists. With 0 or 1 id there is nothing to share and no lease is taken.
+lists. With no id (no GPU) no lease is taken; with one, jobs take turns on it (two trainings
+sharing one GPU risk running out of its memory).
 
 When every id is leased the job waits, polling, for up to `$DRFUSE_GPU_LEASE_TIMEOUT` seconds
 (default 3600) and then fails with an error naming the lease folder: with Snakemake's `gpu=N` no
@@ -18,7 +21,6 @@ larger than the number of GPUs this wait never happens; it guards runs started b
 
 from __future__ import annotations
 
-import fcntl
 import getpass
 import logging
 import os
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 from drfuse.errors import UserError
+from drfuse.train import locks
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ def lock_dir() -> Path:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return Path("/tmp") / f"drfuse-gpu-leases-{user}"
+    job = os.environ.get("SLURM_JOB_ID")
+    return Path("/tmp") / (f"drfuse-gpu-leases-{user}" + (f"-slurm{job}" if job else ""))
 
 
 def _driver_gpu_ids() -> list[str]:
@@ -84,8 +88,7 @@ class GpuLease:
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
+            locks.unlock(self._fd)
             self._fd = None
 
     def __enter__(self) -> GpuLease:
@@ -98,31 +101,20 @@ class GpuLease:
         return f"GpuLease(gpu_id={self.gpu_id!r}, path={str(self.path) if self.path else None!r})"
 
 
-def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    # who holds it, for a person looking at the lease folder
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+def _cuda_initialised() -> bool:
+    return "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized()
 
 
 def acquire(ids: list[str] | None = None, timeout_s: float | None = None, set_env: bool = True) -> GpuLease:
     """Lease one GPU id among `ids` (default: `candidate_ids()`), waiting up to `timeout_s`.
 
-    With `set_env`, CUDA_VISIBLE_DEVICES is set to the leased id; that must happen before torch
-    initialises CUDA, which is checked. Returns a lease with `gpu_id None` when there is nothing
-    to share (0 or 1 id).
+    With `set_env`, CUDA_VISIBLE_DEVICES is set to the leased id; once torch has initialised CUDA
+    that is only allowed when it is already the value (checked). Returns a lease with
+    `gpu_id None` when there is no GPU.
     """
     ids = candidate_ids() if ids is None else list(ids)
-    if len(ids) <= 1:
-        return GpuLease(ids[0] if ids else None, None, None)
-    if set_env and "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
-        raise RuntimeError("GPU lease taken after torch initialised CUDA: CUDA_VISIBLE_DEVICES would be ignored")
+    if not ids:
+        return GpuLease(None, None, None)
     if timeout_s is None:
         timeout_s = float(os.environ.get("DRFUSE_GPU_LEASE_TIMEOUT", "3600"))
     folder = lock_dir()
@@ -132,12 +124,17 @@ def acquire(ids: list[str] | None = None, timeout_s: float | None = None, set_en
     while True:
         for gpu_id in ids:
             path = folder / _lock_name(gpu_id)
-            fd = _try_lock(path)
-            if fd is not None:
-                if set_env:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
-                log.info("leased GPU %s (%s)", gpu_id, path)
-                return GpuLease(gpu_id, fd, path)
+            fd = locks.try_lock(path)
+            if fd is None:
+                continue
+            lease = GpuLease(gpu_id, fd, path)
+            if set_env and os.environ.get("CUDA_VISIBLE_DEVICES") != gpu_id:
+                if _cuda_initialised():
+                    lease.release()
+                    raise RuntimeError("GPU lease taken after torch initialised CUDA: CUDA_VISIBLE_DEVICES would be ignored")
+                os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+            log.info("leased GPU %s (%s)", gpu_id, path)
+            return lease
         if time.monotonic() >= deadline:
             raise UserError(
                 f"all {len(ids)} GPUs ({', '.join(ids)}) are leased by other jobs (lock files in {folder}); "
@@ -145,6 +142,7 @@ def acquire(ids: list[str] | None = None, timeout_s: float | None = None, set_en
                 "no larger than the number of GPUs"
             )
         if not warned:
-            log.warning("all %d GPUs are leased (%s); waiting for one to be released", len(ids), folder)
+            holders = "; ".join(f"GPU {i}: {locks.holder(folder / _lock_name(i))}" for i in ids)
+            log.warning("all %d GPUs are leased (%s: %s); waiting for one to be released", len(ids), folder, holders)
             warned = True
         time.sleep(POLL_SECONDS)

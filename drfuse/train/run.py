@@ -1,6 +1,7 @@
 """`drfuse train` and `drfuse predict`: one model on one training set, and its test predictions.
 
-`train` leases a GPU when several are shared (see `gpu_lease`), seeds every generator, builds the
+`train` holds `out_dir/.train.lock` (a second `train` into the same folder fails at once, naming
+the holder: `locks.train_dir_lock`), leases a GPU (see `gpu_lease`), seeds every generator, builds the
 model from the registry, loads the train and validation splits of the training set and runs the
 engine into `train/{model}/{train_set}/seed{n}/` (best.pt, last.pt, metrics.csv, then run.json
 last, so run.json means "finished").
@@ -24,7 +25,7 @@ import polars as pl
 
 from drfuse.errors import UserError
 from drfuse.phenotypes import PHENOTYPES
-from drfuse.train import checkpoint, gpu_lease
+from drfuse.train import checkpoint, gpu_lease, locks
 from drfuse.train.data import dataset_for, fingerprint, load_split
 from drfuse.train.engine import BEST, REPRESENTATIONS, DeviceData, EngineSettings, fit, predict_outputs, resolve_device
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ATTENTION_TOKENS = ("ehr", "shared", "cxr")
 # settings that may change between a killed run and its restart without invalidating last.pt
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "num_threads", "compile", "amp", "channels_last")
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "num_threads", "compile", "pad_images", "amp", "channels_last")
 
 
 def _lease(train_cfg: dict) -> gpu_lease.GpuLease:
@@ -62,7 +63,7 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
 
     out_dir = Path(out_dir)
     train_cfg = cfg["train"]
-    with _lease(train_cfg) as lease:
+    with locks.train_dir_lock(out_dir), _lease(train_cfg) as lease:
         device = resolve_device(train_cfg)
         checkpoint.seed_everything(seed)
         model = build_model(model_name, cfg["model"])
@@ -94,7 +95,7 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
             "python": platform.python_version(),
             **{k: v for k, v in summary.items() if k != "history"},
         }
-    _write_json(run, out_dir / "run.json")
+        _write_json(run, out_dir / "run.json")
     return run
 
 
@@ -110,7 +111,7 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
         raise UserError(f"no best checkpoint {best_path}: train the run first (`drfuse train`)")
     with _lease(cfg["train"]):
         device = resolve_device(cfg["train"])
-        state = checkpoint.load(best_path)
+        state = checkpoint.load(best_path, remedy=f"delete the run folder {run_dir} and train it again")
         meta = json.loads(state["meta"])
         model = build_model(meta["model_name"], meta["model_cfg"])
         model.load_state_dict(state["model"])
