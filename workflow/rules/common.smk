@@ -38,6 +38,20 @@ PREDICTIONS = [str(R / p) for p in prediction_targets(CFG)]
 FINAL_OUTPUTS = [
     str(R / "tables" / f"table{i}.{ext}") for i in (1, 2, 3, 4) for ext in ("csv", "md", "tex")
 ] + [str(R / "figures" / f) for f in ("tsne.png", "attention.png", "pr_curves.png")]
+FINAL_OUTPUTS += [str(R / "tables" / f"{name}.{ext}") for name in ("seeds", "paired") for ext in ("csv", "md")]
+
+# The planted-structure check needs an answer key (the built-in data's own, or data.answer_key)
+# and the runs trained and tested on the matched subset.
+if CFG["data"].get("answer_key"):
+    ANSWER_KEY = Path(CFG["data"]["answer_key"])
+elif BUILTIN:
+    ANSWER_KEY = R / "synth" / "answer_key" / "label_groups.csv"
+else:
+    ANSWER_KEY = None
+PLANTED_PREDICTIONS = [p for p in PREDICTIONS if Path(p).parts[-3] == "matched" and Path(p).stem == "matched"]
+PLANTED = ANSWER_KEY is not None and bool(PLANTED_PREDICTIONS)
+if PLANTED:
+    FINAL_OUTPUTS += [str(R / "tables" / "planted.csv"), str(R / "tables" / "planted.md"), str(R / "figures" / "planted.png")]
 
 # The software environment of every rule under `--sdm conda` (path relative to workflow/rules/).
 CONDA_ENV = "../../envs/drfuse.yaml"

@@ -7,6 +7,8 @@ if BUILTIN:
         output:
             mimic_iv=directory(R / "synth" / "mimic-iv"),
             mimic_cxr=directory(R / "synth" / "mimic-cxr-jpg"),
+            answer_key=R / "synth" / "answer_key" / "label_groups.csv",
+            latent_labels=R / "synth" / "answer_key" / "latent_labels.parquet",
         params:
             settings=CFG["synth"],
             out=R / "synth",
