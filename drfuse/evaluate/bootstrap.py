@@ -159,6 +159,25 @@ def summarise(arrays: dict[str, np.ndarray], labels: tuple[str, ...], ci: float)
     return pd.DataFrame(rows)
 
 
+def select_run(frame: pd.DataFrame, name: str, model: str, train_set: str, test_set: str, seeds: list[int], metric: str) -> pd.DataFrame:
+    """The rows of bootstrap.parquet or resamples.parquet (`name`) of one run and metric, every
+    seed in `seeds` present (else an error saying which to re-run)."""
+    sel = frame[
+        (frame["model"] == model)
+        & (frame["train_set"] == train_set)
+        & (frame["test_set"] == test_set)
+        & (frame["metric"] == metric)
+        & (frame["seed"].isin(seeds))
+    ]
+    missing = sorted(set(seeds) - set(sel["seed"]))
+    if missing:
+        raise UserError(
+            f"eval/{name} has no {metric} results for model={model} train_set={train_set} "
+            f"test_set={test_set} seed(s) {missing}: re-run `drfuse evaluate` with its predictions"
+        )
+    return sel
+
+
 def write_parquet_atomic(df: pd.DataFrame, out_path: Path) -> None:
     """Write next to the target, then rename: a failed run leaves no half-written file."""
     out_path = Path(out_path)

@@ -23,6 +23,10 @@ Criteria, for every model with attention, per seed and for the mean (thresholds 
   over EHR-only labels / the Transformer's (same training set, test set and seed); pass at
   >= `min_prauc_ratio`. NaN (no verdict) when the reference model was not run.
 
+For experiment scripts: `planted_groups(paths, key)` (the per-group table) and `check(paths, key,
+settings)` (label table, group table, criteria) on any prediction files, e.g.
+`sorted(Path("results/predict").glob("*/matched/seed*/matched.parquet"))`.
+
 Outputs (`write_report`): `planted.csv` (a `section` column: `group`, `label`, `criterion` rows),
 `planted.md`, `planted.png` (PRAUC per group and model; attention per group).
 """
@@ -105,10 +109,8 @@ def group_table(labels: pd.DataFrame) -> pd.DataFrame:
     out = labels.groupby(keys, sort=False, dropna=False).agg(
         n_labels=("label", "size"), prauc=("prauc", "mean"), **{c: (c, "mean") for c in ATTN}
     ).reset_index()
-    out["model_order"] = out["model"].map({m: i for i, m in enumerate(ordered_models(out["model"]))})
     out["group_order"] = out["group"].map({g: i for i, g in enumerate(GROUPS)})
-    out = out.sort_values(["model_order", "train_set", "test_set", "group_order"], kind="stable")
-    return out.drop(columns=["model_order", "group_order"]).reset_index(drop=True)
+    return _sorted(out, ["group_order"]).drop(columns="group_order")
 
 
 def planted_groups(prediction_paths: list[Path], answer_key: Path) -> pd.DataFrame:
@@ -127,7 +129,7 @@ def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict) -> pd.D
         share = float(favoured.astype(bool).mean()) if len(favoured) else np.nan
         rows.append({**run._asdict(), "criterion": "attention_share", "value": share,
                      "threshold": float(settings["min_attention_share"])})
-        for group, reference in (("cxr", REFERENCE["cxr"]), ("ehr", REFERENCE["ehr"])):
+        for group, reference in REFERENCE.items():
             own = by_run.get((run.model, run.train_set, run.test_set, run.seed, group), np.nan)
             ref = by_run.get((reference, run.train_set, run.test_set, run.seed, group), np.nan)
             ratio = own / ref if ref and not np.isnan(ref) else np.nan
@@ -135,7 +137,16 @@ def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict) -> pd.D
                          "threshold": float(settings["min_prauc_ratio"])})
     out = pd.DataFrame(rows, columns=[*RUN_KEYS, "criterion", "value", "threshold"])
     out["passed"] = pd.Series([None if np.isnan(v) else bool(v >= t) for v, t in zip(out["value"], out["threshold"])], dtype=object)
-    return out
+    return _sorted(out, ["criterion"])
+
+
+def _sorted(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+    """Models in the paper's order, then training set, test set, seed (the mean last), `then`."""
+    order = {m: i for i, m in enumerate(ordered_models(table["model"]))}
+    keys = table.assign(model_order=table["model"].map(order), mean_last=table["seed"].eq(MEAN),
+                        seed_order=pd.to_numeric(table["seed"], errors="coerce"))
+    keys = keys.sort_values(["model_order", "train_set", "test_set", "mean_last", "seed_order", *then], kind="stable")
+    return table.loc[keys.index].reset_index(drop=True)
 
 
 def planted_csv(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -182,6 +193,7 @@ def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, a
                                      ["Mean over the test stays with a CXR and the group's labels (mean over seeds)."]))
     single = labels[labels["group"].isin(list(SINGLE)) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
     shown = single[single["model"] == "drfuse"] if (single["model"] == "drfuse").any() else single
+    shown = shown.sort_values("group", key=lambda g: g.map({g: i for i, g in enumerate(GROUPS)}), kind="stable")
     if len(shown):
         rows = [[display_name(r.model), r.label, r.group, fmt(r.attn_ehr), fmt(r.attn_cxr), f"{r.attention_margin:+.3f}",
                  "yes" if r.favours_planted else "no"] for r in shown.itertuples()]
@@ -237,12 +249,18 @@ def figure(labels: pd.DataFrame, groups: pd.DataFrame, out: Path) -> None:
     save_png(fig, Path(out))
 
 
+def check(prediction_paths: list[Path], answer_key: Path, settings: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(label table, group table, criteria) of prediction files against an answer key, with the
+    `evaluation.planted` settings: what an experiment script needs to compare model variants."""
+    labels = label_table(prediction_paths, read_label_groups(answer_key), float(settings["attention_margin"]))
+    groups = group_table(labels)
+    return labels, groups, criteria(labels, groups, settings)
+
+
 def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict, table_dir: Path, figure_path: Path) -> None:
     """planted.{csv,md} into `table_dir` and the figure to `figure_path`."""
     answer_key = Path(answer_key)
-    labels = label_table(prediction_paths, read_label_groups(answer_key), float(settings["attention_margin"]))
-    groups = group_table(labels)
-    verdicts = criteria(labels, groups, settings)
+    labels, groups, verdicts = check(prediction_paths, answer_key, settings)
     write_text_atomic(Path(table_dir) / "planted.csv", csv_text(planted_csv(labels, groups, verdicts)))
     write_text_atomic(Path(table_dir) / "planted.md", render(labels, groups, verdicts, answer_key))
     figure(labels, groups, figure_path)

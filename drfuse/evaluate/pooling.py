@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from drfuse.errors import UserError
+from drfuse.evaluate.bootstrap import select_run
 
 RESAMPLES_FILE = Path("eval") / "resamples.parquet"
 
@@ -39,19 +40,7 @@ def load_resamples(results_dir: Path) -> pd.DataFrame:
 def resample_matrix(resamples: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int],
                     metric: str = "prauc") -> tuple[np.ndarray, str]:
     """Macro values, seeds x resamples (rows in the order of `seeds`), and their resample key."""
-    sel = resamples[
-        (resamples["model"] == model)
-        & (resamples["train_set"] == train_set)
-        & (resamples["test_set"] == test_set)
-        & (resamples["metric"] == metric)
-        & (resamples["seed"].isin(seeds))
-    ]
-    missing = sorted(set(seeds) - set(sel["seed"]))
-    if missing:
-        raise UserError(
-            f"eval/resamples.parquet has no {metric} resamples for model={model} train_set={train_set} "
-            f"test_set={test_set} seed(s) {missing}: re-run `drfuse evaluate` with its predictions"
-        )
+    sel = select_run(resamples, "resamples.parquet", model, train_set, test_set, seeds, metric)
     keys = sel["resample_key"].unique()
     if len(keys) != 1:
         raise UserError(

@@ -32,6 +32,7 @@ import pandas as pd
 
 from drfuse.config import data_source
 from drfuse.errors import UserError
+from drfuse.evaluate.bootstrap import select_run
 from drfuse.evaluate.pooling import load_resamples, pooled_interval, resample_matrix
 from drfuse.evaluate.render import csv_text, markdown, write_table, write_text_atomic
 from drfuse.phenotypes import PHENOTYPES
@@ -115,21 +116,9 @@ def load_stays(results_dir: Path) -> pd.DataFrame:
 
 
 def bootstrap_rows(boot: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], label: str, metric: str = "prauc") -> pd.DataFrame:
-    sel = boot[
-        (boot["model"] == model)
-        & (boot["train_set"] == train_set)
-        & (boot["test_set"] == test_set)
-        & (boot["metric"] == metric)
-        & (boot["seed"].isin(seeds))
-    ]
-    sel = sel[sel["label"] == label] if label != "*" else sel
-    found = set(sel["seed"])
-    if found != set(seeds):
-        raise UserError(
-            f"eval/bootstrap.parquet has no {metric} results for model={model} train_set={train_set} "
-            f"test_set={test_set} seed(s) {sorted(set(seeds) - found)}: re-run `drfuse evaluate` with its predictions"
-        )
-    return sel
+    """One run's rows of bootstrap.parquet: one label (or every label with "*"), every seed."""
+    sel = select_run(boot, "bootstrap.parquet", model, train_set, test_set, seeds, metric)
+    return sel[sel["label"] == label] if label != "*" else sel
 
 
 def _summary(boot: pd.DataFrame, resamples: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], ci: float) -> dict:
