@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 
 from drfuse.errors import UserError
 from drfuse.evaluate.bootstrap import evaluate
-from drfuse.evaluate.planted import criteria, group_table, label_table, planted_groups, write_report
+from drfuse.evaluate.planted import check, criteria, group_table, label_table, planted_groups, write_report
 from drfuse.phenotypes import PHENOTYPES
 from tests.test_metrics import fake_test_set, write_predictions
 
@@ -145,6 +145,27 @@ def test_the_key_decides_the_groups(tmp_path, predictions):
     assert groups.loc[("transformer", "mean", "cxr"), "prauc"] > groups.loc[("transformer", "mean", "ehr"), "prauc"] + 0.3
     with pytest.raises(UserError, match="answer key"):
         planted_groups(predictions, write_key(tmp_path / "short.csv", dict(list(KEY.items())[:20])))
+
+
+def test_files_laid_out_otherwise_are_described_by_the_caller(tmp_path, predictions):
+    """An experiment script keeps runs as runs/<variant>/<model>.<train_set>.seed<n>/<test_set>.parquet."""
+    moved = []
+    for path in predictions:
+        model, train_set, seed = path.parts[-4], path.parts[-3], path.parts[-2]
+        target = tmp_path / "runs" / "base" / f"{model}.{train_set}.{seed}" / path.name
+        target.parent.mkdir(parents=True)
+        moved.append(Path(path.replace(target)))
+
+    def describe(path: Path) -> dict:
+        model, train_set, seed = path.parent.name.split(".")
+        return {"model": model, "train_set": train_set, "test_set": path.stem, "seed": int(seed.removeprefix("seed"))}
+
+    key = write_key(tmp_path / "key.csv", KEY)
+    with pytest.raises(UserError, match="expected a path like"):
+        planted_groups(moved, key)
+    labels, groups, verdicts = check(moved, key, SETTINGS, describe=describe)
+    assert set(groups["model"]) == {"drfuse", "transformer", "resnet50"} and set(groups["seed"]) == {0, 1, "mean"}
+    assert verdicts.query("seed == 1 and criterion == 'attention_share'")["value"].iloc[0] == pytest.approx(0.7)
 
 
 def test_report_files(tmp_path, predictions):

@@ -25,7 +25,9 @@ Criteria, for every model with attention, per seed and for the mean (thresholds 
 
 For experiment scripts: `planted_groups(paths, key)` (the per-group table) and `check(paths, key,
 settings)` (label table, group table, criteria) on any prediction files, e.g.
-`sorted(Path("results/predict").glob("*/matched/seed*/matched.parquet"))`.
+`sorted(Path("results/predict").glob("*/matched/seed*/matched.parquet"))`. Files laid out otherwise
+take `describe=`, a function path -> {model, train_set, test_set, seed}; the references of the
+criteria are the runs named `resnet50` and `transformer`.
 
 Outputs (`write_report`): `planted.csv` (a `section` column: `group`, `label`, `criterion` rows),
 `planted.md`, `planted.png` (PRAUC per group and model; attention per group).
@@ -34,6 +36,7 @@ Outputs (`write_report`): `planted.csv` (a `section` column: `group`, `label`, `
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +66,8 @@ CRITERIA = {
 MEAN = "mean"
 
 
-def _per_label(path: Path) -> list[dict]:
-    meta = parse_prediction_path(path)
+def _per_label(path: Path, describe: Callable[[Path], dict]) -> list[dict]:
+    meta = {key: describe(path)[key] for key in RUN_KEYS}
     _, y, p = read_predictions(path)
     attn_cols = [f"attn:{lab}:{part}" for lab in PHENOTYPES for part, _ in ATTENTION_PARTS]
     df = pd.read_parquet(path)
@@ -89,10 +92,12 @@ def _with_seed_mean(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return out[table.columns]
 
 
-def label_table(prediction_paths: list[Path], groups: dict[str, str], attention_margin: float = 0.0) -> pd.DataFrame:
+def label_table(prediction_paths: list[Path], groups: dict[str, str], attention_margin: float = 0.0,
+                describe: Callable[[Path], dict] = parse_prediction_path) -> pd.DataFrame:
     """One row per (prediction file or seed mean, label): prauc, attention, the label's group and,
-    for single-modality labels of attention models, attention_margin and favours_planted."""
-    rows = [row for path in prediction_paths for row in _per_label(Path(path))]
+    for single-modality labels of attention models, attention_margin and favours_planted.
+    `describe` gives a file's model, train_set, test_set and seed (default: from the workflow's path)."""
+    rows = [row for path in prediction_paths for row in _per_label(Path(path), describe)]
     table = pd.DataFrame(rows, columns=[*RUN_KEYS, "label", "prauc", *ATTN])
     table.insert(table.columns.get_loc("label") + 1, "group", table["label"].map(groups))
     table = _with_seed_mean(table, ["model", "train_set", "test_set", "label", "group"])
@@ -113,9 +118,9 @@ def group_table(labels: pd.DataFrame) -> pd.DataFrame:
     return _sorted(out, ["group_order"]).drop(columns="group_order")
 
 
-def planted_groups(prediction_paths: list[Path], answer_key: Path) -> pd.DataFrame:
+def planted_groups(prediction_paths: list[Path], answer_key: Path, describe: Callable[[Path], dict] = parse_prediction_path) -> pd.DataFrame:
     """Per prediction file (and seed mean) and planted group: mean PRAUC and mean attention."""
-    return group_table(label_table(prediction_paths, read_label_groups(answer_key)))
+    return group_table(label_table(prediction_paths, read_label_groups(answer_key), describe=describe))
 
 
 def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict) -> pd.DataFrame:
@@ -249,18 +254,20 @@ def figure(labels: pd.DataFrame, groups: pd.DataFrame, out: Path) -> None:
     save_png(fig, Path(out))
 
 
-def check(prediction_paths: list[Path], answer_key: Path, settings: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def check(prediction_paths: list[Path], answer_key: Path, settings: dict,
+          describe: Callable[[Path], dict] = parse_prediction_path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(label table, group table, criteria) of prediction files against an answer key, with the
     `evaluation.planted` settings: what an experiment script needs to compare model variants."""
-    labels = label_table(prediction_paths, read_label_groups(answer_key), float(settings["attention_margin"]))
+    labels = label_table(prediction_paths, read_label_groups(answer_key), float(settings["attention_margin"]), describe)
     groups = group_table(labels)
     return labels, groups, criteria(labels, groups, settings)
 
 
-def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict, table_dir: Path, figure_path: Path) -> None:
+def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict, table_dir: Path, figure_path: Path,
+                 describe: Callable[[Path], dict] = parse_prediction_path) -> None:
     """planted.{csv,md} into `table_dir` and the figure to `figure_path`."""
     answer_key = Path(answer_key)
-    labels, groups, verdicts = check(prediction_paths, answer_key, settings)
+    labels, groups, verdicts = check(prediction_paths, answer_key, settings, describe)
     write_text_atomic(Path(table_dir) / "planted.csv", csv_text(planted_csv(labels, groups, verdicts)))
     write_text_atomic(Path(table_dir) / "planted.md", render(labels, groups, verdicts, answer_key))
     figure(labels, groups, figure_path)
