@@ -114,7 +114,15 @@ def cmd_evaluate(args):
     from drfuse.evaluate.bootstrap import evaluate
 
     cfg = _cfg(args)["evaluation"]
-    evaluate([Path(p) for p in args.predictions], Path(args.out), cfg["n_bootstrap"], cfg["seed"], cfg["ci"])
+    evaluate([Path(p) for p in args.predictions], Path(args.out), cfg["n_bootstrap"], cfg["seed"], cfg["ci"],
+             resamples_path=Path(args.resamples) if args.resamples else None)
+
+
+def cmd_planted(args):
+    from drfuse.evaluate.planted import write_report
+
+    settings = _cfg(args)["evaluation"]["planted"]
+    write_report([Path(p) for p in args.predictions], Path(args.answer_key), settings, Path(args.tables), Path(args.figure))
 
 
 def cmd_tables(args):
@@ -216,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap PRAUC / AUROC of prediction files",
         (["--predictions"], {"nargs": "+", "required": True}),
         (["--out"], req),
+        (["--resamples"], {"default": None, "help": "also write every resample's macro values here (tables need them)"}),
+    )
+    add(
+        "planted",
+        cmd_planted,
+        "PRAUC and attention per planted modality group, against an answer key",
+        (["--answer-key"], {"required": True, "help": "label_groups.csv (drfuse.synth.answer_key)"}),
+        (["--predictions"], {"nargs": "+", "required": True}),
+        (["--tables"], {"required": True, "help": "folder for planted.csv and planted.md"}),
+        (["--figure"], {"required": True, "help": "path of planted.png"}),
     )
     add("tables", cmd_tables, "the paper's Tables 1-4 beside ours", (["--results"], {"default": "results"}), (["--out"], req))
     add("figures", cmd_figures, "t-SNE, attention and PR-curve figures", (["--results"], {"default": "results"}), (["--out"], req))

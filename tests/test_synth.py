@@ -66,6 +66,9 @@ def tables(synth) -> dict[str, pl.DataFrame]:
 
 
 def test_files_and_columns_match_the_real_releases(synth, demo_dir, cxr_samples_dir):
+    # the answer key sits beside the MIMIC-shaped trees, never inside them
+    assert sorted(p.name for p in synth.iterdir()) == ["answer_key", "mimic-cxr-jpg", "mimic-iv"]
+    assert sorted(p.name for p in (synth / "answer_key").iterdir()) == ["label_groups.csv", "latent_labels.parquet"]
     written = sorted(str(p.relative_to(synth)) for p in synth.rglob("*.csv.gz"))
     assert written == sorted([f"mimic-iv/{f}" for f in IV_FILES] + [f"mimic-cxr-jpg/{CXR_META}"])
     for name in IV_FILES:
@@ -285,3 +288,76 @@ def test_bad_settings_name_the_setting(tmp_path, bad, setting):
     with pytest.raises(UserError, match=re.escape(setting)):
         generate(tmp_path / "x", {**SETTINGS, **bad})
     assert not (tmp_path / "x").exists()
+
+
+def test_every_label_effect_is_declared_with_the_items_that_show_it(tables):
+    """The answer key trusts VARIABLE_ITEMS and SIGNALS: every item of the generated data that the
+    features stage reads must be declared there, and every declared item must be generated."""
+    from drfuse.data.items import item_to_variable
+    from drfuse.synth.events import SIGNALS, VARIABLE_ITEMS
+
+    declared = {i for items in VARIABLE_ITEMS.values() for i in items} | {i for *_, items in SIGNALS.values() for i in items}
+    generated = {int(i) for name in ("chartevents", "labevents") for i in tables[name]["itemid"].unique()}
+    read_by_features = {i for i in generated if i in item_to_variable()}
+    # height is charted but no label moves it; everything else the model reads must be declared
+    assert read_by_features - declared == {226707, 226730}
+    assert declared <= generated, declared - generated
+
+
+def test_answer_key_groups_follow_the_generators_tables(synth, monkeypatch):
+    from drfuse.synth import answer_key, cxr, events
+
+    key = pl.read_csv(synth / "answer_key" / "label_groups.csv")
+    assert key["label"].to_list() == list(PHENOTYPES)
+    assert key.equals(answer_key.label_groups())
+    assert answer_key.read_label_groups(synth / "answer_key" / "label_groups.csv") == dict(key.select("label", "group").iter_rows())
+    group = dict(key.select("label", "group").iter_rows())
+    signs = {PHENOTYPES[k] for k, *_ in cxr.SIGN_MODEL.values()}
+    assert {lab for lab, g in group.items() if g in ("cxr", "both")} == signs
+    assert group["Conduction disorders"] == "cxr"  # pacemaker only
+    assert group["Pneumonia (except that caused by tuberculosis or sexually transmitted disease)"] == "both"
+    # creatinine is generated (CKD, renal failure) but is none of the 17 channels; renal failure
+    # also lowers the pH, a channel
+    assert group["Chronic kidney disease"] == "none"
+    assert group["Acute and unspecified renal failure"] == "ehr"
+    assert "pH" in key.filter(pl.col("label") == "Acute and unspecified renal failure")["ehr_channels"][0]
+
+    # a changed generator changes the key: a new sign for shock, creatinine charted under a channel
+    monkeypatch.setitem(cxr.SIGN_MODEL, "line", (PHENOTYPES.index("Shock"), 0.5, 0.1))
+    monkeypatch.setitem(events.VARIABLE_ITEMS, "creat", (50912, 220621))
+    changed = dict(answer_key.label_groups().select("label", "group").iter_rows())
+    assert changed["Shock"] == "both" and changed["Chronic kidney disease"] == "ehr"
+    assert sum(changed[lab] != group[lab] for lab in PHENOTYPES) == 2
+
+
+def test_latent_labels_are_the_coded_labels_keyed_by_mimic_ids(synth, tables):
+    latent = pl.read_parquet(synth / "answer_key" / "latent_labels.parquet")
+    stays = tables["icustays"].select(pl.col("subject_id", "hadm_id", "stay_id").cast(pl.Int64))
+    assert latent.columns == ["subject_id", "hadm_id", "stay_id", *PHENOTYPES]
+    assert latent.select("subject_id", "hadm_id", "stay_id").equals(stays.sort("stay_id"))
+    assert all(latent[lab].dtype == pl.Int8 for lab in PHENOTYPES)
+    # the ICD codes carry the latent labels of the admissions that were coded
+    coded = admission_labels(tables["diagnoses_icd"]).with_columns(pl.col("hadm_id").cast(pl.Int64))
+    joined = latent.join(coded, on="hadm_id", suffix="_icd")
+    assert joined.height > 0.9 * latent.height
+    for lab in PHENOTYPES:
+        icd = joined[f"{lab}_icd"] if f"{lab}_icd" in joined.columns else pl.Series([0] * joined.height)
+        agreement = (joined[lab].cast(pl.Int64) == icd.cast(pl.Int64)).mean()
+        assert agreement > 0.97, (lab, agreement)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("label,group\nShock,ehr\n", "missing"),
+    ("label,kind\n", "missing column"),
+    ("".join(["label,group\n"] + [f'"{lab}",{"eeg" if k == 0 else "none"}\n' for k, lab in enumerate(PHENOTYPES)]), "group must be one of"),
+])
+def test_a_bad_answer_key_names_the_file(tmp_path, text, message):
+    from drfuse.synth.answer_key import read_label_groups
+
+    path = tmp_path / "label_groups.csv"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as err:
+        read_label_groups(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(UserError, match="not found"):
+        read_label_groups(tmp_path / "absent.csv")

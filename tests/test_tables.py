@@ -98,7 +98,8 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     models = ["resnet50", "transformer", "medfuse", "medfuse2", "drfuse", "drfuse_no_disentangle", "drfuse_mse", "drfuse_no_rank"]
     paths = make_predictions(tmp_path, stays, usable, models, seeds=(0, 1))
     ev = cfg["evaluation"]
-    evaluate(paths, tmp_path / "eval" / "bootstrap.parquet", ev["n_bootstrap"], ev["seed"], ev["ci"])
+    evaluate(paths, tmp_path / "eval" / "bootstrap.parquet", ev["n_bootstrap"], ev["seed"], ev["ci"],
+             resamples_path=tmp_path / "eval" / "resamples.parquet")
     out = tmp_path / "tables"
     build_tables(tmp_path, cfg, out)
 
@@ -118,7 +119,15 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     row = t2.query("model == 'MedFuse-II' and train_set == 'full' and test_set == 'matched'").iloc[0]
     assert row["prauc"] == pytest.approx(sel["estimate"].mean(), abs=1e-6)
     assert row["prauc_std"] == pytest.approx(sel["estimate"].std(ddof=1), abs=1e-6)
-    assert row["ci_low"] == pytest.approx(sel["ci_low"].mean(), abs=1e-6)
+    # the pooled interval: percentile interval of the per-resample mean over the two seeds
+    res = pd.read_parquet(tmp_path / "eval" / "resamples.parquet").query(
+        "model == 'medfuse2' and train_set == 'full' and test_set == 'matched' and metric == 'prauc'")
+    per_resample = res.pivot(index="resample", columns="seed", values="value").mean(axis=1)
+    assert row["ci_low"] == pytest.approx(np.quantile(per_resample, 0.025), abs=1e-6)
+    assert row["ci_high"] == pytest.approx(np.quantile(per_resample, 0.975), abs=1e-6)
+    # each seed's own number and interval stay in seeds.csv
+    seeds = pd.read_csv(out / "seeds.csv").query("table == 2 and model == 'MedFuse-II' and train_set == 'full' and test_set == 'matched'")
+    assert seeds.set_index("seed")["ci_low"].to_dict() == pytest.approx(sel.set_index("seed")["ci_low"].to_dict(), abs=1e-6)
 
     t3 = pd.read_csv(out / "table3.csv")
     assert list(t3.columns) == list(paper_table(3).columns) + ["MedFuse rel", "MedFuse-II rel", "DrFuse rel"]

@@ -389,6 +389,30 @@ def test_whole_workflow_end_to_end_on_tiny_builtin_data(finished_run):
     # one prediction job per training run wrote both test sets
     assert (results / "predict" / "drfuse" / "full" / "seed0" / "full.parquet").is_file()
     assert (results / "predict" / "drfuse" / "full" / "seed0" / "matched.npz").is_file()
+    check_planted_paired_and_seeds(results, seeds=[0], n_models=10)  # 7 models + 3 ablations
+
+
+def check_planted_paired_and_seeds(results: Path, seeds: list[int], n_models: int) -> None:
+    """The planted-structure check, the paired bootstrap and each seed's numbers of a finished run."""
+    key = pl.read_csv(results / "synth" / "answer_key" / "label_groups.csv")
+    planted = pl.read_csv(results / "tables" / "planted.csv", infer_schema_length=None)
+    groups = planted.filter(pl.col("section") == "group")
+    assert set(groups["group"]) == set(key["group"])
+    assert groups.select("model", "seed").unique().height == n_models * (len(seeds) + 1)  # + the mean
+    criteria = planted.filter((pl.col("section") == "criterion") & (pl.col("model") == "DrFuse"))
+    assert set(criteria["criterion"]) == {"attention_share", "prauc_ratio_cxr", "prauc_ratio_ehr"}
+    assert criteria["value"].is_not_null().all() and criteria["passed"].is_not_null().all()
+    assert "Acceptance criteria" in (results / "tables" / "planted.md").read_text()
+    assert (results / "figures" / "planted.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    paired = pl.read_csv(results / "tables" / "paired.csv", schema_overrides={"seed": pl.String})
+    assert set(paired["seed"]) == {*map(str, seeds), "pooled"}
+    matched = paired.filter((pl.col("train_set") == "matched") & (pl.col("test_set") == "matched") & (pl.col("seed") == "pooled"))
+    assert matched.height == n_models - 1 and "ResNet50" in matched["model"].to_list()
+    assert paired.select(pl.col("ci_low") <= pl.col("ci_high")).to_series().all()
+    per_seed = pl.read_csv(results / "tables" / "seeds.csv")
+    assert sorted(per_seed["seed"].unique()) == seeds and set(per_seed["table"]) == {2, 3, 4}
+    assert (results / "tables" / "seeds.md").stat().st_size > 0 and (results / "tables" / "paired.md").stat().st_size > 0
 
 
 def test_finished_run_has_nothing_to_do(finished_run):
@@ -515,3 +539,26 @@ def test_tables_and_report_name_the_release_the_warnings_and_the_bad_images(tmp_
     assert "- images missing or unreadable: 2 of 100" in md
     # before the stages have run: the source alone
     assert config_mod.data_source({"data": {**cfg["data"], "results_dir": str(tmp_path / "none")}}) == "MIMIC-IV + MIMIC-CXR-JPG"
+
+
+def test_a_second_seed_trains_only_its_runs_and_every_table_pools_both(finished_run):
+    """Last in this module: it adds seed-1 runs to the finished run, which the dry-run checks above
+    must not see."""
+    results = finished_run["results"]
+    tiny = yaml.safe_load(finished_run["config"].read_text())
+    config_file = finished_run["base"] / "two-seeds.yaml"
+    two_seeds = dict(tiny, experiments={
+        "seeds": [0, 1],
+        "table2": {"models": ["transformer", "drfuse"], "train_sets": ["matched"]},
+        "table3": {"models": ["resnet50", "transformer", "drfuse"], "train_set": "matched", "test_set": "matched"},
+        "table4": {"ablations": [], "train_set": "matched"},
+    })
+    config_file.write_text(yaml.safe_dump(two_seeds))
+    result = run_snakemake("--cores", "2", "--configfile", str(config_file))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    trained = sorted(p.parent.relative_to(results / "train").as_posix() for p in (results / "train").glob("*/*/seed1/best.pt"))
+    assert trained == ["drfuse/matched/seed1", "resnet50/matched/seed1", "transformer/matched/seed1"]
+    table2 = pl.read_csv(results / "tables" / "table2.csv")
+    assert table2.height == 4 and (table2["n_seeds"] == 2).all()
+    assert "pooled interval" in (results / "tables" / "table2.md").read_text()
+    check_planted_paired_and_seeds(results, seeds=[0, 1], n_models=3)

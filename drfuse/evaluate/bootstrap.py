@@ -14,7 +14,11 @@ label out of the resample's macro mean; `n_excluded` counts such cases (label ro
 without a value; macro rows: excluded (resample, label) pairs) and `n_resamples_used` says how many
 resample values an interval rests on.
 
-Output: one row per (prediction file, label or 'macro', metric in {prauc, auroc}).
+Output: one row per (prediction file, label or 'macro', metric in {prauc, auroc}). Beside it,
+`resamples.parquet` keeps every resample's macro value per file (long: `model, train_set, seed,
+test_set, resample_key, metric, resample, value`), so intervals of means over seeds and of paired
+differences between models can be taken over the same resamples later (`drfuse.evaluate.pooling`).
+`resample_key` names the resample indices: two files share them iff their keys are equal.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ def _stream_seed(stay_id: np.ndarray, seed: int) -> list[int]:
     """Seed words from the evaluation seed and the test set's sorted stay_ids."""
     digest = hashlib.sha256(np.sort(stay_id).astype("<i8").tobytes()).digest()
     return [int(seed), *np.frombuffer(digest[:16], dtype="<u4").tolist()]
+
+
+def resample_key(stay_id: np.ndarray, seed: int) -> str:
+    """Names the resample indices of a test set: equal keys, equal resamples."""
+    return "-".join(f"{w:08x}" for w in _stream_seed(stay_id, seed))
 
 
 def resample_counts(stay_id: np.ndarray, seed: int, start: int, stop: int) -> np.ndarray:
@@ -150,6 +159,25 @@ def summarise(arrays: dict[str, np.ndarray], labels: tuple[str, ...], ci: float)
     return pd.DataFrame(rows)
 
 
+def select_run(frame: pd.DataFrame, name: str, model: str, train_set: str, test_set: str, seeds: list[int], metric: str) -> pd.DataFrame:
+    """The rows of bootstrap.parquet or resamples.parquet (`name`) of one run and metric, every
+    seed in `seeds` present (else an error saying which to re-run)."""
+    sel = frame[
+        (frame["model"] == model)
+        & (frame["train_set"] == train_set)
+        & (frame["test_set"] == test_set)
+        & (frame["metric"] == metric)
+        & (frame["seed"].isin(seeds))
+    ]
+    missing = sorted(set(seeds) - set(sel["seed"]))
+    if missing:
+        raise UserError(
+            f"eval/{name} has no {metric} results for model={model} train_set={train_set} "
+            f"test_set={test_set} seed(s) {missing}: re-run `drfuse evaluate` with its predictions"
+        )
+    return sel
+
+
 def write_parquet_atomic(df: pd.DataFrame, out_path: Path) -> None:
     """Write next to the target, then rename: a failed run leaves no half-written file."""
     out_path = Path(out_path)
@@ -165,13 +193,24 @@ def write_parquet_atomic(df: pd.DataFrame, out_path: Path) -> None:
         raise
 
 
-def evaluate(prediction_paths: list[Path], out_path: Path, n_bootstrap: int, seed: int, ci: float) -> None:
-    """Bootstrap every prediction file and write all results to one parquet file."""
+def resample_values(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The macro value of every resample (NaN where no label is defined), long format."""
+    frames = []
+    for metric in METRICS:
+        values, _ = macro(arrays[f"boot_{metric}"])
+        frames.append(pd.DataFrame({"metric": metric, "resample": np.arange(len(values), dtype=np.int32), "value": values}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate(prediction_paths: list[Path], out_path: Path, n_bootstrap: int, seed: int, ci: float,
+             resamples_path: Path | None = None) -> None:
+    """Bootstrap every prediction file and write all results to one parquet file; with
+    `resamples_path`, also every resample's macro values (see the module docstring)."""
     if int(n_bootstrap) < 1:
         raise UserError(f"config evaluation.n_bootstrap must be >= 1, got {n_bootstrap}")
     if not prediction_paths:
         raise UserError("evaluate: no prediction files given")
-    frames = []
+    frames, resample_frames = [], []
     test_sets: dict[str, str] = {}
     for path in tqdm(prediction_paths, desc="evaluate", unit="file"):
         path = Path(path)
@@ -179,12 +218,16 @@ def evaluate(prediction_paths: list[Path], out_path: Path, n_bootstrap: int, see
         if not path.exists():
             raise UserError(f"prediction file not found: {path}")
         stay_id, y, p = read_predictions(path)
-        key = _stream_seed(stay_id, seed)[1]
-        test_sets.setdefault(f"{meta['test_set']} ({len(stay_id)} stays, key {key:08x})", str(path))
+        key = resample_key(stay_id, int(seed))
+        test_sets.setdefault(f"{meta['test_set']} ({len(stay_id)} stays, key {key})", str(path))
         arrays = bootstrap_arrays(stay_id, y, p, int(n_bootstrap), int(seed), progress=True)
         summary = summarise(arrays, PHENOTYPES, float(ci))
+        values = resample_values(arrays)
+        values.insert(0, "resample_key", key)
         for name, value in reversed(meta.items()):
             summary.insert(0, name, value)
+            values.insert(0, name, value)
+        resample_frames.append(values)
         summary["n_stays"] = len(stay_id)
         summary["ci"] = float(ci)
         summary["path"] = str(path)
@@ -192,5 +235,7 @@ def evaluate(prediction_paths: list[Path], out_path: Path, n_bootstrap: int, see
         macro_ap = summary.query("label == @MACRO and metric == 'prauc'")
         log.info("%s: macro PRAUC %.4f (%.4f, %.4f)", path, *macro_ap[["estimate", "ci_low", "ci_high"]].iloc[0])
     # files of one test set share resamples iff they hold the same stays: list the groups found
-    log.info("resample groups (test set, stays, stay_id digest): %s", ", ".join(sorted(test_sets)))
+    log.info("resample groups (test set, stays, resample key): %s", ", ".join(sorted(test_sets)))
     write_parquet_atomic(pd.concat(frames, ignore_index=True), out_path)
+    if resamples_path is not None:
+        write_parquet_atomic(pd.concat(resample_frames, ignore_index=True), resamples_path)

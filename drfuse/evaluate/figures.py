@@ -43,7 +43,7 @@ MAX_TSNE_STAYS = 500
 RECALL_GRID = np.linspace(0.0, 1.0, 101)
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     """Save to a temp file beside the target, then rename: no half-written PNG on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
@@ -64,7 +64,7 @@ def _placeholder(path: Path, message: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 2))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _prediction(results_dir: Path, model: str, train_set: str, seed: int, test_set: str) -> Path:
@@ -93,7 +93,7 @@ def tsne_figure(npz_path: Path, out: Path, seed: int) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(markerscale=3)
-    _save(fig, out)
+    save_png(fig, out)
 
 
 def attention_figure(pred_path: Path, out: Path) -> None:
@@ -116,7 +116,7 @@ def attention_figure(pred_path: Path, out: Path) -> None:
     ax.set_xlabel("mean attention weight")
     ax.set_title(f"DrFuse attention per disease ({len(df)} matched test stays)")
     ax.legend(loc="lower right", fontsize=8)
-    _save(fig, out)
+    save_png(fig, out)
 
 
 def macro_pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
@@ -161,7 +161,7 @@ def pr_figure(results_dir: Path, models: list[str], train_set: str, seed: int, o
     if drawn == 0:
         plt.close(fig)
         return _placeholder(out, f"no predictions of models trained on {train_set} under {results_dir / 'predict'}")
-    _save(fig, out)
+    save_png(fig, out)
 
 
 def build_figures(results_dir: Path, cfg: dict, out_dir: Path) -> None:

@@ -14,7 +14,10 @@ config are left out.
 - Table 4: macro PRAUC of the ablations and DrFuse on both test sets. Extra columns
   `prauc_std_matched`, `prauc_std_full`, `n_seeds`.
 
-With several seeds a value is the mean over seeds, and so are the interval bounds.
+With several seeds a value is the mean over seeds and its interval is the pooled bootstrap
+interval (`drfuse.evaluate.pooling`: the percentile interval of the per-resample mean over seeds,
+on the same resamples); `seeds.{csv,md}` keeps each seed's numbers, and `paired.{csv,md}`
+(`drfuse.evaluate.paired`) gives DrFuse minus every other model on shared resamples.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import pandas as pd
 
 from drfuse.config import data_source
 from drfuse.errors import UserError
-from drfuse.evaluate.render import write_table, write_text_atomic
+from drfuse.evaluate.bootstrap import select_run
+from drfuse.evaluate.pooling import load_resamples, pooled_interval, resample_matrix
+from drfuse.evaluate.render import csv_text, markdown, write_table, write_text_atomic
 from drfuse.phenotypes import PHENOTYPES
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,18 @@ PAPER_LABELS = {
 }
 TEST_SETS = ("matched", "full")
 AVERAGE_RANK = "Average Rank"
+
+
+def display_name(model: str) -> str:
+    """The paper's name of a model or ablation; other runs (e.g. grid points) keep their own."""
+    return {**MODEL_NAMES, **ABLATION_NAMES}.get(model, model)
+
+
+def ordered_models(models) -> list[str]:
+    """The paper's models, then its ablations, in the paper's order; other runs sorted after them."""
+    models = set(models)
+    known = [m for m in dict.fromkeys([*MODEL_NAMES, *ABLATION_NAMES]) if m in models]
+    return known + sorted(models - set(known))
 
 
 def paper_label(name: str) -> str:
@@ -98,31 +115,20 @@ def load_stays(results_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def _rows(boot: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], label: str, metric: str = "prauc") -> pd.DataFrame:
-    sel = boot[
-        (boot["model"] == model)
-        & (boot["train_set"] == train_set)
-        & (boot["test_set"] == test_set)
-        & (boot["metric"] == metric)
-        & (boot["seed"].isin(seeds))
-    ]
-    sel = sel[sel["label"] == label] if label != "*" else sel
-    found = set(sel["seed"])
-    if found != set(seeds):
-        raise UserError(
-            f"eval/bootstrap.parquet has no {metric} results for model={model} train_set={train_set} "
-            f"test_set={test_set} seed(s) {sorted(set(seeds) - found)}: re-run `drfuse evaluate` with its predictions"
-        )
-    return sel
+def bootstrap_rows(boot: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], label: str, metric: str = "prauc") -> pd.DataFrame:
+    """One run's rows of bootstrap.parquet: one label (or every label with "*"), every seed."""
+    sel = select_run(boot, "bootstrap.parquet", model, train_set, test_set, seeds, metric)
+    return sel[sel["label"] == label] if label != "*" else sel
 
 
-def _summary(sel: pd.DataFrame) -> dict:
-    """Mean over seeds of the estimate and interval bounds; std of the estimate across seeds."""
-    est = sel["estimate"].to_numpy(float)
+def _summary(boot: pd.DataFrame, resamples: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], ci: float) -> dict:
+    """Macro PRAUC: mean over seeds, pooled interval over the same resamples, std across seeds."""
+    est = bootstrap_rows(boot, model, train_set, test_set, seeds, "macro")["estimate"].to_numpy(float)
+    low, high, _ = pooled_interval(resample_matrix(resamples, model, train_set, test_set, seeds)[0], ci)
     return {
         "prauc": est.mean(),
-        "ci_low": sel["ci_low"].mean(),
-        "ci_high": sel["ci_high"].mean(),
+        "ci_low": low,
+        "ci_high": high,
         "prauc_std": est.std(ddof=1) if len(est) > 1 else np.nan,
         "n_seeds": len(est),
     }
@@ -141,15 +147,30 @@ def table1(stays: pd.DataFrame, usable: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(paper_table(1).columns))
 
 
-def table2(boot: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+def table2_runs(cfg: dict) -> list[tuple[str, str, str]]:
+    """(model, train_set, test_set) of Table 2's rows, in the paper's order."""
     exp = cfg["experiments"]["table2"]
-    seeds = list(cfg["experiments"]["seeds"])
+    return [
+        (model, train_set, test_set)
+        for model in MODEL_NAMES if model in exp["models"]
+        for train_set in TEST_SETS if train_set in exp["train_sets"]
+        for test_set in TEST_SETS
+    ]
+
+
+def table4_variants(cfg: dict) -> list[str]:
+    """Table 4's rows: the configured ablations and DrFuse, in the paper's order."""
+    exp = cfg["experiments"]
+    configured = set(exp["table4"]["ablations"]) | ({"drfuse"} & (set(exp["table2"]["models"]) | set(exp["table3"]["models"])))
+    return [v for v in ABLATION_NAMES if v in configured]
+
+
+def table2(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    seeds, ci = list(cfg["experiments"]["seeds"]), float(cfg["evaluation"]["ci"])
     rows = []
-    for model in [m for m in MODEL_NAMES if m in exp["models"]]:
-        for train_set in [t for t in TEST_SETS if t in exp["train_sets"]]:
-            for test_set in TEST_SETS:
-                sel = _rows(boot, model, train_set, test_set, seeds, "macro")
-                rows.append({"model": MODEL_NAMES[model], "train_set": train_set, "test_set": test_set, **_summary(sel)})
+    for model, train_set, test_set in table2_runs(cfg):
+        summary = _summary(boot, resamples, model, train_set, test_set, seeds, ci)
+        rows.append({"model": MODEL_NAMES[model], "train_set": train_set, "test_set": test_set, **summary})
     return pd.DataFrame(rows, columns=list(paper_table(2).columns) + ["prauc_std", "n_seeds"])
 
 
@@ -173,7 +194,7 @@ def table3(boot: pd.DataFrame, cfg: dict, prevalence: pd.Series) -> pd.DataFrame
     models = [m for m in MODEL_NAMES if m in exp["models"]]
     values = pd.DataFrame(index=list(PHENOTYPES))
     for model in models:
-        sel = _rows(boot, model, exp["train_set"], exp["test_set"], seeds, "*")
+        sel = bootstrap_rows(boot, model, exp["train_set"], exp["test_set"], seeds, "*")
         sel = sel[sel["label"] != "macro"]
         values[MODEL_NAMES[model]] = sel.groupby("label")["estimate"].mean().reindex(values.index)
     avg_rank, rel = rank_and_relative(values, [MODEL_NAMES[m] for m in UNI_MODAL])
@@ -186,15 +207,14 @@ def table3(boot: pd.DataFrame, cfg: dict, prevalence: pd.Series) -> pd.DataFrame
     return pd.concat([out, pd.DataFrame([rank_row])], ignore_index=True)
 
 
-def table4(boot: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+def table4(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     exp = cfg["experiments"]
-    seeds = list(exp["seeds"])
-    configured = set(exp["table4"]["ablations"]) | ({"drfuse"} & (set(exp["table2"]["models"]) | set(exp["table3"]["models"])))
+    seeds, ci = list(exp["seeds"]), float(cfg["evaluation"]["ci"])
     rows = []
-    for variant in [v for v in ABLATION_NAMES if v in configured]:
+    for variant in table4_variants(cfg):
         row = {"variant": ABLATION_NAMES[variant]}
         for test_set in TEST_SETS:
-            s = _summary(_rows(boot, variant, exp["table4"]["train_set"], test_set, seeds, "macro"))
+            s = _summary(boot, resamples, variant, exp["table4"]["train_set"], test_set, seeds, ci)
             row |= {f"prauc_{test_set}": s["prauc"], f"ci_low_{test_set}": s["ci_low"], f"ci_high_{test_set}": s["ci_high"], f"prauc_std_{test_set}": s["prauc_std"]}
             row["n_seeds"] = s["n_seeds"]
         rows.append(row)
@@ -204,17 +224,20 @@ def table4(boot: pd.DataFrame, cfg: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------- ours beside the paper's
 
 
-def _f(x, digits=3) -> str:
+def fmt(x, digits=3) -> str:
     return "-" if x is None or pd.isna(x) else f"{x:.{digits}f}"
 
 
 def _ci(est, low, high, std=np.nan) -> str:
-    spread = "" if pd.isna(std) else f" ± {_f(std)}"
-    return f"{_f(est)}{spread} ({_f(low)}, {_f(high)})"
+    spread = "" if pd.isna(std) else f" ± {fmt(std)}"
+    return f"{fmt(est)}{spread} ({fmt(low)}, {fmt(high)})"
 
 
 def _rel(x) -> str:
     return "" if pd.isna(x) else f" ({x:+.1%})"
+
+
+POOLED_NOTE = "pooled interval: the percentile interval of the per-resample mean over seeds, every seed on the same resamples"
 
 
 def _notes(cfg: dict, extra: str = "") -> list[str]:
@@ -222,7 +245,7 @@ def _notes(cfg: dict, extra: str = "") -> list[str]:
     ev = cfg["evaluation"]
     return [
         f"Ours: {data_source(cfg)}; seed(s) {', '.join(map(str, seeds))}"
-        + (" (mean ± std across seeds; interval bounds averaged)" if len(seeds) > 1 else "")
+        + (f" (mean ± std across seeds; {POOLED_NOTE})" if len(seeds) > 1 else "")
         + f"; {ev['n_bootstrap']} bootstrap resamples, {ev['ci']:.0%} percentile intervals. "
         + "Paper: Yao et al., AAAI 2024 (MIMIC-IV v1.0 + MIMIC-CXR-JPG)."
         + (f" {extra}" if extra else "")
@@ -260,13 +283,13 @@ def render_table3(t3: pd.DataFrame, cfg: dict) -> tuple:
     rows = []
     for r in t3.to_dict("records"):
         is_rank = r["label"] == AVERAGE_RANK
-        row = [r["label"], "" if is_rank else _f(r["prevalence"], 2), "" if is_rank else _f(paper.loc[r["label"], "prevalence"], 2)]
+        row = [r["label"], "" if is_rank else fmt(r["prevalence"], 2), "" if is_rank else fmt(paper.loc[r["label"], "prevalence"], 2)]
         for m in models:
             if is_rank:
-                row += [_f(r[m], 2), _f(p_rank.get(m), 2)]
+                row += [fmt(r[m], 2), fmt(p_rank.get(m), 2)]
             else:
-                theirs = "-" if m not in in_paper else _f(paper.loc[r["label"], m]) + (_rel(p_rel.loc[r["label"], m]) if m in p_rel else "")
-                row += [_f(r[m]) + _rel(r.get(f"{m} rel")), theirs]
+                theirs = "-" if m not in in_paper else fmt(paper.loc[r["label"], m]) + (_rel(p_rel.loc[r["label"], m]) if m in p_rel else "")
+                row += [fmt(r[m]) + _rel(r.get(f"{m} rel")), theirs]
         rows.append(row)
     setting = cfg["experiments"]["table3"]
     title = f"Table 3: PRAUC per phenotype (trained on {setting['train_set']}, tested on {setting['test_set']})"
@@ -289,30 +312,85 @@ def render_table4(t4: pd.DataFrame, cfg: dict) -> tuple:
     return title, header, rows, _notes(cfg)
 
 
-def use_grid_selection(boot: pd.DataFrame, results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
-    """Report, as DrFuse, the grid point selected on validation PRAUC for each training set and
-    seed (the paper's protocol); the whole grid goes to tables/grid_search.csv."""
+def grid_choice(results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
+    """The grid point selected on validation PRAUC for each training set and seed (the paper's
+    protocol): rows (run, train_set, seed); the whole grid goes to tables/grid_search.csv."""
     from drfuse.experiments import select_grid
 
     grid = pd.DataFrame(select_grid(results_dir, cfg))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "grid_search.csv", grid.to_csv(index=False))
     chosen = grid[grid["selected"]]
-    picked = boot.merge(chosen[["run", "train_set", "seed"]], left_on=["model", "train_set", "seed"],
-                        right_on=["run", "train_set", "seed"]).drop(columns="run")
-    picked["model"] = "drfuse"
-    others = boot[(boot["model"] != "drfuse") & ~boot["model"].str.startswith("drfuse-g")]
-    boot = pd.concat([others, picked], ignore_index=True)
     log.info("grid search: selected %s", ", ".join(f"{r.run} ({r.train_set}, seed {r.seed})" for r in chosen.itertuples()))
-    return boot
+    return chosen[["run", "train_set", "seed"]]
+
+
+def as_drfuse(frame: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the chosen grid runs renamed to DrFuse; every other grid run and DrFuse dropped."""
+    picked = frame.merge(chosen, left_on=["model", "train_set", "seed"], right_on=["run", "train_set", "seed"]).drop(columns="run")
+    picked["model"] = "drfuse"
+    others = frame[(frame["model"] != "drfuse") & ~frame["model"].str.startswith("drfuse-g")]
+    return pd.concat([others, picked], ignore_index=True)
+
+
+def use_grid_selection(boot: pd.DataFrame, results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
+    """Report, as DrFuse, the grid point selected on validation PRAUC (see `grid_choice`)."""
+    return as_drfuse(boot, grid_choice(results_dir, cfg, out_dir))
+
+
+# ---------------------------------------------------------------- each seed's numbers
+
+
+def seeds_table(boot: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Every number of Tables 2-4 per seed: one row per (table, model, train_set, test_set, label,
+    seed) with that seed's estimate and its own bootstrap interval (PRAUC)."""
+    exp = cfg["experiments"]
+    seeds = list(exp["seeds"])
+    entries = [("2", m, tr, te, "macro") for m, tr, te in table2_runs(cfg)]
+    t3 = exp["table3"]
+    entries += [("3", m, t3["train_set"], t3["test_set"], "*") for m in MODEL_NAMES if m in t3["models"]]
+    entries += [("4", v, exp["table4"]["train_set"], te, "macro") for v in table4_variants(cfg) for te in TEST_SETS]
+    frames = []
+    for table, model, train_set, test_set, label in entries:
+        sel = bootstrap_rows(boot, model, train_set, test_set, seeds, label)
+        sel = sel[sel["label"] != "macro"] if label == "*" else sel
+        sel = sel.assign(table=table, label=sel["label"].map(lambda x: paper_label(x) if x != "macro" else x))
+        frames.append(sel)
+    out = pd.concat(frames, ignore_index=True).rename(columns={"estimate": "prauc"})
+    out["model"] = out["model"].map(display_name)
+    return out[["table", "model", "train_set", "test_set", "label", "seed", "prauc", "ci_low", "ci_high"]]
+
+
+def render_seeds(seeds: pd.DataFrame, cfg: dict) -> str:
+    """Markdown: the macro rows of Tables 2 and 4, one column per seed (Table 3: seeds.csv only)."""
+    seed_list = list(cfg["experiments"]["seeds"])
+    macro_rows = seeds[seeds["label"] == "macro"]
+    header = ["Table", "Model", "Trained on", "Tested on"] + [f"seed {s}" for s in seed_list] + ["mean ± std"]
+    rows = []
+    keys = ["table", "model", "train_set", "test_set"]
+    for key, group in macro_rows.groupby(keys, sort=False):
+        by_seed = group.set_index("seed")
+        values = [_ci(by_seed.loc[s, "prauc"], by_seed.loc[s, "ci_low"], by_seed.loc[s, "ci_high"]) for s in seed_list]
+        est = group["prauc"].to_numpy(float)
+        spread = f"{fmt(est.mean())} ± {fmt(est.std(ddof=1))}" if len(est) > 1 else fmt(est.mean())
+        rows.append([*key, *values, spread])
+    notes = [
+        f"Macro PRAUC of each seed with its own {cfg['evaluation']['ci']:.0%} bootstrap interval. "
+        "Table 3's per-label values per seed: seeds.csv. Tables 2-4 show the mean over seeds with "
+        "the pooled interval (" + POOLED_NOTE + ")."
+    ]
+    return markdown("Each seed's macro PRAUC (Tables 2 and 4)", header, rows, notes)
 
 
 def build_tables(results_dir: Path, cfg: dict, out_dir: Path) -> None:
-    """Write tables/table{1..4}.{csv,md,tex} from eval/bootstrap.parquet and the cohort files."""
+    """Write tables/table{1..4}.{csv,md,tex}, seeds.{csv,md} and paired.{csv,md} from
+    eval/bootstrap.parquet, eval/resamples.parquet and the cohort files."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     boot = load_bootstrap(results_dir)
+    resamples = load_resamples(results_dir)
     if cfg["experiments"]["grid_search"]["enabled"]:
-        boot = use_grid_selection(boot, results_dir, cfg, out_dir)
+        chosen = grid_choice(results_dir, cfg, out_dir)
+        boot, resamples = as_drfuse(boot, chosen), as_drfuse(resamples, chosen)
     stays = load_stays(results_dir)
     usable = _usable_cxr(stays, results_dir)
 
@@ -322,10 +400,20 @@ def build_tables(results_dir: Path, cfg: dict, out_dir: Path) -> None:
 
     built = {
         "table1": (t1 := table1(stays, usable), render_table1(t1, cfg)),
-        "table2": (t2 := table2(boot, cfg), render_table2(t2, cfg)),
+        "table2": (t2 := table2(boot, resamples, cfg), render_table2(t2, cfg)),
         "table3": (t3 := table3(boot, cfg, prevalence), render_table3(t3, cfg)),
-        "table4": (t4 := table4(boot, cfg), render_table4(t4, cfg)),
+        "table4": (t4 := table4(boot, resamples, cfg), render_table4(t4, cfg)),
     }
     for name, (df, (title, header, rows, notes)) in built.items():
         write_table(out_dir, name, df, title, header, rows, notes)
         log.info("wrote %s/%s.{csv,md,tex} (%d rows)", out_dir, name, len(df))
+
+    seeds = seeds_table(boot, cfg)
+    write_text_atomic(out_dir / "seeds.csv", csv_text(seeds))
+    write_text_atomic(out_dir / "seeds.md", render_seeds(seeds, cfg))
+    from drfuse.evaluate.paired import paired_table, render_paired  # paired builds on this module
+
+    paired = paired_table(boot, resamples, cfg)
+    write_text_atomic(out_dir / "paired.csv", csv_text(paired))
+    write_text_atomic(out_dir / "paired.md", render_paired(paired, cfg))
+    log.info("wrote %s/{seeds,paired}.{csv,md} (%d, %d rows)", out_dir, len(seeds), len(paired))

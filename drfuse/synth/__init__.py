@@ -4,8 +4,10 @@ Used when config.yaml names no MIMIC data. Real file names, column names and ord
 timestamp formats, item ids, units and text values, so every later stage runs unchanged on it.
 Planted structure lets models learn: correlated phenotypes with the paper's prevalences, some
 visible only in the time series, some only in the image, some in both; sicker stays get a CXR more
-often. Deterministic by seed (byte-identical output). Memory is bounded at any size: events are
-generated and gzip-streamed in chunks of ICU stays.
+often. Beside the two MIMIC-shaped trees, `answer_key/` says which modality carries each label's
+signal and holds the true labels (`drfuse.synth.answer_key`). Deterministic by seed
+(byte-identical output). Memory is bounded at any size: events are generated and gzip-streamed in
+chunks of ICU stays.
 
 Settings (config.yaml `synth:`): n_subjects, seed, image_size [h, w], first_year,
 icd10_from_year, and the optional ones of `drfuse.synth.settings.DEFAULTS`.
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from drfuse.synth import cxr, events, icd, population, schema
+from drfuse.synth import answer_key, cxr, events, icd, population, schema
 from drfuse.synth.csvgz import GzipCsvWriter, write_table
 from drfuse.synth.settings import SynthSettings, parse
 
@@ -28,7 +30,7 @@ __all__ = ["generate"]
 
 
 def generate(out_dir: Path, settings: dict) -> None:
-    """Write the dataset to `out_dir` (`mimic-iv/` and `mimic-cxr-jpg/`), replacing it whole.
+    """Write the dataset to `out_dir` (`mimic-iv/`, `mimic-cxr-jpg/`, `answer_key/`), replacing it whole.
 
     Everything is written to a sibling temporary folder first and renamed at the end, so a failed
     run leaves no half-written dataset behind.
@@ -74,6 +76,7 @@ def _generate(tmp: Path, s: SynthSettings) -> None:
         np.searchsorted(pop.patients["subject_id"].to_numpy(), stay_subject)]
     stay_labels = pop.adm_labels[pop.stay_adm]
     stay_acuity = pop.adm_acuity[pop.stay_adm]
+    answer_key.write(tmp / answer_key.DIR_NAME, pop.icustays, stay_labels)
     _write_events(iv, s, pop, stay_subject, female, stay_labels, stay_acuity)
 
     plan = cxr.plan_studies(cxr_rng, pop.stay_in, pop.stay_out, stay_acuity, s.cxr_share)

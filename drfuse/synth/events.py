@@ -2,8 +2,12 @@
 
 Each stay gets a latent level per variable: a normal value, shifted by its admission's phenotypes
 (sepsis/shock: heart rate up, blood pressure down, fever; respiratory failure: SpO2 down, FiO2 and
-respiratory rate up, low pH; diabetes: glucose; acute cerebrovascular disease: GCS down), plus a
-per-stay offset and trend; each event adds measurement noise. Items, units and text values are
+respiratory rate up, low pH; diabetes: glucose), plus a per-stay offset and trend; each event adds
+measurement noise. Phenotypes also change what is charted and how (`SIGNALS`: acute cerebrovascular
+disease lowers the GCS, shock slows capillary refill, respiratory failure brings oxygen and
+ventilation, diabetics get more finger sticks, ...). Every label effect is in one of the two tables
+`VARIABLES` and `SIGNALS`, each with the item ids that show it (`VARIABLE_ITEMS`), so the answer
+key (`drfuse.synth.answer_key`) derives from them which labels the model's inputs can see. Items, units and text values are
 MIMIC-IV's (temperature in F or C, heights in inches and cm, weights in kg and lbs, FiO2 in
 percent, GCS as phrases with the score in valuenum, capillary refill as text). Realistic mess:
 outliers (heart rate 0 or 1000, temperatures in the wrong unit, FiO2 as a fraction), exact
@@ -52,6 +56,46 @@ VARIABLES = {
     "weight": (80.0, 17.0, 0.8, (35, 250), {CHF: 8}),
     "creat": (1.0, 0.3, 0.15, (0.3, 12), {RENAL: 1.5, CKD: 1.2}),
 }
+
+# variable -> the chart and lab item ids its values are written as (mean pressures are computed
+# from sbp and dbp; the heart rhythm text follows the heart rate). tests/test_synth.py checks that
+# every item of the generated data that the features stage reads is listed here or in SIGNALS.
+VARIABLE_ITEMS = {
+    "hr": (220045, 220048),
+    "sbp": (220050, 220052, 220179, 220181, 224167, 225309, 225312, 227243),
+    "dbp": (220051, 220052, 220180, 220181, 224643, 225310, 225312),
+    "rr": (220210, 224422, 224689, 224690),
+    "spo2": (220227, 220277, 50817),
+    "temp": (223761, 223762),
+    "glucose": (220621, 225664, 226537, 50809, 50931),
+    "ph": (220274, 223830, 50820),
+    "fio2": (223835,),
+    "weight": (224639, 226512, 226531),
+    "creat": (50912,),
+}
+assert set(VARIABLE_ITEMS) == set(VARIABLES)
+
+# The other label effects: signal -> (base, label effects, item ids that show it). For a chance
+# (per stay or per charted value) base + the effects of the labels set is the chance; `gcs_depth`
+# is a shift of the latent depth of unconsciousness (0 = awake), base + effects likewise.
+SIGNALS = {
+    "oxygen": (0.25, {RESP_FAIL: 0.75}, (223835,)),                     # FiO2 charted
+    "ventilated": (0.2, {RESP_FAIL: 0.4}, (220339, 220739, 223900, 223901, 224689, 224690)),  # among stays on oxygen
+    "gcs_depth": (0.0, {STROKE: -2.2, SHOCK: -0.3}, (220739, 223900, 223901)),
+    "cap_refill_abnormal": (0.05, {SHOCK: 0.35, SEPSIS: 0.1}, (223951, 224308)),  # per charted value
+    "glucose_checks": (0.4, {DM: 0.6, DM_COMP: 0.6}, (225664,)),          # per 6-hourly finger stick
+    "atrial_fibrillation": (0.0, {DYSRHYTHMIA: 0.5}, (220048,)),          # per charted rhythm
+    "blood_gas": (0.3, {RESP_FAIL: 0.5}, (50809, 50817, 50820)),          # per blood draw
+}
+
+
+def signal(name: str, labels: np.ndarray) -> np.ndarray:
+    """base + the effects of the labels set, per row of `labels` (bool (m, 25))."""
+    base, effects, _ = SIGNALS[name]
+    value = np.full(len(labels), base)
+    for k, effect in effects.items():
+        value = value + effect * labels[:, k]
+    return value
 
 # Text values: index into TEXTS (value column), score in the matching valuenum.
 EYE = ["None", "To Pain", "To Speech", "Spontaneously"]                                   # 1..4
@@ -149,8 +193,8 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
     start = stays.intime - stays.intime % 60 + 60 * rng.integers(1, 16, n)
     end = stays.outtime
     arterial = rng.random(n) < 0.25 + 0.3 * (stays.acuity > 0.5)
-    oxygen = stays.labels[:, RESP_FAIL] | (rng.random(n) < 0.25)
-    ventilated = oxygen & (rng.random(n) < np.where(stays.labels[:, RESP_FAIL], 0.6, 0.2))
+    oxygen = rng.random(n) < signal("oxygen", stays.labels)
+    ventilated = oxygen & (rng.random(n) < signal("ventilated", stays.labels))
 
     # Heart rate, respiratory rate, SpO2: hourly.
     idx, t = _schedule(rng, start, end, 1.0, p=0.97)
@@ -204,10 +248,9 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
     rows.add(idx, t, np.where(fahrenheit, 223761, 223762), value, 1,
              uom=np.where(fahrenheit, U["°F"], U["°C"]))
 
-    # GCS eye/verbal/motor every 4 h as MIMIC-IV's phrases; stroke and sedation lower it.
+    # GCS eye/verbal/motor every 4 h as MIMIC-IV's phrases; stroke, shock and sedation lower it.
     idx, t = _schedule(rng, start, end, 4.0, p=0.9, jitter_min=15)
-    depth = (-2.2 * stays.labels[:, STROKE] - 0.6 * ventilated - 0.3 * stays.labels[:, SHOCK]
-             + 0.4 * rng.standard_normal(n))
+    depth = signal("gcs_depth", stays.labels) - 0.6 * ventilated + 0.4 * rng.standard_normal(n)
     g = np.minimum(depth[idx] + 0.5 * rng.standard_normal(len(idx)) + 0.3, 0.0)
     eye = np.clip(np.round(4 + 1.0 * g), 1, 4).astype(int)
     verbal = np.clip(np.round(5 + 1.5 * g), 1, 5).astype(int)
@@ -220,15 +263,13 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
     # Capillary refill (right and left) as text, no valuenum.
     charted = rng.random(n) < 0.6
     idx, t = _schedule(rng, np.where(charted, start, end), end, 8.0, p=0.9, jitter_min=30)
-    p_abn = 0.05 + 0.35 * stays.labels[idx, SHOCK] + 0.1 * stays.labels[idx, SEPSIS]
-    abnormal = rng.random(len(idx)) < p_abn
+    abnormal = rng.random(len(idx)) < signal("cap_refill_abnormal", stays.labels[idx])
     rows.add(idx, t, 223951, text=T_CAP + abnormal)
     rows.add(idx, t, 224308, text=T_CAP + (abnormal ^ (rng.random(len(idx)) < 0.05)))
 
     # Glucose: finger sticks (more often in diabetics), serum, whole blood.
-    diabetic = stays.labels[:, DM] | stays.labels[:, DM_COMP]
     idx, t = _schedule(rng, start, end, 6.0, jitter_min=40)
-    keep = diabetic[idx] | (rng.random(len(idx)) < 0.4)
+    keep = rng.random(len(idx)) < signal("glucose_checks", stays.labels[idx])
     idx, t = idx[keep], t[keep]
     rows.add(idx, t, 225664, _values(rng, "glucose", levels, idx, t, stays), 0)
     idx, t = _schedule(rng, start + 2 * HOUR, end, 24.0, p=0.8, jitter_min=60)
@@ -258,7 +299,7 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
 
     # Unrelated items: heart rhythm (text), heart-rate alarm, PEEP, CVP.
     idx, t = _schedule(rng, start, end, 4.0, p=0.9, jitter_min=10)
-    af = stays.labels[idx, DYSRHYTHMIA] & (rng.random(len(idx)) < 0.5)
+    af = rng.random(len(idx)) < signal("atrial_fibrillation", stays.labels[idx])
     rhythm = np.where(af, 3, np.where(levels["hr"][0][idx] > 100, 1, 0))
     rows.add(idx, t, 220048, text=T_RHYTHM + rhythm)
     idx, t = _schedule(rng, start, end, 12.0, p=0.8, jitter_min=10)
@@ -324,7 +365,6 @@ def labevents_frame(rng, stays: StayChunk, levels, first_event_id: int, first_sp
     """Blood draws every ~8 h from 12 h before ICU admission to discharge: chemistry (glucose and
     unrelated analytes), blood gases (pH, O2 saturation, glucose), sometimes urine (pH, glucose)."""
     n = len(stays.stay_id)
-    resp = stays.labels[:, RESP_FAIL]
     parts: list[tuple] = []  # (idx, t, specimen, item, num, text)
     specimen = first_specimen_id
 
@@ -349,7 +389,7 @@ def labevents_frame(rng, stays: StayChunk, levels, first_event_id: int, first_sp
         (51221, rng.normal(31, 5, m), None, rng.random(m) < 0.7),
         (51222, rng.normal(10.3, 1.7, m), None, rng.random(m) < 0.7),
     ])
-    gas = rng.random(m) < np.where(resp[idx], 0.8, 0.3)
+    gas = rng.random(m) < signal("blood_gas", stays.labels[idx])
     gi, gt = idx[gas], t[gas] + 60 * rng.integers(0, 30, gas.sum())
     g = len(gi)
     panel(gi, gt, [

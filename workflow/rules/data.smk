@@ -12,6 +12,8 @@ if BUILTIN:
         output:
             mimic_iv=directory(R / "synth" / "mimic-iv"),
             mimic_cxr=directory(R / "synth" / "mimic-cxr-jpg"),
+            answer_key=R / "synth" / "answer_key" / "label_groups.csv",
+            latent_labels=R / "synth" / "answer_key" / "latent_labels.parquet",
         log:
             R / "logs" / "synth.log",
         benchmark:

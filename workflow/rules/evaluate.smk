@@ -1,4 +1,5 @@
-# Bootstrap every prediction file with shared resample indices, then tables, figures and report.
+# Bootstrap every prediction file with shared resample indices, then tables, figures and report;
+# with an answer key, the planted-structure check.
 # These rules are light: they run on the submit host (localrules), not as cluster jobs.
 # Lint: {DRFUSE} as in data.smk.
 
@@ -8,6 +9,7 @@ localrules:
     evaluate,
     tables,
     figures,
+    planted,
 
 
 rule evaluate:
@@ -15,6 +17,7 @@ rule evaluate:
         predictions=PREDICTIONS,
     output:
         bootstrap=R / "eval" / "bootstrap.parquet",
+        resamples=R / "eval" / "resamples.parquet",
     log:
         R / "logs" / "evaluate.log",
     benchmark:
@@ -24,12 +27,14 @@ rule evaluate:
     params:
         settings=CFG["evaluation"],
     shell:
-        "{DRFUSE} evaluate --predictions {input.predictions:q} --out {output.bootstrap:q} > {log:q} 2>&1"
+        "{DRFUSE} evaluate --predictions {input.predictions:q} --out {output.bootstrap:q}"
+        " --resamples {output.resamples:q} > {log:q} 2>&1"
 
 
 rule tables:
     input:
         bootstrap=rules.evaluate.output.bootstrap,
+        resamples=rules.evaluate.output.resamples,
         stays=rules.cohort.output.stays,
         attrition=rules.cohort.output.attrition,
         manifest=rules.ingest.output.manifest,
@@ -83,3 +88,27 @@ rule figures:
         out=lambda wildcards, output: Path(output.tsne).parent,
     shell:
         "{DRFUSE} figures --results {params.results:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+if PLANTED:
+
+    rule planted:
+        input:
+            answer_key=ANSWER_KEY,
+            predictions=PLANTED_PREDICTIONS,
+        output:
+            csv=report(R / "tables" / "planted.csv", caption="../report/planted.rst", category="Tables"),
+            md=R / "tables" / "planted.md",
+            figure=report(R / "figures" / "planted.png", caption="../report/planted.rst", category="Figures"),
+        log:
+            R / "logs" / "planted.log",
+        benchmark:
+            R / "benchmarks" / "planted.tsv"
+        conda:
+            CONDA_ENV
+        params:
+            settings=CFG["evaluation"]["planted"],
+            tables=lambda wildcards, output: Path(output.csv).parent,
+        shell:
+            "{DRFUSE} planted --answer-key {input.answer_key:q} --predictions {input.predictions:q}"
+            " --tables {params.tables:q} --figure {output.figure:q} > {log:q} 2>&1"

@@ -1,0 +1,81 @@
+"""`tables/paired.{csv,md}`: DrFuse minus every other model's macro PRAUC, paired on the bootstrap.
+
+For each training set and test set on which DrFuse was trained and tested, every other model with
+predictions there (baselines, uni-modal models, ablations) is compared with DrFuse on the same
+resamples (`drfuse.evaluate.pooling`: per seed, and pooled over seeds). A 95 % interval (or
+evaluation.ci) that excludes 0 says the difference is more than resampling noise of the test set;
+it says nothing about the variation between training runs, which the per-seed rows show.
+
+paired.csv: `train_set, test_set, model, seed` (a seed, or `pooled`: the mean over seeds with the
+pooled interval), `drfuse_prauc, model_prauc, difference, ci_low, ci_high, n_resamples_used,
+ci_excludes_zero`. With one seed the pooled row repeats the seed's row.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from drfuse.evaluate.pooling import paired_intervals, resample_matrix
+from drfuse.evaluate.render import markdown
+from drfuse.evaluate.tables import POOLED_NOTE, TEST_SETS, bootstrap_rows, display_name, fmt, ordered_models
+
+REFERENCE = "drfuse"
+POOLED = "pooled"
+
+
+def paired_table(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """One row per (training set, test set, other model, seed or pooled)."""
+    seeds, ci = list(cfg["experiments"]["seeds"]), float(cfg["evaluation"]["ci"])
+    macro = boot[(boot["label"] == "macro") & (boot["metric"] == "prauc") & boot["seed"].isin(seeds)]
+    rows = []
+    for train_set in TEST_SETS:
+        for test_set in TEST_SETS:
+            here = macro[(macro["train_set"] == train_set) & (macro["test_set"] == test_set)]
+            if REFERENCE not in set(here["model"]):
+                continue
+            ref_est = bootstrap_rows(boot, REFERENCE, train_set, test_set, seeds, "macro").set_index("seed")["estimate"]
+            ref = resample_matrix(resamples, REFERENCE, train_set, test_set, seeds)
+            for model in ordered_models(set(here["model"]) - {REFERENCE}):
+                est = bootstrap_rows(boot, model, train_set, test_set, seeds, "macro").set_index("seed")["estimate"]
+                per_seed, pooled = paired_intervals(ref, resample_matrix(resamples, model, train_set, test_set, seeds), ci)
+                entries = [(str(s), ref_est[s], est[s], per_seed[i]) for i, s in enumerate(seeds)]
+                entries.append((POOLED, ref_est[seeds].mean(), est[seeds].mean(), pooled))
+                for seed, a, b, (low, high, used) in entries:
+                    rows.append({
+                        "train_set": train_set, "test_set": test_set, "model": display_name(model), "seed": seed,
+                        "drfuse_prauc": a, "model_prauc": b, "difference": a - b, "ci_low": low, "ci_high": high,
+                        "n_resamples_used": used, "ci_excludes_zero": bool(low > 0 or high < 0),
+                    })
+    columns = ["train_set", "test_set", "model", "seed", "drfuse_prauc", "model_prauc", "difference", "ci_low",
+               "ci_high", "n_resamples_used", "ci_excludes_zero"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _signed(x) -> str:
+    return "-" if pd.isna(x) else f"{x:+.3f}"
+
+
+def render_paired(paired: pd.DataFrame, cfg: dict) -> str:
+    seeds = list(cfg["experiments"]["seeds"])
+    ci = float(cfg["evaluation"]["ci"])
+    header = ["Trained on", "Tested on", "Model", "DrFuse PRAUC", "Model PRAUC", f"DrFuse - model ({ci:.0%} CI)", "excludes 0"]
+    if len(seeds) > 1:
+        header.append("per seed")
+    rows = []
+    for (train_set, test_set, model), group in paired.groupby(["train_set", "test_set", "model"], sort=False):
+        pooled = group[group["seed"] == POOLED].iloc[0]
+        row = [train_set, test_set, model, fmt(pooled["drfuse_prauc"]), fmt(pooled["model_prauc"]),
+               f"{_signed(pooled['difference'])} ({_signed(pooled['ci_low'])}, {_signed(pooled['ci_high'])})",
+               "yes" if pooled["ci_excludes_zero"] else "no"]
+        if len(seeds) > 1:
+            per_seed = group[group["seed"] != POOLED]
+            row.append(", ".join(f"{r.seed}: {_signed(r.difference)}{'*' if r.ci_excludes_zero else ''}" for r in per_seed.itertuples()))
+        rows.append(row)
+    notes = [
+        f"Paired bootstrap, seed(s) {', '.join(map(str, seeds))}: on each of {cfg['evaluation']['n_bootstrap']} "
+        "resamples of the test set, DrFuse's macro PRAUC minus the model's, both on the same resampled stays; "
+        f"the {ci:.0%} percentile interval of these differences."
+        + (f" Several seeds: paired per seed, then pooled ({POOLED_NOTE}); per seed, * marks an interval "
+           "that excludes 0." if len(seeds) > 1 else "")
+    ]
+    return markdown("DrFuse minus each model, macro PRAUC (paired bootstrap)", header, rows, notes)

@@ -1,0 +1,119 @@
+"""The answer key of a dataset with planted structure: which modality carries each label's signal,
+and the true (latent) label values.
+
+`drfuse synth` writes it to `synth/answer_key/`, beside (never inside) the MIMIC-shaped trees:
+
+- `label_groups.csv`: one row per phenotype (the 25 of `drfuse.phenotypes.PHENOTYPES`), columns
+  `label`, `group` (`ehr`: only the time series carries a planted signal; `cxr`: only the chest
+  X-ray; `both`; `none`: no direct signal, the label is predictable at most through labels it is
+  correlated with), `ehr_channels` and `cxr_signs` (the evidence, `;`-separated, may be empty).
+- `latent_labels.parquet`: one row per ICU stay, `subject_id, hadm_id, stay_id` (int64, MIMIC's
+  ids, so it joins `cohort/stays.parquet`) and the generator's true labels (int8 0/1, one column
+  per phenotype, named as PHENOTYPES). The cohort's labels come from the ICD codes written for
+  them and differ from these where an admission was left uncoded.
+
+A held-out dataset with its own planted structure ships the same `label_groups.csv` (only `label`
+and `group` are read; `read_label_groups`); the planted-structure check
+(`drfuse.evaluate.planted`) reads the key, never this generator's tables.
+
+The groups are derived from the generator's tables, so a changed generator changes the key: a
+label is EHR-visible when a label effect of `drfuse.synth.events` (`VARIABLES`, `SIGNALS`) lands on
+an item that the features stage reads into one of the model's 17 channels
+(`drfuse.data.items.item_to_variable`; e.g. creatinine is generated but no channel reads it), and
+CXR-visible when `drfuse.synth.cxr.SIGN_MODEL` draws a sign more often with the label than without.
+The stay's acuity (which moves the heart rate and the chance of a CXR) is not a label effect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from drfuse.errors import UserError
+from drfuse.phenotypes import PHENOTYPES
+
+GROUPS = ("ehr", "cxr", "both", "none")
+DIR_NAME = "answer_key"
+GROUPS_FILE = "label_groups.csv"
+LATENT_FILE = "latent_labels.parquet"
+
+
+def ehr_channels() -> dict[str, set[str]]:
+    """label -> the model channels on which the generator plants a direct effect of it."""
+    from drfuse.data.items import item_to_variable
+    from drfuse.synth.events import SIGNALS, VARIABLE_ITEMS, VARIABLES
+
+    channel_of = item_to_variable()
+    effects = [(effects, VARIABLE_ITEMS[name]) for name, (*_, effects) in VARIABLES.items()]
+    effects += [(effects, items) for _, effects, items in SIGNALS.values()]
+    out: dict[str, set[str]] = {label: set() for label in PHENOTYPES}
+    for label_effects, items in effects:
+        channels = {channel_of[i] for i in items if i in channel_of}
+        for k, effect in label_effects.items():
+            if effect != 0:
+                out[PHENOTYPES[k]] |= channels
+    return out
+
+
+def cxr_signs() -> dict[str, set[str]]:
+    """label -> the image signs the generator draws more often with the label than without."""
+    from drfuse.synth.cxr import SIGN_MODEL
+
+    out: dict[str, set[str]] = {label: set() for label in PHENOTYPES}
+    for sign, (k, with_label, without_label) in SIGN_MODEL.items():
+        if with_label != without_label:
+            out[PHENOTYPES[k]].add(sign)
+    return out
+
+
+def label_groups() -> pl.DataFrame:
+    """The `label_groups.csv` table of this generator."""
+    ehr, cxr = ehr_channels(), cxr_signs()
+    group = {(True, False): "ehr", (False, True): "cxr", (True, True): "both", (False, False): "none"}
+    return pl.DataFrame({
+        "label": list(PHENOTYPES),
+        "group": [group[(bool(ehr[lab]), bool(cxr[lab]))] for lab in PHENOTYPES],
+        "ehr_channels": [";".join(sorted(ehr[lab])) for lab in PHENOTYPES],
+        "cxr_signs": [";".join(sorted(cxr[lab])) for lab in PHENOTYPES],
+    })
+
+
+def write(out_dir: Path, icustays: pl.DataFrame, stay_labels: np.ndarray) -> None:
+    """`label_groups.csv` and `latent_labels.parquet` into `out_dir` (the caller renames the
+    whole synthetic dataset into place, so nothing here is seen half-written)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label_groups().write_csv(out_dir / GROUPS_FILE)
+    latent = icustays.select(pl.col("subject_id", "hadm_id", "stay_id").cast(pl.Int64)).with_columns(
+        pl.Series(label, stay_labels[:, k], dtype=pl.Int8) for k, label in enumerate(PHENOTYPES)
+    )
+    latent.sort("stay_id").write_parquet(out_dir / LATENT_FILE, statistics=False)
+
+
+def read_label_groups(path: Path) -> dict[str, str]:
+    """label -> group from a `label_groups.csv`; one-line errors name the file and what to fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"answer key not found: {path} (built-in data: re-run `drfuse synth`; "
+                        f"other data: point data.answer_key at its label_groups.csv)")
+    try:
+        table = pl.read_csv(path, infer_schema=False)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise UserError(f"answer key {path}: not a CSV file ({exc})") from None
+    missing_cols = [c for c in ("label", "group") if c not in table.columns]
+    if missing_cols:
+        raise UserError(f"answer key {path}: missing column(s) {missing_cols}; expected label,group")
+    groups = dict(zip(table["label"].to_list(), table["group"].to_list()))
+    if len(groups) != table.height:
+        raise UserError(f"answer key {path}: a label is listed twice")
+    unknown = sorted(set(groups) - set(PHENOTYPES))
+    absent = [lab for lab in PHENOTYPES if lab not in groups]
+    if unknown or absent:
+        raise UserError(f"answer key {path}: labels must be the 25 phenotypes of drfuse.phenotypes; "
+                        f"unknown {unknown[:2]}, missing {absent[:2]}")
+    bad = sorted({g for g in groups.values() if g not in GROUPS})
+    if bad:
+        raise UserError(f"answer key {path}: group must be one of {', '.join(GROUPS)}, got {bad}")
+    return {lab: groups[lab] for lab in PHENOTYPES}

@@ -1,0 +1,183 @@
+"""The planted-structure check on constructed predictions whose answers are known by construction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from drfuse.errors import UserError
+from drfuse.evaluate.bootstrap import evaluate
+from drfuse.evaluate.planted import check, criteria, group_table, label_table, planted_groups, write_report
+from drfuse.phenotypes import PHENOTYPES
+from tests.test_metrics import fake_test_set, write_predictions
+
+# A key unlike the generator's: the check must read it, not assume the built-in groups.
+KEY = {lab: "ehr" if k < 5 else "cxr" if k < 10 else "both" if k < 13 else "none" for k, lab in enumerate(PHENOTYPES)}
+SINGLE = [lab for lab in PHENOTYPES if KEY[lab] in ("ehr", "cxr")]
+SETTINGS = {"min_attention_share": 0.8, "attention_margin": 0.0, "min_prauc_ratio": 0.9}
+# planted-minus-other attention margin per single-modality label and seed: seed 0 favours 9 of 10,
+# seed 1 favours 7; averaged over seeds, labels 1 and 2 are favoured again (+0.05): 9 of 10
+MARGINS = {0: {SINGLE[0]: -0.2}, 1: {SINGLE[0]: -0.2, SINGLE[1]: -0.1, SINGLE[2]: -0.1}}
+N_WITHOUT_CXR = 7
+
+
+def write_key(path: Path, key: dict[str, str]) -> Path:
+    pd.DataFrame({"label": list(key), "group": list(key.values())}).to_csv(path, index=False)
+    return path
+
+
+def scores(y: np.ndarray, informative: list[str], seed: int) -> np.ndarray:
+    """Scores that separate the classes of the `informative` labels and are noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    signal = np.array([lab in informative for lab in PHENOTYPES])
+    return np.clip(rng.normal(0.3, 0.2, y.shape) + 0.5 * y * signal, 0, 1).astype(np.float32)
+
+
+def add_attention(path: Path, seed: int) -> None:
+    """Constant attention per label on stays with a CXR; the stays without one get (1, 0, 0),
+    which would move every mean if they were counted."""
+    df = pd.read_parquet(path)
+    has_cxr = np.arange(len(df)) >= N_WITHOUT_CXR
+    df["has_cxr"] = has_cxr
+    for lab in PHENOTYPES:
+        if KEY[lab] in ("ehr", "cxr"):
+            m = MARGINS[seed].get(lab, 0.2)
+            planted, other = 0.4 + m / 2, 0.4 - m / 2
+            ehr, cxr = (planted, other) if KEY[lab] == "ehr" else (other, planted)
+            values = {"ehr": ehr, "shared": 0.2, "cxr": cxr}
+        else:
+            values = {"ehr": 1 / 3, "shared": 1 / 3, "cxr": 1 / 3}
+        for part, v in values.items():
+            df[f"attn:{lab}:{part}"] = np.where(has_cxr, v, float(part == "ehr")).astype(np.float32)
+    df.to_parquet(path, index=False)
+
+
+@pytest.fixture
+def predictions(tmp_path) -> list[Path]:
+    stay_id, y = fake_test_set(400, seed=21)
+    ehr_labels = [lab for lab in PHENOTYPES if KEY[lab] in ("ehr", "both")]
+    cxr_labels = [lab for lab in PHENOTYPES if KEY[lab] in ("cxr", "both")]
+    paths = []
+    for seed in (0, 1):
+        made = {
+            "transformer": scores(y, ehr_labels, 10 + seed),
+            "resnet50": scores(y, cxr_labels, 20 + seed),
+            "drfuse": scores(y, ehr_labels + cxr_labels, 30 + seed),
+        }
+        for model, p in made.items():
+            path = write_predictions(tmp_path, model, "matched", seed, "matched", stay_id, y, p)
+            if model == "drfuse":
+                add_attention(path, seed)
+            paths.append(path)
+    return paths
+
+
+def test_group_prauc_and_attention_are_the_means_of_their_labels(tmp_path, predictions):
+    groups = planted_groups(predictions, write_key(tmp_path / "key.csv", KEY))
+    assert set(groups["group"]) == {"ehr", "cxr", "both", "none"}
+    assert groups.groupby(["model", "seed"]).size().eq(4).all() and set(groups["seed"]) == {0, 1, "mean"}
+
+    path = next(p for p in predictions if "drfuse" in str(p) and "seed1" in str(p))
+    df = pd.read_parquet(path)
+    ap = {lab: average_precision_score(df[f"y:{lab}"], df[f"p:{lab}"]) for lab in PHENOTYPES}
+    row = groups.query("model == 'drfuse' and seed == 1 and group == 'cxr'").iloc[0]
+    cxr_only = [lab for lab in PHENOTYPES if KEY[lab] == "cxr"]
+    assert row["n_labels"] == 5
+    assert row["prauc"] == pytest.approx(np.mean([ap[lab] for lab in cxr_only]), abs=1e-12)
+    # attention over the stays with a CXR only: margins 0.2 except SINGLE[0..2] (all ehr labels)
+    assert row["attn_cxr"] == pytest.approx(0.5, abs=1e-6) and row["attn_shared"] == pytest.approx(0.2, abs=1e-6)
+    ehr = groups.query("model == 'drfuse' and seed == 1 and group == 'ehr'").iloc[0]
+    assert ehr["attn_ehr"] == pytest.approx(np.mean([0.4 + MARGINS[1].get(lab, 0.2) / 2 for lab in SINGLE[:5]]), abs=1e-6)
+    # the mean row averages the seeds; models without attention have none
+    mean = groups.query("model == 'transformer' and seed == 'mean' and group == 'ehr'")["prauc"].iloc[0]
+    per_seed = groups.query("model == 'transformer' and seed != 'mean' and group == 'ehr'")["prauc"]
+    assert mean == pytest.approx(per_seed.mean(), abs=1e-12) and per_seed.nunique() == 2
+    assert groups.query("model != 'drfuse'")["attn_ehr"].isna().all()
+    # the uni-modal models are good exactly where their modality carries the signal
+    prauc = groups[groups["seed"] == "mean"].set_index(["model", "group"])["prauc"]
+    assert prauc["transformer", "ehr"] > prauc["transformer", "cxr"] + 0.3
+    assert prauc["resnet50", "cxr"] > prauc["resnet50", "ehr"] + 0.3
+
+
+def test_group_prauc_is_the_bootstraps_point_estimate(tmp_path, predictions):
+    out = tmp_path / "eval" / "bootstrap.parquet"
+    evaluate(predictions, out, n_bootstrap=5, seed=0, ci=0.95)
+    boot = pd.read_parquet(out).query("metric == 'prauc' and label != 'macro' and model == 'resnet50' and seed == 0")
+    labels = label_table(predictions, KEY).query("model == 'resnet50' and seed == 0").set_index("label")
+    assert labels["prauc"].to_numpy() == pytest.approx(boot.set_index("label").loc[labels.index, "estimate"].to_numpy(), abs=1e-12)
+
+
+def test_criteria_per_seed_and_on_the_seed_mean(predictions):
+    labels = label_table(predictions, KEY)
+    groups = group_table(labels)
+    verdicts = criteria(labels, groups, SETTINGS).set_index(["seed", "criterion"])
+    assert set(verdicts.reset_index()["model"]) == {"drfuse"}  # only models with attention
+    share = verdicts["value"].xs("attention_share", level="criterion")
+    assert share[0] == pytest.approx(0.9) and share[1] == pytest.approx(0.7)
+    assert share["mean"] == pytest.approx(0.9)  # from the seed-mean attention, not the mean share (0.8)
+    assert verdicts.loc[(0, "attention_share"), "passed"] is True
+    assert verdicts.loc[(1, "attention_share"), "passed"] is False
+    single = labels.query("model == 'drfuse' and seed == 'mean'").dropna(subset=["attention_margin"]).set_index("label")
+    assert single.index.tolist() == SINGLE
+    assert single.loc[SINGLE[1], "attention_margin"] == pytest.approx(0.05, abs=1e-6) and single.loc[SINGLE[1], "favours_planted"]
+    assert not single.loc[SINGLE[0], "favours_planted"]
+
+    prauc = groups.set_index(["model", "seed", "group"])["prauc"]
+    for seed in (0, 1, "mean"):
+        assert verdicts.loc[(seed, "prauc_ratio_cxr"), "value"] == pytest.approx(prauc["drfuse", seed, "cxr"] / prauc["resnet50", seed, "cxr"])
+        assert verdicts.loc[(seed, "prauc_ratio_ehr"), "value"] == pytest.approx(prauc["drfuse", seed, "ehr"] / prauc["transformer", seed, "ehr"])
+    # a stricter margin turns the +0.05 labels into misses
+    strict = criteria(label_table(predictions, KEY, attention_margin=0.1), groups, SETTINGS)
+    assert strict.query("seed == 'mean' and criterion == 'attention_share'")["value"].iloc[0] == pytest.approx(0.7)
+    # without ResNet50 there is no CXR reference: no verdict rather than a wrong one
+    no_resnet = criteria(labels[labels["model"] != "resnet50"], groups[groups["model"] != "resnet50"], SETTINGS)
+    row = no_resnet.query("seed == 0 and criterion == 'prauc_ratio_cxr'").iloc[0]
+    assert np.isnan(row["value"]) and row["passed"] is None
+
+
+def test_the_key_decides_the_groups(tmp_path, predictions):
+    swapped = {lab: {"ehr": "cxr", "cxr": "ehr"}.get(g, g) for lab, g in KEY.items()}
+    groups = planted_groups(predictions, write_key(tmp_path / "swapped.csv", swapped)).set_index(["model", "seed", "group"])
+    assert groups.loc[("transformer", "mean", "cxr"), "prauc"] > groups.loc[("transformer", "mean", "ehr"), "prauc"] + 0.3
+    with pytest.raises(UserError, match="answer key"):
+        planted_groups(predictions, write_key(tmp_path / "short.csv", dict(list(KEY.items())[:20])))
+
+
+def test_files_laid_out_otherwise_are_described_by_the_caller(tmp_path, predictions):
+    """An experiment script keeps runs as runs/<variant>/<model>.<train_set>.seed<n>/<test_set>.parquet."""
+    moved = []
+    for path in predictions:
+        model, train_set, seed = path.parts[-4], path.parts[-3], path.parts[-2]
+        target = tmp_path / "runs" / "base" / f"{model}.{train_set}.{seed}" / path.name
+        target.parent.mkdir(parents=True)
+        moved.append(Path(path.replace(target)))
+
+    def describe(path: Path) -> dict:
+        model, train_set, seed = path.parent.name.split(".")
+        return {"model": model, "train_set": train_set, "test_set": path.stem, "seed": int(seed.removeprefix("seed"))}
+
+    key = write_key(tmp_path / "key.csv", KEY)
+    with pytest.raises(UserError, match="expected a path like"):
+        planted_groups(moved, key)
+    labels, groups, verdicts = check(moved, key, SETTINGS, describe=describe)
+    assert set(groups["model"]) == {"drfuse", "transformer", "resnet50"} and set(groups["seed"]) == {0, 1, "mean"}
+    assert verdicts.query("seed == 1 and criterion == 'attention_share'")["value"].iloc[0] == pytest.approx(0.7)
+
+
+def test_report_files(tmp_path, predictions):
+    key = write_key(tmp_path / "key.csv", KEY)
+    write_report(predictions, key, SETTINGS, tmp_path / "tables", tmp_path / "figures" / "planted.png")
+    table = pd.read_csv(tmp_path / "tables" / "planted.csv")
+    assert set(table["section"]) == {"group", "label", "criterion"}
+    assert len(table.query("section == 'group'")) == 3 * 3 * 4  # models x (2 seeds + mean) x groups
+    assert len(table.query("section == 'label'")) == 3 * len(SINGLE)  # DrFuse only
+    verdicts = table.query("section == 'criterion'").set_index(["seed", "criterion"])
+    assert verdicts.loc[("1", "attention_share"), "passed"] == False  # noqa: E712 - read back from CSV
+    assert table["model"].isin(["Transformer", "ResNet50", "DrFuse"]).all()
+    md = (tmp_path / "tables" / "planted.md").read_text()
+    assert "| cxr (5) |" in md and "FAIL" in md and "pass" in md and str(key) in md
+    assert (tmp_path / "figures" / "planted.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
