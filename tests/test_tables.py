@@ -182,3 +182,35 @@ def test_table3_arithmetic_reproduces_the_papers_ranks_and_differences(cfg):
     assert list(t3b.columns) == ["prevalence", "MedFuse", "DrFuse", "MedFuse rel", "DrFuse rel"]
     assert t3b["MedFuse rel"].isna().all()
     assert t3b.loc["Average Rank", ["MedFuse", "DrFuse"]].sum() == pytest.approx(3.0 + (paper["MedFuse"] == paper["DrFuse"]).mean())
+
+
+def test_grid_search_reports_the_point_with_the_best_validation_prauc(tmp_path):
+    import json
+
+    from drfuse import config as config_mod
+    from drfuse.evaluate.tables import use_grid_selection
+
+    cfg = config_mod.load(Path(__file__).resolve().parents[1] / "config.yaml")
+    grid = cfg["experiments"]["grid_search"]
+    grid.update(enabled=True, lambda_jsd=[0.0, 1.0], lambda_orth=[1.0], lambda_attn=[0.5], lr=[1e-4])
+    val = {("drfuse-g00", "full"): 0.40, ("drfuse-g01", "full"): 0.45, ("drfuse-g00", "matched"): 0.52, ("drfuse-g01", "matched"): 0.50}
+    rows = []
+    for (run, train_set), score in val.items():
+        run_dir = tmp_path / "train" / run / train_set / "seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps({"best_val_prauc": score}))
+        for test_set in ("full", "matched"):
+            rows.append({"model": run, "train_set": train_set, "seed": 0, "test_set": test_set, "estimate": score + 0.01})
+    rows.append({"model": "drfuse", "train_set": "full", "seed": 0, "test_set": "full", "estimate": 0.1})
+    rows.append({"model": "transformer", "train_set": "full", "seed": 0, "test_set": "full", "estimate": 0.3})
+
+    boot = use_grid_selection(pd.DataFrame(rows), tmp_path, cfg, tmp_path / "tables")
+
+    drfuse = boot[boot["model"] == "drfuse"].set_index(["train_set", "test_set"])["estimate"]
+    assert drfuse[("full", "full")] == pytest.approx(0.46)  # drfuse-g01 won on full
+    assert drfuse[("matched", "matched")] == pytest.approx(0.53)  # drfuse-g00 won on matched
+    assert len(drfuse) == 4 and "transformer" in set(boot["model"])
+    assert not boot["model"].str.startswith("drfuse-g").any()
+    table = pd.read_csv(tmp_path / "tables" / "grid_search.csv")
+    assert sorted(table.loc[table["selected"], "run"]) == ["drfuse-g00", "drfuse-g01"]
+    assert set(table.columns) >= {"lambda_jsd", "lambda_orth", "lambda_attn", "lr", "val_prauc"}
