@@ -72,7 +72,7 @@ DATA = {
     "cuda": {"train": {"epochs": 4, "patience": 4, "num_threads": 0}, "model": {"dropout": 0.0}},
     "cpu": {
         "synth": {"n_subjects": 240, "seed": 7, "image_size": [96, 80]},
-        "images": {"cache_size": 40, "workers": 1},
+        "images": {"cache_size": 40},
         "model": {"d_model": 32, "n_heads": 2, "ff_dim": 64, "dropout": 0.0, "image_size": 36},
         "train": {"batch_size": 32, "epochs": 1, "patience": 1, "num_threads": 1},
     },
@@ -160,7 +160,9 @@ def part_data(ck: Check, report: dict) -> bool:
            "--db", r / "mimiciv.duckdb", "--manifest", r / "ingest" / "manifest.json")
     drfuse(config, "cohort", "--db", r / "mimiciv.duckdb", "--out", r / "cohort")
     drfuse(config, "features", "--db", r / "mimiciv.duckdb", "--stays", r / "cohort" / "stays.parquet", "--out", r / "features")
-    drfuse(config, "images", "--stays", r / "cohort" / "stays.parquet", "--cxr-root", synth / "mimic-cxr-jpg", "--out", r / "images")
+    threads = [] if ck.cuda else ["--threads", "1"]  # the CPU check shares a small machine
+    drfuse(config, "images", "--stays", r / "cohort" / "stays.parquet", "--cxr-root", synth / "mimic-cxr-jpg",
+           "--out", r / "images", *threads)
     stays = pl.read_parquet(r / "cohort" / "stays.parquet")
     n_subjects = config_mod.load(config)["synth"]["n_subjects"]
     matched = stays.filter(pl.col("has_cxr") & (pl.col("split") == "train")).height
@@ -259,9 +261,10 @@ def part_train(ck: Check, report: dict) -> bool:
         t0 = time.perf_counter()
         config = ck.config(variant, **train)
         run_dir = ck.work / "train" / f"{model}-{variant}"
-        out = ck.work / "predict" / f"{model}-{variant}.parquet"
+        out_dir = ck.work / "predict" / f"{model}-{variant}"
+        out = out_dir / "matched.parquet"
         drfuse(config, "train", "--model", model, "--train-set", "matched", "--seed", 0, "--results", ck.results, "--out", run_dir)
-        drfuse(config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out", out)
+        drfuse(config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out-dir", out_dir)
         run = json.loads((run_dir / "run.json").read_text())
         runs.append({"model": model, "variant": variant, "prauc": _prauc(out), "seconds": time.perf_counter() - t0,
                      "epochs": run["epochs_run"], "device": run["device"], "peak_gpu_memory_mb": run["peak_gpu_memory_mb"]})
@@ -316,9 +319,9 @@ def part_amp(ck: Check, report: dict) -> bool:
     scores = {}
     for amp in (True, False):
         config = ck.config(f"amp-{amp}", device=ck.mode, amp=amp, pad_images=True)
-        out = ck.work / "predict" / f"drfuse-amp-{amp}.parquet"
-        drfuse(config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out", out)
-        scores[amp] = pl.read_parquet(out).select(f"p:{c}" for c in PHENOTYPES).to_numpy()
+        out_dir = ck.work / "predict" / f"drfuse-amp-{amp}"
+        drfuse(config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out-dir", out_dir)
+        scores[amp] = pl.read_parquet(out_dir / "matched.parquet").select(f"p:{c}" for c in PHENOTYPES).to_numpy()
     autocast = _autocast_probs(ck, run_dir)
     diff = float(np.abs(scores[True] - scores[False]).max())
     ties = {"amp_on": _ties(scores[True]), "amp_off": _ties(scores[False]), "bf16_autocast_forward": _ties(autocast)}

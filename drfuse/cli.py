@@ -141,13 +141,13 @@ def cmd_figures(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drfuse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="drfuse", allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.yaml", help="configuration file (default: config.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, func, help_text, *arguments):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, allow_abbrev=False)
         for flags, kwargs in arguments:
             p.add_argument(*flags, **kwargs)
         p.set_defaults(func=func)
