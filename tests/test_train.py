@@ -400,7 +400,7 @@ def test_corrupt_checkpoints_are_one_line_errors(tiny_results, tiny_cfg, tmp_pat
     run_dir = tmp_path / "run"
     train("transformer", "full", 0, cfg, tiny_results, run_dir)
     train_args = ("train", "--model", "transformer", "--train-set", "full", "--results", tiny_results, "--out", run_dir)
-    predict_args = ("predict", "--run", run_dir, "--test-set", "full", "--results", tiny_results, "--out", tmp_path / "p.parquet")
+    predict_args = ("predict", "--run", run_dir, "--test-set", "full", "--results", tiny_results, "--out-dir", tmp_path / "p")
     for name, args, remedy in (
         ("last.pt", train_args, "delete it to train this run from epoch 1"),
         ("best.pt", predict_args, f"delete the run folder {run_dir} and train it again"),
