@@ -227,7 +227,8 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
     assert "--threads 8 --memory-mb 24000" in blocks["ingest"][0]  # DuckDB gets the job's share
     # light rules run on the submit host
     local = re.search(r"^localrules:\n((?:    \w+,\n)+)", (ROOT / "workflow" / "rules" / "evaluate.smk").read_text(), re.M)
-    assert set(re.findall(r"\w+", local.group(1))) == {"all", "evaluate", "tables", "figures"} <= set(blocks) | {"all"}
+    assert set(re.findall(r"\w+", local.group(1))) == {"all", "evaluate", "tables", "figures", "planted"}
+    assert {"evaluate", "tables", "figures"} <= set(blocks)  # planted: only with an answer key
 
 
 def test_gpu_recipe_dry_run_gives_training_and_prediction_one_gpu_each(tmp_path):
