@@ -311,8 +311,9 @@ def test_lint_has_no_finding_but_the_justified_one(tmp_path):
     assert findings, out[-3000:]  # the parser read the report
     unexpected = [f for f in findings if f[1] != KEPT_LINT]
     assert not unexpected, unexpected
-    # one per shell rule, none hidden elsewhere
-    assert len(findings) == len({s for s, _ in findings}) == 11
+    # one per shell rule (synth, ingest, cohort, features, images, train, predict,
+    # predict_matched_only, evaluate, tables, figures, planted), none hidden elsewhere
+    assert len(findings) == len({s for s, _ in findings}) == 12
 
 
 def test_snakefmt_check_is_clean():
@@ -431,13 +432,15 @@ def test_report_bundles_tables_figures_and_the_data_provenance(finished_run, tmp
 
 
 DRFUSE_FAMILY = {"drfuse": 2, "drfuse_no_disentangle": 1, "drfuse_mse": 1, "drfuse_no_rank": 1}
-EVAL = {"evaluate": 1, "tables": 1, "figures": 1, "all": 1}
+EVAL = {"evaluate": 1, "tables": 1, "figures": 1, "planted": 1, "all": 1}  # planted: matched->matched runs
 # (what is changed, extra snakemake arguments or a config override, jobs planned)
 # Every operational setting flipped at once (one dry run instead of one per setting: a param that
 # depended on any of them would change, and its rule be planned).
 OPERATIONAL_FLIPS = {
     "builtin_overrides": {
-        "train": {"device": "cpu", "amp": False, "compile": True, "channels_last": False, "num_threads": 2},
+        "train": {
+            "device": "cpu", "amp": False, "compile": True, "pad_images": True, "channels_last": False, "num_threads": 2,
+        },  # fmt: skip
         "features": {"chunk_stays": 7},
     }
 }

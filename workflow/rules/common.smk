@@ -82,7 +82,11 @@ FINAL_OUTPUTS = [
     for i in (1, 2, 3, 4)
     for ext in ("csv", "md", "tex")
 ] + [str(R / "figures" / f) for f in ("tsne.png", "attention.png", "pr_curves.png")]
-FINAL_OUTPUTS += [str(R / "tables" / f"{name}.{ext}") for name in ("seeds", "paired") for ext in ("csv", "md")]
+FINAL_OUTPUTS += [
+    str(R / "tables" / f"{name}.{ext}")
+    for name in ("seeds", "paired")
+    for ext in ("csv", "md")
+]
 
 # The planted-structure check needs an answer key (the built-in data's own, or data.answer_key)
 # and the runs trained and tested on the matched subset.
@@ -92,10 +96,18 @@ elif BUILTIN:
     ANSWER_KEY = R / "synth" / "answer_key" / "label_groups.csv"
 else:
     ANSWER_KEY = None
-PLANTED_PREDICTIONS = [p for p in PREDICTIONS if Path(p).parts[-3] == "matched" and Path(p).stem == "matched"]
+PLANTED_PREDICTIONS = [
+    p
+    for p in PREDICTIONS
+    if Path(p).parts[-3] == "matched" and Path(p).stem == "matched"
+]
 PLANTED = ANSWER_KEY is not None and bool(PLANTED_PREDICTIONS)
 if PLANTED:
-    FINAL_OUTPUTS += [str(R / "tables" / "planted.csv"), str(R / "tables" / "planted.md"), str(R / "figures" / "planted.png")]
+    FINAL_OUTPUTS += [
+        str(R / "tables" / "planted.csv"),
+        str(R / "tables" / "planted.md"),
+        str(R / "figures" / "planted.png"),
+    ]
 
 
 def table_outputs():
@@ -112,7 +124,9 @@ def table_outputs():
             out[f"table{i}_{ext}"] = path
     for name in ("seeds", "paired"):
         out[f"{name}_csv"] = report(
-            R / "tables" / f"{name}.csv", caption=f"../report/{name}.rst", category="Tables"
+            R / "tables" / f"{name}.csv",
+            caption=f"../report/{name}.rst",
+            category="Tables",
         )
         out[f"{name}_md"] = R / "tables" / f"{name}.md"
     if CFG["experiments"]["grid_search"]["enabled"]:

@@ -59,7 +59,11 @@ rule cohort:
         cxr_files=R / "cohort" / "cxr_files.txt",
         split=R / "cohort" / "split.json",
         # computed from the cohort's diagnoses, so it is there before any training
-        label_modes=report(R / "tables" / "label_modes.csv", caption="../report/label_modes.rst", category="Tables"),
+        label_modes=report(
+            R / "tables" / "label_modes.csv",
+            caption="../report/label_modes.rst",
+            category="Tables",
+        ),
         label_modes_md=R / "tables" / "label_modes.md",
         label_modes_tex=R / "tables" / "label_modes.tex",
     log:

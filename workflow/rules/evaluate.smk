@@ -97,9 +97,17 @@ if PLANTED:
             answer_key=ANSWER_KEY,
             predictions=PLANTED_PREDICTIONS,
         output:
-            csv=report(R / "tables" / "planted.csv", caption="../report/planted.rst", category="Tables"),
+            csv=report(
+                R / "tables" / "planted.csv",
+                caption="../report/planted.rst",
+                category="Tables",
+            ),
             md=R / "tables" / "planted.md",
-            figure=report(R / "figures" / "planted.png", caption="../report/planted.rst", category="Figures"),
+            figure=report(
+                R / "figures" / "planted.png",
+                caption="../report/planted.rst",
+                category="Figures",
+            ),
         log:
             R / "logs" / "planted.log",
         benchmark:
