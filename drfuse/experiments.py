@@ -102,7 +102,8 @@ def prediction_targets(cfg: dict) -> list[str]:
 
 def select_grid(results_dir, cfg: dict) -> list[dict]:
     """The paper's model selection: per training set and seed, the grid point with the best
-    validation macro PRAUC (from each run's run.json). One row per grid run, `selected` marked."""
+    validation score (macro PRAUC unless `train.select_on` says otherwise; from each run's
+    run.json). One row per grid run, `selected` marked."""
     import json
     from pathlib import Path
 
@@ -115,10 +116,10 @@ def select_grid(results_dir, cfg: dict) -> list[dict]:
             raise UserError(f"grid search: {path} is missing; train the grid runs first")
         summary = json.loads(path.read_text())
         point = grid_points(cfg)[int(GRID_RUN.match(run).group(1))]
-        rows.append({"run": run, "train_set": train_set, "seed": seed, **point, "val_prauc": summary["best_val_prauc"]})
+        rows.append({"run": run, "train_set": train_set, "seed": seed, **point, "val_score": summary["best_val_score"]})
     for train_set, seed in {(r["train_set"], r["seed"]) for r in rows}:
         group = [r for r in rows if (r["train_set"], r["seed"]) == (train_set, seed)]
-        best = max(group, key=lambda r: r["val_prauc"])
+        best = max(group, key=lambda r: r["val_score"])
         for r in group:
             r["selected"] = r is best
     return rows

@@ -140,11 +140,21 @@ def test_parameter_counts(cfg):
     block = ((feat + d) * width + width) + (width * feat + feat) + (width * d + d)
     heads = (d * c + c) + (feat * c + c) + (d * feat + feat) + (2 * feat * c + c)
     assert sum(p.numel() for p in mmtm.parameters()) == ehr_lstm + backbone + block + heads
-    daft = build_model("daft", cfg)
-    bottleneck = int((16 + feat) / 7)
+    daft = build_model("daft", cfg)  # one DAFT block after layer3 (256 channels): no layer4
+    stage3 = 256
+    layer4 = sum(p.numel() for p in cnn.cxr_encoder.trunk.layers[3].parameters())
+    bottleneck = int((16 + stage3) / 7)
     assert sum(p.numel() for p in daft.parameters()) == (
-        ehr_lstm + backbone + (feat + d) * bottleneck + bottleneck * 2 * d + (d * c + c)
+        ehr_lstm + backbone - layer4 + (stage3 + d) * bottleneck + bottleneck * 2 * d + (d * c + c)
     )
+
+
+def test_fusion_blocks_sit_where_medfuses_phenotyping_scripts_put_them(cfg):
+    """MedFuse's scripts: MMTM `--layer_after 4`, DAFT `--layer_after 3` (config.yaml's defaults)."""
+    assert cfg["mmtm_stages"] == [4] and cfg["daft_stages"] == [3]
+    assert sorted(build_model("mmtm", cfg).blocks) == ["4"]
+    daft = build_model("daft", cfg)
+    assert sorted(daft.blocks) == ["3"] and len(daft.cxr_encoder.trunk.layers) == 3
 
 
 def test_fusion_stage_settings(cfg):

@@ -198,7 +198,7 @@ def test_grid_search_reports_the_point_with_the_best_validation_prauc(tmp_path):
     for (run, train_set), score in val.items():
         run_dir = tmp_path / "train" / run / train_set / "seed0"
         run_dir.mkdir(parents=True)
-        (run_dir / "run.json").write_text(json.dumps({"best_val_prauc": score}))
+        (run_dir / "run.json").write_text(json.dumps({"best_val_score": score}))
         for test_set in ("full", "matched"):
             rows.append({"model": run, "train_set": train_set, "seed": 0, "test_set": test_set, "estimate": score + 0.01})
     rows.append({"model": "drfuse", "train_set": "full", "seed": 0, "test_set": "full", "estimate": 0.1})
@@ -213,4 +213,4 @@ def test_grid_search_reports_the_point_with_the_best_validation_prauc(tmp_path):
     assert not boot["model"].str.startswith("drfuse-g").any()
     table = pd.read_csv(tmp_path / "tables" / "grid_search.csv")
     assert sorted(table.loc[table["selected"], "run"]) == ["drfuse-g00", "drfuse-g01"]
-    assert set(table.columns) >= {"lambda_jsd", "lambda_orth", "lambda_attn", "lr", "val_prauc"}
+    assert set(table.columns) >= {"lambda_jsd", "lambda_orth", "lambda_attn", "lr", "val_score"}

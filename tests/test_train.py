@@ -22,7 +22,7 @@ from sklearn.metrics import average_precision_score
 from drfuse import cli
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache
-from drfuse.models import build_model
+from drfuse.models import MODELS, build_model
 from drfuse.models.encoders import padded_image_batches
 from drfuse.phenotypes import PHENOTYPES
 from drfuse.train import checkpoint
@@ -38,7 +38,7 @@ from drfuse.train.engine import (
     train_step,
 )
 from drfuse.train.metrics import macro_scores
-from drfuse.train.run import predict, train
+from drfuse.train.run import predict, train, training_cxr_drop
 
 
 def _cfg(tiny_cfg, **train):
@@ -92,6 +92,61 @@ def test_cxr_drop_sends_samples_down_the_missing_path(tiny_results, tiny_cfg):
     assert (out["attention"][~has_cxr][..., 2] == 0).all()
     # evaluation never drops
     assert make_batch(data, idx, settings, False, None, True)[3].all()
+
+
+def test_each_model_family_drops_the_cxr_by_its_own_setting(tiny_cfg):
+    """DrFuse's 30 % drop is its own recipe; MedFuse's code (MMTM, DAFT, MedFuse) never drops."""
+    train_cfg = {**tiny_cfg["train"], "cxr_drop": 0.3, "baseline_cxr_drop": 0.1}
+    models = {name: build_model(name, tiny_cfg["model"]) for name in MODELS}
+    drops = {name: training_cxr_drop(model, "matched", train_cfg) for name, model in models.items()}
+    assert drops == {
+        "drfuse": 0.3, "drfuse_no_disentangle": 0.3, "drfuse_mse": 0.3, "drfuse_no_rank": 0.3,
+        "transformer": 0.0, "resnet50": 0.0, "mmtm": 0.1, "daft": 0.1, "medfuse": 0.1, "medfuse2": 0.1,
+    }  # fmt: skip
+    assert training_cxr_drop(models["drfuse"], "full", train_cfg) == 0.0  # never on the full set
+    # the registry declares the one drop setting each model reads (so only its runs re-train)
+    for name, model in models.items():
+        declared = {"cxr_drop", "baseline_cxr_drop"} & set(MODELS[name].train_keys)
+        assert declared == ({model.cxr_drop_setting} if hasattr(model, "cxr_drop_setting") else set()), name
+    # and the default config keeps the baselines as their code ran
+    assert tiny_cfg["train"]["baseline_cxr_drop"] == 0.0 and tiny_cfg["train"]["cxr_drop"] == 0.3
+
+
+def test_validation_set_selection_metric_and_betas_follow_the_settings(tiny_results, tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg, epochs=3, patience=5, val_set="same", select_on="auroc", adam_betas=[0.9, 0.9])
+    run = train("transformer", "matched", 0, cfg, tiny_results, tmp_path / "same")
+    assert run["val_dataset"] == "matched" and run["n_val"] == len(load_split(tiny_results, "val", "matched"))
+    metrics = pl.read_csv(tmp_path / "same" / "metrics.csv")
+    assert run["selected_on"] == "val_auroc"
+    assert run["best_epoch"] == 1 + int(np.argmax(metrics["val_auroc"].to_numpy()))
+    assert run["best_val_score"] == pytest.approx(metrics["val_auroc"].max())
+    assert checkpoint.load(tmp_path / "same" / "last.pt")["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.9)
+    # the reference's choice: every model stops early on the full validation set
+    run = train("transformer", "matched", 0, _cfg(tiny_cfg, epochs=1, val_set="full"), tiny_results, tmp_path / "full")
+    assert run["val_dataset"] == "full" and run["n_val"] == len(load_split(tiny_results, "val", "full"))
+    # a model without EHR has only the matched validation set
+    assert train("resnet50", "matched", 0, _cfg(tiny_cfg, epochs=1, val_set="full"), tiny_results, tmp_path / "cnn")["val_dataset"] == "matched"
+
+
+def test_plateau_scheduler_halves_the_lr_and_resumes_with_it(tiny_results, tiny_cfg, tmp_path):
+    """MedFuse's ReduceLROnPlateau: 10 epochs without a lower validation loss halve the lr; its state
+    is part of the resume point."""
+    cfg = _cfg(tiny_cfg, lr=1e-12, epochs=13, patience=20, lr_scheduler="plateau")  # the loss cannot fall
+    train("transformer", "matched", 0, cfg, tiny_results, tmp_path / "whole")
+    lrs = pl.read_csv(tmp_path / "whole" / "metrics.csv")["lr"].to_list()
+    assert lrs[:11] == [1e-12] * 11 and lrs[11:] == [5e-13] * 2  # epoch 1 sets the best, 2-12 do not beat it
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_12(epoch):
+        if epoch == 12:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train("transformer", "matched", 0, cfg, tiny_results, tmp_path / "killed", on_epoch_end=kill_after_12)
+    train("transformer", "matched", 0, cfg, tiny_results, tmp_path / "killed")
+    assert pl.read_csv(tmp_path / "killed" / "metrics.csv")["lr"].to_list() == lrs
 
 
 def test_augmentation_on_tensors():
@@ -333,7 +388,7 @@ def test_compiled_runs_see_one_batch_shape(tiny_results, tiny_cfg, tmp_path, mon
     assert {b for training, b in shapes} == {16}
     assert sum(training for training, _ in shapes) == train_n // 16
     assert sum(not training for training, _ in shapes) == -(-val_n // 16)
-    assert run["epochs_run"] == 1 and np.isfinite(run["best_val_prauc"])
+    assert run["epochs_run"] == 1 and np.isfinite(run["best_val_score"])
     with pytest.raises(UserError, match="train.compile"):
         EngineSettings.from_cfg(_cfg(tiny_cfg, compile="max-speed"), torch.device("cpu"), 0.0)
 

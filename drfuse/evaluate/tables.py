@@ -313,7 +313,7 @@ def render_table4(t4: pd.DataFrame, cfg: dict) -> tuple:
 
 
 def grid_choice(results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
-    """The grid point selected on validation PRAUC for each training set and seed (the paper's
+    """The grid point selected on the validation score for each training set and seed (the paper's
     protocol): rows (run, train_set, seed); the whole grid goes to tables/grid_search.csv."""
     from drfuse.experiments import select_grid
 
@@ -334,7 +334,7 @@ def as_drfuse(frame: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
 
 
 def use_grid_selection(boot: pd.DataFrame, results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
-    """Report, as DrFuse, the grid point selected on validation PRAUC (see `grid_choice`)."""
+    """Report, as DrFuse, the grid point selected on the validation score (see `grid_choice`)."""
     return as_drfuse(boot, grid_choice(results_dir, cfg, out_dir))
 
 

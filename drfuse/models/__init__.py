@@ -16,12 +16,16 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-# Settings read by every model's training (drfuse.train.engine).
-TRAIN_ALL = ("lr", "weight_decay", "batch_size", "epochs", "patience")
+# Settings read by every model's training (drfuse.train.engine, drfuse.train.run).
+TRAIN_ALL = (
+    "lr", "adam_betas", "weight_decay", "lr_scheduler", "batch_size", "epochs", "patience", "select_on", "val_set"
+)  # fmt: skip
 # Training of a model that sees images: the image augmentation. The fusion models also drop the
-# CXR of a share of each matched batch (`train.cxr_drop`, drfuse.train.run).
+# CXR of a share of each matched batch, each family by its own setting (the model's
+# `cxr_drop_setting`, drfuse.train.run.training_cxr_drop).
 TRAIN_CXR = (*TRAIN_ALL, "augment")
 TRAIN_FUSION = (*TRAIN_CXR, "cxr_drop")
+TRAIN_BASELINE_FUSION = (*TRAIN_CXR, "baseline_cxr_drop")
 
 # Model settings by building block (drfuse.models.encoders).
 EHR_TRANSFORMER = ("d_model", "n_heads", "ff_dim", "dropout", "max_len")
@@ -55,10 +59,10 @@ MODELS: dict[str, ModelSpec] = {
     "drfuse_no_rank": ModelSpec("drfuse.models.drfuse", "build_drfuse_no_rank", DRFUSE, TRAIN_FUSION),
     "transformer": ModelSpec("drfuse.models.unimodal", "build_transformer", EHR_TRANSFORMER, TRAIN_ALL),
     "resnet50": ModelSpec("drfuse.models.unimodal", "build_resnet", ("d_model", *CNN), TRAIN_CXR),
-    "mmtm": ModelSpec("drfuse.models.mmtm", "build_mmtm", (*EHR_LSTM, *BASELINE_CNN, "mmtm_ratio", "mmtm_stages"), TRAIN_FUSION),
-    "daft": ModelSpec("drfuse.models.daft", "build_daft", (*EHR_LSTM, *BASELINE_CNN, "daft_stages"), TRAIN_FUSION),
-    "medfuse": ModelSpec("drfuse.models.medfuse", "build_medfuse", (*EHR_LSTM, *BASELINE_CNN, *MEDFUSE_INIT), TRAIN_FUSION),
-    "medfuse2": ModelSpec("drfuse.models.medfuse", "build_medfuse2", (*EHR_TRANSFORMER, *CNN, *MEDFUSE_INIT), TRAIN_FUSION),
+    "mmtm": ModelSpec("drfuse.models.mmtm", "build_mmtm", (*EHR_LSTM, *BASELINE_CNN, "mmtm_ratio", "mmtm_stages"), TRAIN_BASELINE_FUSION),
+    "daft": ModelSpec("drfuse.models.daft", "build_daft", (*EHR_LSTM, *BASELINE_CNN, "daft_stages"), TRAIN_BASELINE_FUSION),
+    "medfuse": ModelSpec("drfuse.models.medfuse", "build_medfuse", (*EHR_LSTM, *BASELINE_CNN, *MEDFUSE_INIT), TRAIN_BASELINE_FUSION),
+    "medfuse2": ModelSpec("drfuse.models.medfuse", "build_medfuse2", (*EHR_TRANSFORMER, *CNN, *MEDFUSE_INIT), TRAIN_BASELINE_FUSION),
 }
 
 

@@ -1,9 +1,9 @@
 """DAFT baseline (Poelsterl et al., MICCAI 2021), as implemented in MedFuse's repository.
 
 Follows MedFuse's `FusionDAFT`: a 2-layer LSTM EHR encoder and a ResNet (ResNet-34 by default,
-`model.baseline_backbone`). After the chosen CNN stages (`model.daft_stages`, default [4] as in
-MedFuse's runs) a DAFT block concatenates the pooled CXR feature map and the mean EHR state,
-passes it through a bias-free bottleneck (width int((16 + C_img) / 7), ReLU) and decodes a scale
+`model.baseline_backbone`). After the chosen CNN stages (`model.daft_stages`, default [3]: MedFuse's
+phenotyping script runs `--layer_after 3`) a DAFT block concatenates the pooled CXR feature map and
+the mean EHR state, passes it through a bias-free bottleneck (width int((16 + C_img) / 7), ReLU) and decodes a scale
 and a shift (linear activation) that transform the EHR sequence between LSTM layers 1 and 2. The
 prediction comes from the EHR stream (dropout + Linear). A missing CXR is an all-zero image.
 Adapted: the EHR mean runs over the valid time steps only (MedFuse includes the padding); the CNN
@@ -49,6 +49,8 @@ class DAFTBlock(nn.Module):
 class DAFT(nn.Module):
     uses_ehr = True
     uses_cxr = True
+    # MedFuse's code never drops an image while training (drfuse.train.run.training_cxr_drop)
+    cxr_drop_setting = "baseline_cxr_drop"
 
     def __init__(self, cfg: dict):
         super().__init__()

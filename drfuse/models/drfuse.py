@@ -61,6 +61,8 @@ def aux_head(kind: str, d: int, n_classes: int) -> nn.Module:
 class DrFuse(nn.Module):
     uses_ehr = True
     uses_cxr = True
+    # the paper's recipe: drop the CXR of a share of each matched batch (drfuse.train.run)
+    cxr_drop_setting = "cxr_drop"
 
     def __init__(self, cfg: dict, alignment: str = "jsd", use_ranking: bool = True):
         super().__init__()

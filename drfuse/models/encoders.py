@@ -242,8 +242,9 @@ def lstm_layers(cfg: dict, minimum: int = 1) -> int:
 
 def fusion_stages(cfg: dict, key: str) -> list[int]:
     """CNN stages (0 = after the stem, 1..4 = after layer1..layer4) where MMTM/DAFT blocks act:
-    `model.<key>`, default [4] (MedFuse's runs: --layer_after 4)."""
-    stages = sorted({int(s) for s in cfg.get(key, [4])})
+    `model.<key>` (config.yaml: MMTM [4], DAFT [3], as MedFuse's phenotyping scripts
+    `--layer_after 4` / `--layer_after 3`)."""
+    stages = sorted({int(s) for s in cfg[key]})
     if not stages or stages[0] < 0 or stages[-1] > 4:
         raise UserError(f"model.{key} = {cfg.get(key)!r}: give stage numbers in 0..4")
     return stages

@@ -63,6 +63,8 @@ def load_encoder(module: nn.Module, prefix: str, path: str, setting: str) -> Non
 class MedFuse(nn.Module):
     uses_ehr = True
     uses_cxr = True
+    # MedFuse's code never drops an image while training (drfuse.train.run.training_cxr_drop)
+    cxr_drop_setting = "baseline_cxr_drop"
 
     def __init__(self, cfg: dict, ehr_encoder: nn.Module, cxr_encoder: CNNEncoder):
         super().__init__()

@@ -2,9 +2,10 @@
 
 Follows MedFuse's `FusionMMTM`: a 2-layer LSTM EHR encoder and a ResNet (ResNet-34 by default,
 `model.baseline_backbone`); between LSTM layer 1 and layer 2, MMTM blocks act after the chosen CNN
-stages (`model.mmtm_stages`, default [4] as in MedFuse's runs): squeeze both modalities (global
-average pool of the feature map, mean of the EHR sequence), one joint Linear + ReLU (width
-2 (C_img + d) / `model.mmtm_ratio`, default 4), then excite both with sigmoid gates. Three heads:
+stages (`model.mmtm_stages`, default [4]: MedFuse's phenotyping script runs `--layer_after 4`):
+squeeze both modalities (global average pool of the feature map, mean of the EHR sequence), one
+joint Linear + ReLU (width 2 (C_img + d) / `model.mmtm_ratio`, default 4), then excite both with
+sigmoid gates. Three heads:
 EHR-only, CXR-only and joint (Linear on [projected EHR feature, CXR feature]). A missing CXR is an
 all-zero image (as in the paper's baselines).
 Adapted: MedFuse trains the three heads with three alternating optimisers; here one loss sums the
@@ -53,6 +54,8 @@ class MMTMBlock(nn.Module):
 class MMTM(nn.Module):
     uses_ehr = True
     uses_cxr = True
+    # MedFuse's code never drops an image while training (drfuse.train.run.training_cxr_drop)
+    cxr_drop_setting = "baseline_cxr_drop"
 
     def __init__(self, cfg: dict):
         super().__init__()

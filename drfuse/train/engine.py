@@ -47,7 +47,7 @@ from drfuse.models.encoders import padded_image_batches
 from drfuse.train import checkpoint
 from drfuse.train.augment import AugmentSettings, prepare_images
 from drfuse.train.data import SplitData
-from drfuse.train.metrics import macro_scores
+from drfuse.train.metrics import bce, macro_scores
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,9 @@ class EngineSettings:
     epochs: int = 100
     patience: int = 10
     cxr_drop: float = 0.0  # already 0 unless training a fusion model on the matched dataset
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_scheduler: str = "none"  # none | plateau (halve the lr after 10 epochs without a lower val loss)
+    select_on: str = "prauc"  # validation macro metric for the best checkpoint and early stopping
     amp: bool = True
     channels_last: bool = True
     compile: str | None = None  # a torch.compile mode, None = eager
@@ -135,6 +138,9 @@ class EngineSettings:
             epochs=int(t["epochs"]),
             patience=int(t["patience"]),
             cxr_drop=float(cxr_drop),
+            adam_betas=(float(t["adam_betas"][0]), float(t["adam_betas"][1])),
+            lr_scheduler=t["lr_scheduler"],
+            select_on=t["select_on"],
             amp=bool(t.get("amp", True)),
             channels_last=bool(t.get("channels_last", True)),
             compile=compile_mode,
@@ -167,6 +173,15 @@ def _compile_mode(value) -> str | None:
     if value in COMPILE_MODES:
         return value
     raise UserError(f"train.compile must be false, true, default or reduce-overhead, got {value!r}")
+
+
+def _scheduler(optimizer, settings: EngineSettings):
+    """MedFuse's ReduceLROnPlateau on the validation loss (factor 0.5, patience 10), or None."""
+    if settings.lr_scheduler == "none":
+        return None
+    if settings.lr_scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=10)
+    raise UserError(f"train.lr_scheduler must be none or plateau, got {settings.lr_scheduler!r}")
 
 
 def compile_model(model, settings: EngineSettings):
@@ -341,7 +356,10 @@ def fit(
     if settings.cuda and settings.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = compile_model(model, settings)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.lr, betas=settings.adam_betas, weight_decay=settings.weight_decay
+    )
+    scheduler = _scheduler(optimizer, settings)
     generator = torch.Generator().manual_seed(seed)
     train_data = DeviceData(train_split, device, model.uses_cxr)
     val_data = DeviceData(val_split, device, model.uses_cxr)
@@ -356,6 +374,8 @@ def fit(
         if state.get("fingerprint") == fingerprint_json:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
             checkpoint.set_rng_state(state["rng"], generator)
             history = json.loads(state["history"])
             start_epoch, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
@@ -371,21 +391,27 @@ def fit(
             break
         t0 = time.perf_counter()
         train_loss, parts = train_epoch(model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}")
-        val = macro_scores(val_labels, predict_outputs(model, forward, val_data, settings)["prob"])
+        val_prob = predict_outputs(model, forward, val_data, settings)["prob"]
+        val = macro_scores(val_labels, val_prob)
+        val_loss = bce(val_labels, val_prob)
+        if scheduler is not None:
+            scheduler.step(val_loss)
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
+            "val_loss": val_loss,
             "val_prauc": val["prauc"],
             "val_auroc": val["auroc"],
+            "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - t0, 3),
             "val_labels_skipped": val["prauc_skipped"],
             **{f"train_loss:{name}": value for name, value in parts.items()},
         }
         history.append(row)
-        score = val["prauc"] if not math.isnan(val["prauc"]) else -math.inf
+        score = val[settings.select_on] if not math.isnan(val[settings.select_on]) else -math.inf
         if best_epoch is None or score > best:
             best, best_epoch, bad_epochs = score, epoch + 1, 0
-            best_state = {"model": model.state_dict(), "epoch": epoch + 1, "val_prauc": score, "meta": json.dumps(meta)}
+            best_state = {"model": model.state_dict(), "epoch": epoch + 1, "selected_on": f"val_{settings.select_on}", "val_score": score, "meta": json.dumps(meta)}
             checkpoint.save_atomic(best_state, out_dir / BEST)
             checkpoint.link_atomic(out_dir / BEST, out_dir / BEST_KEPT)
         else:
@@ -395,6 +421,7 @@ def fit(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "epoch": epoch + 1,
                 "best": best,
                 "best_epoch": best_epoch,
@@ -427,7 +454,8 @@ def fit(
     _write_metrics(out_dir / METRICS, history)
     return {
         "best_epoch": best_epoch,
-        "best_val_prauc": best,
+        "selected_on": f"val_{settings.select_on}",
+        "best_val_score": best,
         "epochs_run": len(history),
         "stopped_early": bool(done),
         "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if settings.cuda else None,

@@ -52,6 +52,15 @@ def _write_json(obj, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def training_cxr_drop(model, dataset: str, train_cfg: dict) -> float:
+    """The share of each training batch whose CXR is dropped: the setting the model names
+    (`cxr_drop_setting`: `train.cxr_drop` for the DrFuse family, the paper's recipe;
+    `train.baseline_cxr_drop` for the fusion baselines, whose original code never drops an image),
+    applied on the matched dataset only, where every stay has a CXR."""
+    setting = getattr(model, "cxr_drop_setting", None)
+    return float(train_cfg[setting]) if setting and dataset == "matched" else 0.0
+
+
 def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None) -> dict:
     """Train `model_name` on `train_set` (full/matched) with `seed`; returns the run summary.
 
@@ -68,13 +77,19 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
         checkpoint.seed_everything(seed)
         model = build_model(model_name, cfg["model"])
         dataset = dataset_for(model, train_set)
+        val_dataset = dataset if train_cfg["val_set"] == "same" else dataset_for(model, "full")
         train_split = load_split(results_dir, "train", dataset)
-        val_split = load_split(results_dir, "val", dataset)
-        # the paper's CXR drop only makes sense for a fusion model on the all-paired dataset
-        fusion = model.uses_ehr and model.uses_cxr
-        cxr_drop = float(train_cfg["cxr_drop"]) if dataset == "matched" and fusion else 0.0
+        val_split = load_split(results_dir, "val", val_dataset)
+        cxr_drop = training_cxr_drop(model, dataset, train_cfg)
         settings = EngineSettings.from_cfg(cfg, device, cxr_drop)
-        meta = {"model_name": model_name, "model_cfg": cfg["model"], "train_set": train_set, "dataset": dataset, "seed": seed}
+        meta = {
+            "model_name": model_name,
+            "model_cfg": cfg["model"],
+            "train_set": train_set,
+            "dataset": dataset,
+            "val_dataset": val_dataset,
+            "seed": seed,
+        }
         fp = {
             **meta,
             "train": {k: v for k, v in train_cfg.items() if k not in RESUMABLE_CHANGES},
