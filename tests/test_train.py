@@ -131,10 +131,12 @@ def test_validation_set_selection_metric_and_betas_follow_the_settings(tiny_resu
 def test_plateau_scheduler_halves_the_lr_and_resumes_with_it(tiny_results, tiny_cfg, tmp_path):
     """MedFuse's ReduceLROnPlateau: 10 epochs without a lower validation loss halve the lr; its state
     is part of the resume point."""
-    cfg = _cfg(tiny_cfg, lr=1e-12, epochs=13, patience=20, lr_scheduler="plateau")  # the loss cannot fall
+    # an lr too small to lower the loss by the scheduler's threshold (1e-4 relative), large enough
+    # for a halving to count (torch ignores lr changes below 1e-8)
+    cfg = _cfg(tiny_cfg, lr=1e-7, epochs=13, patience=20, lr_scheduler="plateau")
     train("transformer", "matched", 0, cfg, tiny_results, tmp_path / "whole")
     lrs = pl.read_csv(tmp_path / "whole" / "metrics.csv")["lr"].to_list()
-    assert lrs[:11] == [1e-12] * 11 and lrs[11:] == [5e-13] * 2  # epoch 1 sets the best, 2-12 do not beat it
+    assert lrs[:11] == [1e-7] * 11 and lrs[11:] == [5e-8] * 2  # epoch 1 sets the best, 2-12 do not beat it
 
     class Killed(Exception):
         pass
