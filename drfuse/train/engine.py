@@ -357,7 +357,13 @@ def fit(
         model.to(memory_format=torch.channels_last)
     forward = compile_model(model, settings)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.lr, betas=settings.adam_betas, weight_decay=settings.weight_decay
+        model.parameters(),
+        lr=settings.lr,
+        betas=settings.adam_betas,
+        weight_decay=settings.weight_decay,
+        # one fused kernel per step on the CPU: the for-loop Adam costs 130 ms a step over DrFuse's
+        # 22.7 M demo parameters (4x the fused one), most of a small batch's step
+        fused=not settings.cuda,
     )
     scheduler = _scheduler(optimizer, settings)
     generator = torch.Generator().manual_seed(seed)
