@@ -123,7 +123,7 @@ def test_medfuse2_init_from_unimodal_checkpoints(cfg, tmp_path):
 
 def test_parameter_counts(cfg):
     d, c = cfg["d_model"], N_PHENOTYPES
-    feat = 512  # resnet18's pooled feature
+    feat = 8 * cfg["cnn_width"]  # resnet18's pooled feature (512 at torchvision's width 64)
     cnn = build_model("resnet50", cfg)
     backbone = sum(p.numel() for p in cnn.cxr_encoder.parameters()) - (feat * d + d)
     assert sum(p.numel() for p in cnn.parameters()) == backbone + (feat * d + d) + (d * c + c)
@@ -135,13 +135,13 @@ def test_parameter_counts(cfg):
     ehr_lstm = lstm(F, d) + lstm(d, d)
     fusion = (feat * d + d) + lstm(d, feat) + (feat * c + c)
     assert sum(p.numel() for p in medfuse.parameters()) == ehr_lstm + backbone + fusion
-    mmtm = build_model("mmtm", cfg)  # one MMTM block after layer4 (512 channels), ratio 4
+    mmtm = build_model("mmtm", cfg)  # one MMTM block after layer4 (feat channels), ratio 4
     width = int(2 * (feat + d) / 4)
     block = ((feat + d) * width + width) + (width * feat + feat) + (width * d + d)
     heads = (d * c + c) + (feat * c + c) + (d * feat + feat) + (2 * feat * c + c)
     assert sum(p.numel() for p in mmtm.parameters()) == ehr_lstm + backbone + block + heads
-    daft = build_model("daft", cfg)  # one DAFT block after layer3 (256 channels): no layer4
-    stage3 = 256
+    daft = build_model("daft", cfg)  # one DAFT block after layer3: no layer4
+    stage3 = 4 * cfg["cnn_width"]
     layer4 = sum(p.numel() for p in cnn.cxr_encoder.trunk.layers[3].parameters())
     bottleneck = int((16 + stage3) / 7)
     assert sum(p.numel() for p in daft.parameters()) == (

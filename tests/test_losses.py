@@ -143,3 +143,31 @@ def test_batch_without_cxr_is_finite_and_has_zero_jsd():
 def test_mse_alignment():
     a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]])
     assert losses.mse_per_sample(a, b).item() == pytest.approx(2.5)  # (1 + 4) / 2
+
+
+def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_rows():
+    """One class, four paired stays (one positive) and one without CXR. Per stay, the EHR head
+    (logit 0) beats the CXR head on the three negatives; over the batch the CXR head is better
+    (mean BCE 0.61 vs 0.69), the shared head worst. The attention favours CXR > EHR > shared."""
+    labels = torch.tensor([[1], [0], [0], [0], [0]])
+    has_cxr = torch.tensor([True, True, True, True, False])
+    nan = float("nan")
+    out = {
+        "logits": torch.zeros(5, 1),
+        "ehr_shared": torch.randn(5, 4), "ehr_distinct": torch.randn(5, 4),
+        "cxr_shared": torch.randn(5, 4), "cxr_distinct": torch.randn(5, 4),
+        "aux_ehr": torch.zeros(5, 1),
+        "aux_shared": torch.ones(5, 1),
+        "aux_cxr": torch.tensor([[3.0], [0.2], [0.2], [0.2], [nan]]),
+        "attention": torch.tensor([[[0.2, 0.1, 0.7]]]).expand(5, 1, 3),
+    }
+    batch = {**SETTINGS, "rank_order": "batch"}
+    _, parts = losses.drfuse_loss(out, labels, has_cxr, batch)
+    assert parts["attn"] == 0.0  # every ordering the batch's losses ask for holds
+    _, parts = losses.drfuse_loss(out, labels, has_cxr, {**batch, "margin": 0.1})
+    # the three pairs in order hold by more than 0.1; the three reverse pairs add max(0, 0.1) each: 0.3 / (2 |C|)
+    assert parts["attn"] == pytest.approx(0.15, abs=1e-6)
+    _, per_stay = losses.drfuse_loss(out, labels, has_cxr, {**SETTINGS, "rank_order": "sample"})
+    # ranked per stay: the negatives put EHR before CXR (a_cxr - a_ehr = 0.5 violated), the positive
+    # puts shared before EHR (a_ehr - a_shared = 0.1 violated)
+    assert per_stay["attn"] == pytest.approx((0.1 + 3 * 0.5) / 2 / 4, abs=1e-6)

@@ -9,6 +9,7 @@ import torchvision
 from drfuse.errors import UserError
 from drfuse.models import MODELS, build_model
 from drfuse.models.drfuse import logit_pool
+from drfuse.models.encoders import build_resnet
 from drfuse.phenotypes import N_PHENOTYPES
 
 B, T, F = 6, 48, 76
@@ -125,11 +126,11 @@ def _transformer_layer_params(d: int, ff: int) -> int:
 
 def test_parameter_count(cfg):
     d, ff, c = cfg["d_model"], cfg["ff_dim"], N_PHENOTYPES
-    resnet = torchvision.models.resnet18(weights=None)
+    resnet = build_resnet("resnet18", "", cfg["cnn_width"])
     stem = sum(p.numel() for p in [*resnet.conv1.parameters(), *resnet.bn1.parameters()])
     trunk = sum(p.numel() for m in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for p in m.parameters())
     ehr = (F * d + d) + cfg["max_len"] * d + 3 * _transformer_layer_params(d, ff)
-    cxr = stem + 2 * (trunk + 512 * d + d)
+    cxr = stem + 2 * (trunk + 8 * cfg["cnn_width"] * d + d)
     proj = (d * 2 * d + 2 * d) + (2 * d * d + d) + (d * d + d)
     attn = d * (2 + c) * d + (2 + c) * d
     heads = (d * c + c) + 3 * ((d * d + d) + (d * c + c))
@@ -144,14 +145,40 @@ def test_pretrained_weights_from_local_file(cfg, tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     path = tmp_path / "r18.pt"
     torch.save(ref.state_dict(), path)
-    model = build_model("drfuse", {**cfg, "pretrained_weights": str(path)})
+    model = build_model("drfuse", {**cfg, "cnn_width": 64, "pretrained_weights": str(path)})
     assert torch.equal(model.cxr_stem[0].weight, ref.conv1.weight)
     assert torch.equal(model.cxr_trunk_shared.layers[3][1].conv2.weight, ref.layer4[1].conv2.weight)
     assert torch.equal(model.cxr_trunk_distinct.layers[0][0].conv1.weight, ref.layer1[0].conv1.weight)
     with pytest.raises(UserError, match="pretrained_weights"):
         build_model("drfuse", {**cfg, "pretrained_weights": str(tmp_path / "missing.pt")})
     with pytest.raises(UserError, match="pretrained_weights"):
-        build_model("drfuse", {**cfg, "backbone": "resnet34", "pretrained_weights": str(path)})
+        build_model("drfuse", {**cfg, "cnn_width": 64, "backbone": "resnet34", "pretrained_weights": str(path)})
+    with pytest.raises(UserError, match="model.cnn_width = 32"):
+        build_model("drfuse", {**cfg, "cnn_width": 32, "pretrained_weights": str(path)})
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_cnn_width_scales_every_stage_of_torchvisions_resnet(backbone):
+    reference = getattr(torchvision.models, backbone)(weights=None).state_dict()
+    assert {k: v.shape for k, v in build_resnet(backbone).state_dict().items()} == {k: v.shape for k, v in reference.items()}
+    torch.manual_seed(0)
+    narrow = build_resnet(backbone, "", 16)
+    shapes = {k: v.shape for k, v in narrow.state_dict().items()}
+    assert shapes.keys() == reference.keys()
+    for key, full in ((k, tuple(v.shape)) for k, v in reference.items()):
+        if key == "conv1.weight":  # RGB in, channels out
+            assert shapes[key] == (full[0] // 4, 3, *full[2:]), key
+        elif key == "fc.weight":  # classes out, features in
+            assert shapes[key] == (full[0], full[1] // 4), key
+        elif key != "fc.bias" and full:  # num_batches_tracked is a scalar
+            assert shapes[key] == tuple(n // 4 for n in full[:2]) + full[2:], key
+    assert narrow(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
+    # initialised as torchvision initialises: BatchNorm at (1, 0), convolutions Kaiming-normal on fan-out
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+               for m in narrow.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    conv = narrow.layer4[0].conv1.weight
+    expected_std = (2 / (conv.shape[0] * conv.shape[2] * conv.shape[3])) ** 0.5
+    assert abs(conv.std().item() / expected_std - 1) < 0.05
 
 
 def test_registry_builds_every_model_with_interface(cfg):

@@ -40,6 +40,7 @@ def full_model_cfg(tmp_path_factory) -> dict:
         "lambda_orth": 0.4,
         "lambda_attn": 0.7,
         "margin": 0.1,
+        "rank_order": "batch",
         "baseline_backbone": "resnet18",
         "baseline_pretrained_weights": str(paths["baseline"]),
         "lstm_layers": 3,
@@ -56,11 +57,15 @@ def _fingerprint(model) -> tuple:
     return repr(model), state, getattr(model, "loss_settings", None)
 
 
+@pytest.mark.parametrize("cnn", ["pretrained", "narrow"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_a_model_built_from_its_declared_settings_alone_is_the_same_model(name, full_model_cfg):
-    declared = {k: v for k, v in full_model_cfg.items() if k in MODELS[name].model_keys}
+def test_a_model_built_from_its_declared_settings_alone_is_the_same_model(name, cnn, full_model_cfg):
+    # pretrained weights need torchvision's width: the CNN width is checked without them
+    cfg = full_model_cfg if cnn == "pretrained" else {
+        **full_model_cfg, "cnn_width": 16, "pretrained_weights": "", "baseline_pretrained_weights": ""}
+    declared = {k: v for k, v in cfg.items() if k in MODELS[name].model_keys}
     torch.manual_seed(0)
-    full_repr, full_state, full_loss = _fingerprint(build_model(name, full_model_cfg))
+    full_repr, full_state, full_loss = _fingerprint(build_model(name, cfg))
     torch.manual_seed(0)
     decl_repr, decl_state, decl_loss = _fingerprint(build_model(name, declared))
     assert decl_repr == full_repr, f"{name} reads a model setting it does not declare (architecture differs)"

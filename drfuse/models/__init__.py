@@ -30,10 +30,10 @@ TRAIN_BASELINE_FUSION = (*TRAIN_CXR, "baseline_cxr_drop")
 # Model settings by building block (drfuse.models.encoders).
 EHR_TRANSFORMER = ("d_model", "n_heads", "ff_dim", "dropout", "max_len")
 EHR_LSTM = ("d_model", "dropout", "lstm_layers")
-CNN = ("backbone", "pretrained_weights", "image_size")
+CNN = ("backbone", "pretrained_weights", "cnn_width", "image_size")
 # encoders.baseline_cnn: `baseline_*`, falling back to `pretrained_weights` when the backbones agree.
-BASELINE_CNN = ("baseline_backbone", "baseline_pretrained_weights", "backbone", "pretrained_weights", "image_size")
-DRFUSE = (*EHR_TRANSFORMER, *CNN, "aux_head", "lambda_jsd", "lambda_orth", "lambda_attn", "margin")
+BASELINE_CNN = ("baseline_backbone", "baseline_pretrained_weights", "backbone", "pretrained_weights", "cnn_width", "image_size")
+DRFUSE = (*EHR_TRANSFORMER, *CNN, "aux_head", "lambda_jsd", "lambda_orth", "lambda_attn", "margin", "rank_order")
 MEDFUSE_INIT = ("medfuse_init_ehr", "medfuse_init_cxr")
 
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from drfuse.errors import UserError
 from drfuse.models import losses
-from drfuse.models.encoders import CNNStem, CNNTrunk, EHRTransformer, build_resnet, run_on_available
+from drfuse.models.encoders import CNNStem, CNNTrunk, EHRTransformer, build_resnet, cnn, run_on_available
 from drfuse.phenotypes import N_PHENOTYPES
 
 
@@ -75,14 +75,15 @@ class DrFuse(nn.Module):
             "lambda_orth": float(cfg["lambda_orth"]),
             "lambda_attn": float(cfg["lambda_attn"]),
             "margin": float(cfg["margin"]),
+            "rank_order": cfg.get("rank_order", "sample"),
             "alignment": alignment,
             "use_ranking": use_ranking,
         }
         self.ehr_encoder = EHRTransformer(cfg, n_branches=2)  # branches: shared, distinct
-        stem_net = build_resnet(cfg["backbone"], cfg.get("pretrained_weights", ""))
+        stem_net = build_resnet(*cnn(cfg))
         self.cxr_stem = CNNStem(stem_net)
         self.cxr_trunk_shared = CNNTrunk(stem_net, d)
-        self.cxr_trunk_distinct = CNNTrunk(build_resnet(cfg["backbone"], cfg.get("pretrained_weights", "")), d)
+        self.cxr_trunk_distinct = CNNTrunk(build_resnet(*cnn(cfg)), d)
         self.shared_proj = nn.Sequential(
             nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d)
         )

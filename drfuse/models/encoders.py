@@ -7,7 +7,8 @@
   hidden state of the top layer, dropout on that feature).
 - `build_resnet` / `CNNStem` / `CNNTrunk` / `CNNEncoder`: torchvision ResNets split into a stem
   (conv1, bn1, relu, maxpool) and a trunk (layer1..layer4 + global average pool, optionally a
-  Linear to d). Weights are random or loaded from a local state_dict; nothing is ever downloaded.
+  Linear to d), optionally narrower than torchvision's (`model.cnn_width`). Weights are random or
+  loaded from a local state_dict; nothing is ever downloaded.
   Their BatchNorm layers are `masked_norm.MaskedBatchNorm2d` (plain BatchNorm2d unless a row mask
   is active; the same state_dict keys as torchvision's).
 - `run_on_available`: runs an image function on the samples that have a CXR only, so a missing
@@ -32,6 +33,7 @@ from drfuse.models.masked_norm import MaskedBatchNorm2d, valid_rows
 
 N_EHR_FEATURES = 76
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+TORCHVISION_WIDTH = 64  # channels of a torchvision ResNet's stem and first stage
 
 
 def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -113,11 +115,17 @@ class EHRLSTM(nn.Module):
         return self.dropout(h)
 
 
-def build_resnet(backbone: str, pretrained_weights: str = "") -> torchvision.models.ResNet:
-    """A torchvision ResNet, random or loaded from a local state_dict file (never downloaded)."""
+def build_resnet(backbone: str, pretrained_weights: str = "", width: int = TORCHVISION_WIDTH) -> torchvision.models.ResNet:
+    """A torchvision ResNet, random or loaded from a local state_dict file (never downloaded);
+    `width` channels in the stem and first stage (`model.cnn_width`; torchvision's is 64)."""
     if backbone not in BACKBONES:
         raise UserError(f"model.backbone = {backbone!r} is not supported; use one of {', '.join(BACKBONES)}")
     net = getattr(torchvision.models, backbone)(weights=None, norm_layer=MaskedBatchNorm2d)
+    if width != TORCHVISION_WIDTH:
+        if pretrained_weights:
+            raise UserError(f"model.cnn_width = {width}: pretrained weights ({pretrained_weights}) are torchvision's "
+                            f"width {TORCHVISION_WIDTH}; set model.cnn_width: {TORCHVISION_WIDTH} to load them")
+        _rebuild_with_width(net, width)
     if pretrained_weights:
         path = Path(pretrained_weights)
         if not path.is_file():
@@ -130,6 +138,28 @@ def build_resnet(backbone: str, pretrained_weights: str = "") -> torchvision.mod
                 f"model.pretrained_weights: {path} is not a torchvision {backbone} state_dict ({exc})"
             ) from exc
     return net
+
+
+def _rebuild_with_width(net: torchvision.models.ResNet, width: int) -> None:
+    """Replace the stem and the four stages by ones with width, 2, 4, 8 x width channels (torchvision
+    fixes 64), built by torchvision's own stage builder and initialised as torchvision does. The
+    CPU demo uses 32: at its 48-pixel images DrFuse's training step takes 0.4x the time of the
+    full width's (docs/performance.md)."""
+    block = type(net.layer1[0])
+    depths = [len(stage) for stage in (net.layer1, net.layer2, net.layer3, net.layer4)]
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = net._norm_layer(width)
+    net.layer1, net.layer2, net.layer3, net.layer4 = (
+        net._make_layer(block, width * 2**i, depth, stride=1 if i == 0 else 2) for i, depth in enumerate(depths)
+    )
+    net.fc = nn.Linear(8 * width * block.expansion, net.fc.out_features)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def feature_dim(net: torchvision.models.ResNet) -> int:
@@ -167,9 +197,10 @@ class CNNTrunk(nn.Module):
 class CNNEncoder(nn.Module):
     """One ResNet: stem + trunk, pooled feature (projected to out_dim when given)."""
 
-    def __init__(self, backbone: str, pretrained_weights: str = "", out_dim: int | None = None):
+    def __init__(self, backbone: str, pretrained_weights: str = "", width: int = TORCHVISION_WIDTH,
+                 out_dim: int | None = None):
         super().__init__()
-        net = build_resnet(backbone, pretrained_weights)
+        net = build_resnet(backbone, pretrained_weights, width)
         self.stem = CNNStem(net)
         self.trunk = CNNTrunk(net, out_dim)
         self.out_dim = self.trunk.out_dim
@@ -221,14 +252,20 @@ def run_on_available(fn, images: torch.Tensor, has_cxr: torch.Tensor, dims, temp
     return tuple(base.index_copy(0, idx, out.to(base.dtype)) for base, out in zip(full, outs))
 
 
-def baseline_cnn(cfg: dict) -> tuple[str, str]:
-    """(backbone, weights file) of MMTM, DAFT and MedFuse: `model.baseline_backbone`, ResNet-34 by
-    default as in MedFuse's code (whose MMTM and DAFT the DrFuse paper's baselines come from), and
-    `model.baseline_pretrained_weights` (`model.pretrained_weights` when both backbones agree)."""
+def baseline_cnn(cfg: dict) -> tuple[str, str, int]:
+    """(backbone, weights file, width) of MMTM, DAFT and MedFuse: `model.baseline_backbone`,
+    ResNet-34 by default as in MedFuse's code (whose MMTM and DAFT the DrFuse paper's baselines come
+    from), `model.baseline_pretrained_weights` (`model.pretrained_weights` when both backbones
+    agree) and `model.cnn_width`."""
     backbone = cfg.get("baseline_backbone", "resnet34")
     same = backbone == cfg.get("backbone")
     weights = cfg.get("baseline_pretrained_weights") or (cfg.get("pretrained_weights", "") if same else "")
-    return backbone, weights
+    return backbone, weights, cfg.get("cnn_width", TORCHVISION_WIDTH)
+
+
+def cnn(cfg: dict) -> tuple[str, str, int]:
+    """(backbone, weights file, width) of DrFuse's and the uni-modal models' CNN."""
+    return cfg["backbone"], cfg.get("pretrained_weights", ""), cfg.get("cnn_width", TORCHVISION_WIDTH)
 
 
 def lstm_layers(cfg: dict, minimum: int = 1) -> int:

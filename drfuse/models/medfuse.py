@@ -30,6 +30,7 @@ from drfuse.models.encoders import (
     EHRLSTM,
     EHRTransformer,
     baseline_cnn,
+    cnn,
     lstm_layers,
     run_on_available,
 )
@@ -103,5 +104,5 @@ def build_medfuse(cfg: dict) -> MedFuse:
 
 def build_medfuse2(cfg: dict) -> MedFuse:
     return MedFuse(
-        cfg, EHRTransformer(cfg, n_branches=1), CNNEncoder(cfg["backbone"], cfg.get("pretrained_weights", ""))
+        cfg, EHRTransformer(cfg, n_branches=1), CNNEncoder(*cnn(cfg))
     )

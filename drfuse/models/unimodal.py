@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from drfuse.models import losses
-from drfuse.models.encoders import CNNEncoder, EHRTransformer
+from drfuse.models.encoders import CNNEncoder, EHRTransformer, cnn
 from drfuse.phenotypes import N_PHENOTYPES
 
 
@@ -45,7 +45,7 @@ class CXRClassifier(nn.Module):
 
     def __init__(self, cfg: dict):
         super().__init__()
-        self.cxr_encoder = CNNEncoder(cfg["backbone"], cfg.get("pretrained_weights", ""), cfg["d_model"])
+        self.cxr_encoder = CNNEncoder(*cnn(cfg), out_dim=cfg["d_model"])
         self.classifier = nn.Linear(cfg["d_model"], N_PHENOTYPES)
 
     def forward(self, ehr, lengths, images, has_cxr=None) -> dict:

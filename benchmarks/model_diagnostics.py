@@ -1,0 +1,209 @@
+"""DrFuse model diagnostics on data with an answer key: train variants over seeds, print the
+planted-structure check per variant.
+
+A variant is a set of setting overrides (`--set train.batch_size=16`, repeatable). Every (model,
+seed) of a variant is trained on the matched training set of a finished data stage (`--results`:
+cohort, features and images built, e.g. `snakemake --cores all results/images/cxr.u8`), predicted
+on the matched and the full test sets, and scored by `drfuse.evaluate.planted` against the answer
+key (`--answer-key`, default the built-in data's). For the DrFuse family it also scores the three
+auxiliary heads (g1 on EHR-distinct, g2 on the shared vector, g3 on CXR-distinct) with the last
+epoch's weights: how far each encoder learned, apart from the fusion.
+
+Prints, per model: macro PRAUC matched -> matched and matched -> full, mean PRAUC per planted
+group, and for DrFuse the mean attention per group, the share of single-modality labels whose
+planted token is favoured, and the auxiliary heads' group PRAUC (mean and spread over seeds).
+docs/model-diagnostics.md records what this measured.
+
+    python benchmarks/model_diagnostics.py --results results --out diagnostics/b16 \\
+        --models drfuse transformer resnet50 --seeds 0 1 2 --set train.batch_size=16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from drfuse.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+AUX_HEADS = ("aux_ehr", "aux_shared", "aux_cxr")
+
+
+def overrides(sets: list[str]) -> dict:
+    """`a.b=value` strings (value parsed as YAML) -> a nested dict."""
+    out: dict = {}
+    for item in sets:
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def variant_config(args) -> dict:
+    """The resolved config with the variant's `--set` overrides, checked against the schema."""
+    from drfuse import config as config_mod
+
+    return config_mod.check(config_mod.deep_merge(config_mod.load(args.config), overrides(args.set)), "--set")
+
+
+def run_dir(out: Path, model: str, seed: int) -> Path:
+    return out / model / f"seed{seed}"
+
+
+def train_and_score(args) -> None:
+    """One (model, seed): train, predict both test sets, score the auxiliary heads (one process)."""
+    import torch
+
+    from drfuse import config as config_mod
+    from drfuse.experiments import resolve_run
+    from drfuse.models import build_model
+    from drfuse.train import checkpoint
+    from drfuse.train.data import load_split
+    from drfuse.train.engine import DeviceData, EngineSettings, predict_outputs
+    from drfuse.train.run import predict, train
+
+    torch.set_num_threads(1)
+    cfg = variant_config(args)
+    cfg["train"]["device"] = "cpu"
+    name, cfg = resolve_run(args.models[0], cfg)
+    folder = run_dir(Path(args.out), args.models[0], args.seeds[0])
+    results = Path(args.results)
+    train(name, "matched", args.seeds[0], cfg, results, folder)
+    model = build_model(name, cfg["model"])
+    for test_set in ("matched", "full") if model.uses_ehr else ("matched",):
+        predict(folder, test_set, cfg, results, folder / f"{test_set}.parquet")
+    if not hasattr(model, "aux_heads"):
+        return
+    model.load_state_dict(checkpoint.load(folder / "last.pt")["model"])
+    data = load_split(results, "test", "matched")
+    settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0)
+    outputs = predict_outputs(model, model, DeviceData(data, torch.device("cpu"), True), settings, AUX_HEADS)
+    np.savez(folder / "aux_last.npz", labels=data.labels, **{k: outputs[k] for k in AUX_HEADS})
+
+
+def aux_group_prauc(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Auxiliary head -> planted group -> mean PRAUC over the group's labels (last epoch)."""
+    from drfuse.evaluate.metrics import ap_auroc
+    from drfuse.phenotypes import PHENOTYPES
+
+    aux = np.load(folder / "aux_last.npz")
+    y = aux["labels"]
+    scores = {}
+    for head in AUX_HEADS:
+        by_group: dict[str, list[float]] = {}
+        for c, label in enumerate(PHENOTYPES):
+            if y[:, c].any():
+                by_group.setdefault(groups[label], []).append(float(ap_auroc(y[:, c], aux[head][:, c])[0]))
+        scores[head] = {g: float(np.mean(v)) for g, v in by_group.items()}
+    return scores
+
+
+def spread(values) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}"
+
+
+def macro_prauc(path: Path) -> float:
+    import polars as pl
+
+    from drfuse.evaluate.metrics import ap_auroc
+    from drfuse.phenotypes import PHENOTYPES
+
+    frame = pl.read_parquet(path)
+    aps = [ap_auroc(frame[f"y:{x}"].to_numpy(), frame[f"p:{x}"].to_numpy())[0] for x in PHENOTYPES if frame[f"y:{x}"].sum()]
+    return float(np.mean(aps))
+
+
+def summary(args) -> None:
+    from drfuse import config as config_mod
+    from drfuse.evaluate.planted import MEAN, check
+    from drfuse.synth.answer_key import read_label_groups
+
+    out, key = Path(args.out), Path(args.answer_key)
+    paths = [run_dir(out, m, s) / "matched.parquet" for m in args.models for s in args.seeds]
+
+    def describe(path: Path) -> dict:
+        return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
+
+    settings = config_mod.load(args.config)["evaluation"]["planted"]
+    _, groups, all_verdicts = check(paths, key, settings, describe)
+    groups, verdicts = groups[groups["seed"] != MEAN], all_verdicts[all_verdicts["seed"] != MEAN]
+    on_mean = all_verdicts[all_verdicts["seed"] == MEAN]
+    print(f"variant {out.name}: {' '.join(args.set) or '(defaults)'}")
+    for model in args.models:
+        rows = groups[groups["model"] == model]
+        line = [f"{model:24s}"]
+        for test_set in ("matched", "full"):
+            files = [run_dir(out, model, s) / f"{test_set}.parquet" for s in args.seeds]
+            if all(f.is_file() for f in files):
+                line.append(f"{test_set} {spread([macro_prauc(f) for f in files])}")
+        line += [f"{g} {spread(rows[rows['group'] == g]['prauc'])}" for g in ("ehr", "cxr", "both")]
+        epochs = [json.loads((run_dir(out, model, s) / "run.json").read_text())["best_epoch"] for s in args.seeds]
+        print("  ".join(line) + f"  best epochs {epochs}")
+        if rows["attn_ehr"].notna().any():
+            for g in ("ehr", "cxr", "both"):
+                att = rows[rows["group"] == g][["attn_ehr", "attn_shared", "attn_cxr"]].mean()
+                print(f"    attention on {g:4s} labels: EHR {att['attn_ehr']:.3f} shared {att['attn_shared']:.3f} CXR {att['attn_cxr']:.3f}")
+            mine = verdicts[verdicts["model"] == model]
+            print("    per seed     " + "  ".join(f"{c} {spread(mine[mine['criterion'] == c]['value'])}" for c in mine["criterion"].unique()))
+            mean = on_mean[on_mean["model"] == model]
+            print("    on seed mean " + "  ".join(f"{r.criterion} {r.value:.3f} {'PASS' if r.passed else 'FAIL'}" for r in mean.itertuples()))
+            label_groups = read_label_groups(key)
+            aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
+            for head in AUX_HEADS:
+                print(f"    {head:10s} " + "  ".join(f"{g} {spread([a[head].get(g) for a in aux])}" for g in ("ehr", "cxr", "both")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results", help="results folder with cohort, features, images")
+    parser.add_argument("--answer-key", help="label_groups.csv (default: RESULTS/synth/answer_key/label_groups.csv)")
+    parser.add_argument("--out", required=True, help="folder of this variant's runs")
+    parser.add_argument("--config", default=str(ROOT / "config.yaml"))
+    parser.add_argument("--models", nargs="+", default=["drfuse", "transformer", "resnet50"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--set", action="append", default=[], help="setting override, e.g. train.batch_size=16")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings side by side (one thread each)")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single (model, seed)
+    args = parser.parse_args()
+    args.answer_key = args.answer_key or str(Path(args.results) / "synth" / "answer_key" / "label_groups.csv")
+    if args.one:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        return train_and_score(args)
+    try:
+        variant_config(args)
+    except UserError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+
+    def one(job):
+        model, seed = job
+        folder = run_dir(Path(args.out), model, seed)
+        if (folder / "matched.parquet").is_file():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, __file__, "--one", "--results", args.results, "--out", args.out, "--config", args.config,
+               "--models", model, "--seeds", str(seed), *[a for s in args.set for a in ("--set", s)]]
+        with open(folder / "log.txt", "w") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, [(m, s) for m in args.models for s in args.seeds]))
+    summary(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""benchmarks/model_diagnostics.py: trains each (model, seed) of a variant on a finished data stage,
+predicts both test sets, scores the auxiliary heads and prints the planted-structure check."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from drfuse.phenotypes import PHENOTYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "model_diagnostics.py"
+
+
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=900,
+                          cwd=cwd)
+
+
+def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_cfg))
+    out = tmp_path / "variant"
+    args = ["--results", str(tiny_results), "--out", str(out), "--config", str(config), "--seeds", "0", "1",
+            "--models", "drfuse", "transformer", "resnet50", "--set", "train.epochs=1", "--set", "train.batch_size=16"]
+    proc = run_script(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+    for seed in (0, 1):
+        drfuse = out / "drfuse" / f"seed{seed}"
+        assert (drfuse / "matched.parquet").is_file() and (drfuse / "full.parquet").is_file()
+        assert not (out / "resnet50" / f"seed{seed}" / "full.parquet").exists()  # no EHR input: matched only
+        aux = np.load(drfuse / "aux_last.npz")
+        test = pd.read_parquet(drfuse / "matched.parquet")
+        assert aux["aux_cxr"].shape == aux["labels"].shape == (len(test), len(PHENOTYPES))
+        assert np.array_equal(aux["labels"], test[[f"y:{x}" for x in PHENOTYPES]].to_numpy())
+        assert ((aux["aux_ehr"] >= 0) & (aux["aux_ehr"] <= 1)).all()
+
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "variant variant: train.epochs=1 train.batch_size=16"
+    rows = {line.split()[0]: line for line in lines if line and not line.startswith((" ", "variant"))}
+    assert set(rows) == {"drfuse", "transformer", "resnet50"}
+    assert "full" in rows["transformer"] and "full" not in rows["resnet50"]
+    assert rows["drfuse"].endswith("best epochs [1, 1]")  # one epoch was all there was
+    for value in re.findall(r"(\d\.\d{3}) ± ", "\n".join(lines)):
+        assert 0.0 <= float(value) <= 1.0
+    assert sum(line.strip().startswith("attention on") for line in lines) == 3
+    assert sum(line.strip().startswith(("aux_ehr", "aux_shared", "aux_cxr")) for line in lines) == 3
+    assert any("attention_share" in line for line in lines)
+
+    # a second call reuses what is trained: no run is repeated
+    before = (out / "drfuse" / "seed0" / "best.pt").stat().st_mtime_ns
+    again = run_script(*args, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout == proc.stdout
+    assert (out / "drfuse" / "seed0" / "best.pt").stat().st_mtime_ns == before
+
+
+def test_a_setting_that_does_not_exist_is_named(tmp_path, tiny_results, tiny_cfg):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_cfg))
+    proc = run_script("--results", str(tiny_results), "--out", str(tmp_path / "v"), "--config", str(config),
+                      "--models", "transformer", "--seeds", "0", "--set", "train.epoch=1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("--set: train.epoch")
+    assert not (tmp_path / "v" / "transformer").exists()
