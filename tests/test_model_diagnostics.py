@@ -42,7 +42,8 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
         test = pd.read_parquet(drfuse / "matched.parquet")
         assert aux["aux_cxr"].shape == aux["labels"].shape == (len(test), len(PHENOTYPES))
         assert np.array_equal(aux["labels"], test[[f"y:{x}" for x in PHENOTYPES]].to_numpy())
-        assert ((aux["aux_ehr"] >= 0) & (aux["aux_ehr"] <= 1)).all()
+        for head in ("aux_ehr", "aux_shared", "aux_cxr"):  # logits of the three heads, one per stay and label
+            assert np.isfinite(aux[head]).all() and aux[head].std() > 0
 
     lines = proc.stdout.splitlines()
     assert lines[0] == "variant variant: train.epochs=1 train.batch_size=16"
@@ -50,7 +51,8 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     assert set(rows) == {"drfuse", "transformer", "resnet50"}
     assert "full" in rows["transformer"] and "full" not in rows["resnet50"]
     assert rows["drfuse"].endswith("best epochs [1, 1]")  # one epoch was all there was
-    for value in re.findall(r"(\d\.\d{3}) ± ", "\n".join(lines)):
+    scores = "\n".join(line for line in lines if "ratio" not in line)  # PRAUCs and shares; ratios may pass 1
+    for value in re.findall(r"(\d+\.\d{3}) ± ", scores):
         assert 0.0 <= float(value) <= 1.0
     assert sum(line.strip().startswith("attention on") for line in lines) == 3
     assert sum(line.strip().startswith(("aux_ehr", "aux_shared", "aux_cxr")) for line in lines) == 3
