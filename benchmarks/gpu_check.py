@@ -152,6 +152,10 @@ def part_data(ck: Check, report: dict) -> bool:
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg = config_mod.deep_merge(cfg, {"data": {"results_dir": str(ck.results)}, "builtin_overrides": DATA[ck.mode]})
+    # every model trains by the check's few epochs: the baselines' own recipes (per_model) would
+    # give them other epochs and an AUROC selection that float rounding can tip between epochs
+    cfg["per_model"] = {}
+    cfg["builtin_overrides"].pop("per_model", None)
     config = ck.work / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     synth, r = ck.work / "synth", ck.results

@@ -117,7 +117,7 @@ def test_only_one_mimic_path_is_an_error_naming_both_settings():
 
 # (override, the one-line message) for the hostile-configuration probes of issue 14.
 BAD_CONFIGS = [
-    ({"train": {"epoch": 5}}, "train.epoch: not a setting; known settings here: amp, augment, batch_size"),
+    ({"train": {"epoch": 5}}, "train.epoch: not a setting; known settings here: adam_betas, amp, augment"),
     ({"train": {"lr": "fast"}}, "train.lr = 'fast': must be of type number"),
     ({"experiments": {"table2": {"models": ["drfuse", "drfuze"]}}}, "experiments.table2.models[1] = 'drfuze': allowed values are drfuse, "),
     ({"per_model": {"drfuze": {"train": {"lr": 0.1}}}}, "per_model.drfuze: not a model name; allowed: drfuse, "),
