@@ -118,12 +118,13 @@ def spread(values) -> str:
 def macro_prauc(path: Path) -> float:
     import polars as pl
 
-    from drfuse.evaluate.metrics import ap_auroc
     from drfuse.phenotypes import PHENOTYPES
+    from drfuse.train.metrics import macro_scores
 
     frame = pl.read_parquet(path)
-    aps = [ap_auroc(frame[f"y:{x}"].to_numpy(), frame[f"p:{x}"].to_numpy())[0] for x in PHENOTYPES if frame[f"y:{x}"].sum()]
-    return float(np.mean(aps))
+    y = frame.select(f"y:{x}" for x in PHENOTYPES).to_numpy()
+    p = frame.select(f"p:{x}" for x in PHENOTYPES).to_numpy()
+    return macro_scores(y, p)["prauc"]
 
 
 def summary(args) -> None:

@@ -107,9 +107,11 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
             [bce_per_class(outputs[k][paired], y) for k in ("aux_ehr", "aux_shared", "aux_cxr")], dim=2
         )  # (P, C, 3)
         aux_i = class_losses.mean(1).sum(1)  # Eq. 9: the three heads, each a mean over classes
-        # the order of the heads' losses: each sample's own (the reference code), or the batch's
-        # mean per class (`model.rank_order: batch`)
-        order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses) if settings.get("rank_order") == "batch" else class_losses
+        # the heads are ordered by each sample's own losses (the reference code) or, with
+        # `model.rank_order: batch`, by their mean over the batch's paired samples per class
+        order_losses = class_losses
+        if settings.get("rank_order") == "batch":
+            order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
         attn_i = ranking_per_sample(outputs["attention"][paired], order_losses, settings["margin"])
         paired_terms = (
             settings["lambda_jsd"] * align_i

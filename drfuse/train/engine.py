@@ -361,8 +361,8 @@ def fit(
         lr=settings.lr,
         betas=settings.adam_betas,
         weight_decay=settings.weight_decay,
-        # one fused kernel per step on the CPU: the for-loop Adam costs 130 ms a step over DrFuse's
-        # 22.7 M parameters at ResNet-18's full width (4x the fused one), most of a small batch's step
+        # one fused kernel per step on the CPU: PyTorch's default Adam adds 0.12 s to a 0.46 s
+        # DrFuse step at ResNet-18's full width (benchmarks/cpu_train_step.py, docs/performance.md)
         fused=not settings.cuda,
     )
     scheduler = _scheduler(optimizer, settings)
