@@ -22,8 +22,10 @@ Parts, each printing PASS/FAIL with its figure:
 5. amp         `drfuse predict` of the device DrFuse run with train.amp on and off: scores agree
                to 1e-3 and have no more ties than with amp off (predictions are float32 whatever
                train.amp says); the ties a bf16-autocast forward would give are the figure beside.
-6. lease       two `drfuse train` processes started together with one visible GPU: one waits
-               for the GPU lease, both finish; peak GPU memory of each.
+6. lease       two `drfuse train` processes started while the check holds the one visible GPU's
+               lease: both wait; once it is released they take turns (the later one starts
+               after the earlier one finished, by their run.json) and both finish; peak GPU memory
+               of each.
 
 Without CUDA it says so and exits 2; `--cpu` runs every part at toy sizes on the CPU (graph,
 throughput without the compiled rows, train with padding on vs off, amp, and the lease on a fake
@@ -87,6 +89,7 @@ THROUGHPUT = {
 TRAIN_MODELS = ("drfuse", "medfuse")
 PRAUC_TOLERANCE = 0.05
 AMP_TOLERANCE = 1e-3
+LEASE_WAIT = "waiting for one to be released"  # what drfuse.train.gpu_lease logs when it queues
 log = logging.getLogger("gpu_check")
 
 
@@ -338,37 +341,56 @@ def part_amp(ck: Check, report: dict) -> bool:
 
 
 def part_lease(ck: Check, report: dict, seconds: float) -> bool:
+    from drfuse.train import gpu_lease
+
     env = {**os.environ, "DRFUSE_GPU_LOCK_DIR": str(ck.work / "leases"), "DRFUSE_GPU_LEASE_TIMEOUT": str(int(seconds)),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if ck.cuda:
-        config, model = ck.config("lease", device="cuda", epochs=2), "drfuse"
+        config, model, ids = ck.config("lease", device="cuda", epochs=2), "drfuse", gpu_lease.candidate_ids()
     else:
         # a fake GPU id: the lease works as with one GPU; as CUDA_VISIBLE_DEVICES it hides any real
         # one. The lease is what is checked here: the quickest model will do.
         env.update(DRFUSE_GPU_IDS="cpu-check")
-        config, model = ck.config("lease", device="auto"), "transformer"
+        config, model, ids = ck.config("lease", device="auto"), "transformer", ["cpu-check"]
+    logs = [ck.work / f"lease-{i}.log" for i in range(2)]
+    runs = [ck.work / "lease" / f"run{i}" / "run.json" for i in range(2)]
+    # The check holds the GPU's lease while both processes start, so both must queue whatever their
+    # start-up times (a process that started late could otherwise find the lease already free).
+    hold = gpu_lease.acquire(ids, timeout_s=10, set_env=False)
     procs = []
-    for i in range(2):
-        err = (ck.work / f"lease-{i}.log").open("w")
-        cmd = [sys.executable, "-m", "drfuse", "--config", str(config), "train", "--model", model, "--train-set",
-               "matched", "--results", str(ck.results), "--out", str(ck.work / "lease" / f"run{i}")]
-        procs.append((subprocess.Popen(cmd, env=env, stdout=err, stderr=subprocess.STDOUT, cwd=ck.work), err))
     try:
+        for i in range(2):
+            err = logs[i].open("w")
+            cmd = [sys.executable, "-m", "drfuse", "--config", str(config), "train", "--model", model, "--train-set",
+                   "matched", "--results", str(ck.results), "--out", str(runs[i].parent)]
+            procs.append((subprocess.Popen(cmd, env=env, stdout=err, stderr=subprocess.STDOUT, cwd=ck.work), err))
+        while not all(LEASE_WAIT in log_.read_text() or p.poll() is not None for log_, (p, _) in zip(logs, procs)):
+            time.sleep(0.2)
+        hold.release()
         codes = [p.wait() for p, _ in procs]
     finally:  # a budget overrun: stop both
+        hold.release()
         for p, err in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
             err.close()
-    logs = [(ck.work / f"lease-{i}.log").read_text() for i in range(2)]
-    waited = [i for i, text in enumerate(logs) if "waiting for one to be released" in text]
-    runs = [ck.work / "lease" / f"run{i}" / "run.json" for i in range(2)]
-    peaks = [json.loads(r.read_text())["peak_gpu_memory_mb"] if r.is_file() else None for r in runs]
-    report["details"] = {"exit_codes": codes, "waited": waited, "peak_gpu_memory_mb": peaks}
+    texts = [log_.read_text() for log_ in logs]
+    waited = [i for i, text in enumerate(texts) if LEASE_WAIT in text]
+    # Once released, the two must take turns: the later one starts (takes the lease) only after the
+    # earlier one has finished.
+    times = [json.loads(r.read_text()) if r.is_file() else None for r in runs]
+    took_turns = None
+    if None not in times:
+        spans = sorted((datetime.datetime.fromisoformat(t["started"]), datetime.datetime.fromisoformat(t["finished"]))
+                       for t in times)
+        took_turns = spans[1][0] >= spans[0][1]
+    peaks = [t and t["peak_gpu_memory_mb"] for t in times]
+    report["details"] = {"exit_codes": codes, "waited": waited, "took_turns": took_turns, "peak_gpu_memory_mb": peaks}
     peak_text = ", ".join(f"{p} MB" for p in peaks) if ck.cuda else "n/a on the CPU"
-    report["figure"] = f"exit codes {codes}, process(es) that waited for the lease {waited}, peak GPU memory {peak_text}"
-    return codes == [0, 0] and len(waited) == 1 and all(r.is_file() for r in runs)
+    report["figure"] = (f"exit codes {codes}, waited while the check held the lease {waited}, "
+                        f"then took turns {took_turns}, peak GPU memory {peak_text}")
+    return codes == [0, 0] and waited == [0, 1] and took_turns is True
 
 
 # --------------------------------------------------------------------------------------------

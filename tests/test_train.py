@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import json
 import logging
 import multiprocessing as mp
@@ -195,6 +196,8 @@ def test_training_learns(tiny_results, tiny_cfg, tmp_path):
     stored = json.loads((run_dir / "run.json").read_text())
     assert stored["best_epoch"] == run["best_epoch"] == 1 + int(np.argmax(metrics["val_prauc"].to_numpy()))
     assert stored["n_parameters"] > 0 and stored["device"] == "cpu" and stored["cxr_drop_applied"] == 0.0
+    started, finished = (datetime.datetime.fromisoformat(stored[k]) for k in ("started", "finished"))
+    assert started.tzinfo is not None and (finished - started).total_seconds() >= metrics["seconds"].sum() * 0.99
 
     out = tmp_path / "predict" / "full.parquet"
     written = predict(run_dir, "full", _cfg(tiny_cfg), tiny_results, out)

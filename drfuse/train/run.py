@@ -14,6 +14,7 @@ output them (DrFuse), the four representations.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -61,6 +62,10 @@ def training_cxr_drop(model, dataset: str, train_cfg: dict) -> float:
     return float(train_cfg[setting]) if setting and dataset == "matched" else 0.0
 
 
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
+
+
 def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None) -> dict:
     """Train `model_name` on `train_set` (full/matched) with `seed`; returns the run summary.
 
@@ -73,6 +78,7 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
     out_dir = Path(out_dir)
     train_cfg = cfg["train"]
     with locks.train_dir_lock(out_dir), _lease(train_cfg) as lease:
+        started = _now()
         device = resolve_device(train_cfg)
         checkpoint.seed_everything(seed)
         model = build_model(model_name, cfg["model"])
@@ -109,6 +115,8 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
             "torch": torch.__version__,
             "python": platform.python_version(),
             **{k: v for k, v in summary.items() if k != "history"},
+            "started": started,
+            "finished": _now(),
         }
         _write_json(run, out_dir / "run.json")
     return run
