@@ -11,7 +11,9 @@ epoch's weights: how far each encoder learned, apart from the fusion.
 
 Prints, per model: macro PRAUC matched -> matched and matched -> full, mean PRAUC per planted
 group, and for DrFuse the mean attention per group, the share of single-modality labels whose
-planted token is favoured, and the auxiliary heads' group PRAUC (mean and spread over seeds).
+planted token is favoured, the auxiliary heads' group PRAUC (mean and spread over seeds), and per
+token its part of the fused logit (`token_logits` of the best checkpoint): the PRAUC of that part
+alone and its spread over the stays, so a token that adds noise to a label it cannot predict shows.
 docs/model-diagnostics.md records what this measured.
 
     python benchmarks/model_diagnostics.py --results results --out diagnostics/b16 \\
@@ -110,6 +112,36 @@ def aux_group_prauc(folder: Path, groups: dict[str, str]) -> dict[str, dict[str,
     return scores
 
 
+def token_parts(folder: Path, results: Path, groups: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
+    """Planted group -> {'prauc', 'sd'}: per token (EHR distinct, shared, CXR distinct), the mean
+    over the group's labels of the PRAUC of that token's part of the fused logit alone
+    (`token_logits`), and of the part's standard deviation over the stays; best.pt, matched test set."""
+    import torch
+
+    from drfuse.evaluate.metrics import ap_auroc
+    from drfuse.models import build_model
+    from drfuse.phenotypes import PHENOTYPES
+    from drfuse.train import checkpoint
+    from drfuse.train.data import load_split
+    from drfuse.train.engine import BEST, DeviceData, EngineSettings, predict_outputs
+
+    state = checkpoint.load(folder / BEST)
+    meta = json.loads(state["meta"])
+    model = build_model(meta["model_name"], meta["model_cfg"])
+    model.load_state_dict(state["model"])
+    data = load_split(results, "test", "matched")
+    cfg = {"train": json.loads((folder / "run.json").read_text())["settings"]["train"], "model": meta["model_cfg"]}
+    settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0)
+    parts = predict_outputs(model, model, DeviceData(data, torch.device("cpu"), True), settings, ("token_logits",))["token_logits"]
+    by_group: dict[str, list] = {}
+    for c, label in enumerate(PHENOTYPES):
+        y = data.labels[:, c]
+        if y.any():
+            row = [float(ap_auroc(y, parts[:, c, j])[0]) for j in range(3)] + list(parts[:, c].std(0))
+            by_group.setdefault(groups[label], []).append(row)
+    return {g: {"prauc": np.mean(rows, 0)[:3], "sd": np.mean(rows, 0)[3:]} for g, rows in by_group.items()}
+
+
 def spread(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}"
@@ -165,6 +197,12 @@ def summary(args) -> None:
             aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
             for head in AUX_HEADS:
                 print(f"    {head:10s} " + "  ".join(f"{g} {spread([a[head].get(g) for a in aux])}" for g in ("ehr", "cxr", "both")))
+            parts = [token_parts(run_dir(out, model, s), Path(args.results), label_groups) for s in args.seeds]
+            for g in [g for g in ("ehr", "cxr") if all(g in p for p in parts)]:
+                prauc = np.mean([p[g]["prauc"] for p in parts], 0)
+                sd = np.mean([p[g]["sd"] for p in parts], 0)
+                print(f"    logit parts on {g:4s} labels (PRAUC alone / sd): "
+                      + "  ".join(f"{t} {a:.3f} / {b:.2f}" for t, a, b in zip(("EHR", "shared", "CXR"), prauc, sd)))
 
 
 def main() -> None:

@@ -57,6 +57,11 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     assert sum(line.strip().startswith("attention on") for line in lines) == 3
     assert sum(line.strip().startswith(("aux_ehr", "aux_shared", "aux_cxr")) for line in lines) == 3
     assert any("attention_share" in line for line in lines)
+    parts = [line for line in lines if line.strip().startswith("logit parts on")]
+    assert parts and all(len(re.findall(r"(?:EHR|shared|CXR) (\d\.\d{3}) / (\d+\.\d{2})", line)) == 3 for line in parts)
+    for line in parts:
+        for prauc, sd in re.findall(r"(\d\.\d{3}) / (\d+\.\d{2})", line):
+            assert 0.0 <= float(prauc) <= 1.0 and float(sd) >= 0.0
 
     # a second call reuses what is trained: no run is repeated
     before = (out / "drfuse" / "seed0" / "best.pt").stat().st_mtime_ns

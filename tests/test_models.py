@@ -54,6 +54,26 @@ def test_outputs_shapes_and_missing_rows(cfg):
     assert torch.allclose(out["probs"], torch.sigmoid(out["logits"]))
 
 
+def test_token_logits_are_the_parts_of_the_fused_logit(cfg):
+    """psi_c . z_c with z_c = sum_j alpha_cj v_j (Eq. 8), split by token: alpha_cj (psi_c . v_j)."""
+    torch.manual_seed(0)
+    model = build_model("drfuse", cfg).eval()
+    ehr, lengths, images, _ = batch()
+    with torch.no_grad():
+        out = model(ehr, lengths, images, HAS_CXR)
+        tokens = torch.stack([out["ehr_distinct"], out["h_shared"], torch.nan_to_num(out["cxr_distinct"])], dim=1)
+        v = model.attn_proj(tokens).unflatten(-1, (2 + N_PHENOTYPES, cfg["d_model"]))[:, :, 1]  # (B, 3, d)
+    psi = model.final_head.weight  # (C, d)
+    for b in (0, int(torch.nonzero(~HAS_CXR)[0])):
+        for c in (0, 7, N_PHENOTYPES - 1):
+            z = sum(out["attention"][b, c, j] * v[b, j] for j in range(3))
+            assert torch.allclose(out["logits"][b, c], psi[c] @ z + model.final_head.bias[c], atol=1e-5)
+            for j in range(3):
+                assert torch.allclose(out["token_logits"][b, c, j], out["attention"][b, c, j] * (psi[c] @ v[b, j]), atol=1e-5)
+    assert torch.allclose(out["token_logits"].sum(-1) + model.final_head.bias, out["logits"], atol=1e-6)
+    assert (out["token_logits"][~HAS_CXR, :, 2] == 0).all()  # a missing CXR adds nothing
+
+
 def test_masked_attention_and_shared_pooling(cfg):
     torch.manual_seed(0)
     model = build_model("drfuse", cfg).eval()

@@ -104,7 +104,8 @@ def test_run_params_hold_only_what_the_model_reads_with_per_model_and_grid_merge
     transformer = run_params("transformer", cfg)
     assert set(transformer["model"]) == {"d_model", "n_heads", "ff_dim", "dropout", "max_len"}
     assert set(transformer["train"]) == {
-        "lr", "adam_betas", "weight_decay", "lr_scheduler", "batch_size", "epochs", "patience", "select_on", "val_set"
+        "lr", "lr_multipliers", "adam_betas", "weight_decay", "lr_scheduler", "batch_size", "epochs", "patience",
+        "select_on", "val_set",
     }  # fmt: skip
     mmtm = run_params("mmtm", cfg)
     assert mmtm["train"]["lr"] == 0.5 and mmtm["model"]["mmtm_ratio"] == 8  # its per_model entry

@@ -33,6 +33,7 @@ from drfuse.train.engine import (
     DeviceData,
     EngineSettings,
     make_batch,
+    param_groups,
     predict_outputs,
     resolve_device,
     run_forward,
@@ -127,6 +128,28 @@ def test_validation_set_selection_metric_and_betas_follow_the_settings(tiny_resu
     assert run["val_dataset"] == "full" and run["n_val"] == len(load_split(tiny_results, "val", "full"))
     # a model without EHR has only the matched validation set
     assert train("resnet50", "matched", 0, _cfg(tiny_cfg, epochs=1, val_set="full"), tiny_results, tmp_path / "cnn")["val_dataset"] == "matched"
+
+
+def test_lr_multipliers_scale_the_named_modules(tiny_results, tiny_cfg, tmp_path, caplog):
+    cfg = _cfg(tiny_cfg, epochs=1, lr=1e-3, lr_multipliers={"ehr_encoder": 0.5, "cxr_": 2.0})
+    model = build_model("drfuse", cfg["model"])
+    groups = param_groups(model, EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0))
+    by_factor = {g["lr_factor"]: g for g in groups}
+    assert {f: g["lr"] for f, g in by_factor.items()} == {0.5: 5e-4, 2.0: 2e-3, 1.0: 1e-3}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith("ehr_encoder.") for p in by_factor[0.5]["params"])
+    assert {names[id(p)].split(".")[0] for p in by_factor[2.0]["params"]} == {"cxr_stem", "cxr_trunk_shared", "cxr_trunk_distinct"}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    # a training run: the optimiser keeps the factors, metrics.csv logs train.lr itself
+    train("drfuse", "matched", 0, cfg, tiny_results, tmp_path / "run")
+    saved = checkpoint.load(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"]
+    assert sorted(g["lr"] for g in saved) == [5e-4, 1e-3, 2e-3]
+    assert pl.read_csv(tmp_path / "run" / "metrics.csv")["lr"].to_list() == [1e-3]
+    # the setting applies to every model: a prefix a model lacks is logged, naming its modules
+    with caplog.at_level(logging.WARNING):
+        groups = param_groups(build_model("transformer", cfg["model"]), EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0))
+    assert "no parameter of EHRTransformerClassifier starts with cxr_ (its modules: classifier, ehr_encoder)" in caplog.text
+    assert {g["lr_factor"] for g in groups} == {0.5, 1.0}
 
 
 def test_plateau_scheduler_halves_the_lr_and_resumes_with_it(tiny_results, tiny_cfg, tmp_path):

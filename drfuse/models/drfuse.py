@@ -17,7 +17,8 @@ through it, polluting BatchNorm statistics), so a missing sample's output does n
 image slot. The losses (losses.py) fix the reference's JSD normalisation and follow Eq. 13.
 
 Outputs of `forward`: `logits`, `probs` (B, C); `attention` (B, C, 3) over [EHR distinct, shared,
-CXR distinct]; `ehr_shared`, `ehr_distinct` (B, d); `cxr_shared`, `cxr_distinct` (B, d, NaN rows
+CXR distinct]; `token_logits` (B, C, 3), each token's part alpha_cj psi_c . v_j of the logit (the
+logit is their sum plus psi_c's bias); `ehr_shared`, `ehr_distinct` (B, d); `cxr_shared`, `cxr_distinct` (B, d, NaN rows
 for samples without CXR); `h_shared` (B, d) the pooled shared vector; auxiliary logits
 `aux_ehr`, `aux_shared`, `aux_cxr` (B, C; `aux_cxr` NaN rows without CXR).
 """
@@ -113,14 +114,16 @@ class DrFuse(nn.Module):
         scores = torch.einsum("bd,bjcd->bcj", query, k) / math.sqrt(self.d)  # (B, C, 3)
         scores = scores.masked_fill(~available.unsqueeze(1), float("-inf"))
         attention = torch.softmax(scores.float(), dim=-1)
-        z = torch.einsum("bcj,bjd->bcd", attention.to(v.dtype), v)  # (B, C, d)
-        logits = (z * self.final_head.weight).sum(-1) + self.final_head.bias
+        # psi_c . z_c = sum_j alpha_cj (psi_c . v_j): each token's part of the logit, kept for diagnostics
+        token_logits = attention.to(v.dtype) * torch.einsum("bjd,cd->bcj", v, self.final_head.weight)  # (B, C, 3)
+        logits = token_logits.sum(-1) + self.final_head.bias
 
         nan = torch.tensor(float("nan"), device=ehr_shared.device)
         return {
             "logits": logits,
             "probs": torch.sigmoid(logits),
             "attention": attention,
+            "token_logits": token_logits,
             "ehr_shared": ehr_shared,
             "ehr_distinct": ehr_distinct,
             "cxr_shared": torch.where(paired, cxr_shared, nan),

@@ -104,6 +104,7 @@ class EngineSettings:
     device: torch.device
     crop: int
     lr: float = 1e-4
+    lr_multipliers: dict = field(default_factory=dict)  # parameter-name prefix -> factor on lr
     weight_decay: float = 0.0
     batch_size: int = 16
     epochs: int = 100
@@ -133,6 +134,7 @@ class EngineSettings:
             device=device,
             crop=int(cfg["model"]["image_size"]),
             lr=float(t["lr"]),
+            lr_multipliers={str(k): float(v) for k, v in (t.get("lr_multipliers") or {}).items()},
             weight_decay=float(t["weight_decay"]),
             batch_size=int(t["batch_size"]),
             epochs=int(t["epochs"]),
@@ -173,6 +175,25 @@ def _compile_mode(value) -> str | None:
     if value in COMPILE_MODES:
         return value
     raise UserError(f"train.compile must be false, true, default or reduce-overhead, got {value!r}")
+
+
+def param_groups(model, settings: EngineSettings) -> list[dict]:
+    """The optimiser's parameter groups: `train.lr` times the factor of the first
+    `train.lr_multipliers` prefix that a parameter's name starts with (1 when none does); each
+    group keeps its factor as `lr_factor`. The setting applies to every model, so a prefix that names
+    no parameter of this one is only logged (with the model's modules, to catch a misspelt one)."""
+    groups: dict[float, list] = {}
+    used = set()
+    for name, param in model.named_parameters():
+        prefix = next((p for p in settings.lr_multipliers if name.startswith(p)), None)
+        used.add(prefix)
+        groups.setdefault(settings.lr_multipliers.get(prefix, 1.0), []).append(param)
+    unused = [p for p in settings.lr_multipliers if p not in used]
+    if unused:
+        tops = sorted({name.split(".")[0] for name, _ in model.named_parameters()})
+        log.warning("train.lr_multipliers: no parameter of %s starts with %s (its modules: %s)",
+                    type(model).__name__, ", ".join(unused), ", ".join(tops))
+    return [{"params": params, "lr": settings.lr * factor, "lr_factor": factor} for factor, params in groups.items()]
 
 
 def _scheduler(optimizer, settings: EngineSettings):
@@ -357,7 +378,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     forward = compile_model(model, settings)
     optimizer = torch.optim.Adam(
-        model.parameters(),
+        param_groups(model, settings),
         lr=settings.lr,
         betas=settings.adam_betas,
         weight_decay=settings.weight_decay,
@@ -408,7 +429,7 @@ def fit(
             "val_loss": val_loss,
             "val_prauc": val["prauc"],
             "val_auroc": val["auroc"],
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_factor"],  # train.lr, as scheduled
             "seconds": round(time.perf_counter() - t0, 3),
             "val_labels_skipped": val["prauc_skipped"],
             **{f"train_loss:{name}": value for name, value in parts.items()},
