@@ -29,7 +29,7 @@ def step_seconds(name: str, train_set: str, batch_size: int, width: int, fused: 
     from drfuse.experiments import resolve_run
     from drfuse.models import build_model
     from drfuse.train.data import load_split
-    from drfuse.train.engine import DeviceData, EngineSettings, make_batch, train_step
+    from drfuse.train.engine import DeviceData, EngineSettings, build_optimizer, make_batch, train_step
     from drfuse.train.run import training_cxr_drop
 
     _, cfg = resolve_run(name, base_cfg)
@@ -43,7 +43,7 @@ def step_seconds(name: str, train_set: str, batch_size: int, width: int, fused: 
     cpu = torch.device("cpu")
     data = DeviceData(split, cpu, model.uses_cxr)
     settings = EngineSettings.from_cfg(cfg, cpu, training_cxr_drop(model, train_set, cfg["train"]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=fused, foreach=None if fused else True)
+    optimizer = build_optimizer(model, settings, fused)
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(split.labels), generator=generator)
     per_epoch = len(order) // batch_size

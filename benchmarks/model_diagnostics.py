@@ -65,15 +65,16 @@ def run_dir(out: Path, model: str, seed: int) -> Path:
 
 
 def train_and_score(args) -> None:
-    """One (model, seed): train, predict both test sets, score the auxiliary heads (one process)."""
+    """One (model, seed): train, predict both test sets and, for the DrFuse family, keep the
+    auxiliary heads' logits of the last epoch and the fused logit's token parts of the best
+    checkpoint on the matched test set (one process)."""
     import torch
 
-    from drfuse import config as config_mod
     from drfuse.experiments import resolve_run
     from drfuse.models import build_model
     from drfuse.train import checkpoint
     from drfuse.train.data import load_split
-    from drfuse.train.engine import DeviceData, EngineSettings, predict_outputs
+    from drfuse.train.engine import BEST, LAST, DeviceData, EngineSettings, predict_outputs
     from drfuse.train.run import predict, train
 
     torch.set_num_threads(1)
@@ -88,58 +89,54 @@ def train_and_score(args) -> None:
         predict(folder, test_set, cfg, results, folder / f"{test_set}.parquet")
     if not hasattr(model, "aux_heads"):
         return
-    model.load_state_dict(checkpoint.load(folder / "last.pt")["model"])
+    cpu = torch.device("cpu")
     data = load_split(results, "test", "matched")
-    settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0)
-    outputs = predict_outputs(model, model, DeviceData(data, torch.device("cpu"), True), settings, AUX_HEADS)
-    np.savez(folder / "aux_last.npz", labels=data.labels, **{k: outputs[k] for k in AUX_HEADS})
+    device_data, settings = DeviceData(data, cpu, True), EngineSettings.from_cfg(cfg, cpu, 0.0)
+
+    def outputs_of(weights: str, keys: tuple[str, ...]) -> dict:
+        model.load_state_dict(checkpoint.load(folder / weights)["model"])
+        outputs = predict_outputs(model, model, device_data, settings, keys)
+        return {key: outputs[key] for key in keys}
+
+    np.savez(folder / "aux_last.npz", labels=data.labels, **outputs_of(LAST, AUX_HEADS))
+    np.savez(folder / "token_logits_best.npz", labels=data.labels, **outputs_of(BEST, ("token_logits",)))
+
+
+def group_means(labels: np.ndarray, groups: dict[str, str], per_label) -> dict[str, np.ndarray]:
+    """Planted group -> mean over the group's labels (those with a positive) of `per_label(c)`."""
+    from drfuse.phenotypes import PHENOTYPES
+
+    rows: dict[str, list] = {}
+    for c, label in enumerate(PHENOTYPES):
+        if labels[:, c].any():
+            rows.setdefault(groups[label], []).append(per_label(c))
+    return {g: np.mean(v, axis=0) for g, v in rows.items()}
 
 
 def aux_group_prauc(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, float]]:
     """Auxiliary head -> planted group -> mean PRAUC over the group's labels (last epoch)."""
     from drfuse.evaluate.metrics import ap_auroc
-    from drfuse.phenotypes import PHENOTYPES
 
     aux = np.load(folder / "aux_last.npz")
     y = aux["labels"]
-    scores = {}
-    for head in AUX_HEADS:
-        by_group: dict[str, list[float]] = {}
-        for c, label in enumerate(PHENOTYPES):
-            if y[:, c].any():
-                by_group.setdefault(groups[label], []).append(float(ap_auroc(y[:, c], aux[head][:, c])[0]))
-        scores[head] = {g: float(np.mean(v)) for g, v in by_group.items()}
-    return scores
+    return {head: {g: float(v) for g, v in group_means(y, groups, lambda c: ap_auroc(y[:, c], aux[head][:, c])[0]).items()}
+            for head in AUX_HEADS}
 
 
-def token_parts(folder: Path, results: Path, groups: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
+def token_parts(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
     """Planted group -> {'prauc', 'sd'}: per token (EHR distinct, shared, CXR distinct), the mean
     over the group's labels of the PRAUC of that token's part of the fused logit alone
-    (`token_logits`), and of the part's standard deviation over the stays; best.pt, matched test set."""
-    import torch
-
+    (`token_logits`), and of the part's standard deviation over the stays; best checkpoint, matched
+    test set."""
     from drfuse.evaluate.metrics import ap_auroc
-    from drfuse.models import build_model
-    from drfuse.phenotypes import PHENOTYPES
-    from drfuse.train import checkpoint
-    from drfuse.train.data import load_split
-    from drfuse.train.engine import BEST, DeviceData, EngineSettings, predict_outputs
 
-    state = checkpoint.load(folder / BEST)
-    meta = json.loads(state["meta"])
-    model = build_model(meta["model_name"], meta["model_cfg"])
-    model.load_state_dict(state["model"])
-    data = load_split(results, "test", "matched")
-    cfg = {"train": json.loads((folder / "run.json").read_text())["settings"]["train"], "model": meta["model_cfg"]}
-    settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0)
-    parts = predict_outputs(model, model, DeviceData(data, torch.device("cpu"), True), settings, ("token_logits",))["token_logits"]
-    by_group: dict[str, list] = {}
-    for c, label in enumerate(PHENOTYPES):
-        y = data.labels[:, c]
-        if y.any():
-            row = [float(ap_auroc(y, parts[:, c, j])[0]) for j in range(3)] + list(parts[:, c].std(0))
-            by_group.setdefault(groups[label], []).append(row)
-    return {g: {"prauc": np.mean(rows, 0)[:3], "sd": np.mean(rows, 0)[3:]} for g, rows in by_group.items()}
+    saved = np.load(folder / "token_logits_best.npz")
+    y, parts = saved["labels"], saved["token_logits"]
+
+    def per_label(c: int) -> list[float]:
+        return [float(ap_auroc(y[:, c], parts[:, c, j])[0]) for j in range(3)] + list(parts[:, c].std(0))
+
+    return {g: {"prauc": row[:3], "sd": row[3:]} for g, row in group_means(y, groups, per_label).items()}
 
 
 def spread(values) -> str:
@@ -197,7 +194,7 @@ def summary(args) -> None:
             aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
             for head in AUX_HEADS:
                 print(f"    {head:10s} " + "  ".join(f"{g} {spread([a[head].get(g) for a in aux])}" for g in ("ehr", "cxr", "both")))
-            parts = [token_parts(run_dir(out, model, s), Path(args.results), label_groups) for s in args.seeds]
+            parts = [token_parts(run_dir(out, model, s), label_groups) for s in args.seeds]
             for g in [g for g in ("ehr", "cxr") if all(g in p for p in parts)]:
                 prauc = np.mean([p[g]["prauc"] for p in parts], 0)
                 sd = np.mean([p[g]["sd"] for p in parts], 0)

@@ -34,12 +34,17 @@ def batch(seed: int = 0):
     return ehr, lengths, images, labels
 
 
-def test_outputs_shapes_and_missing_rows(cfg):
+def drfuse_eval_outputs(cfg):
+    """A DrFuse (seed 0) in eval mode and its outputs on `batch()` with HAS_CXR."""
     torch.manual_seed(0)
     model = build_model("drfuse", cfg).eval()
     ehr, lengths, images, _ = batch()
     with torch.no_grad():
-        out = model(ehr, lengths, images, HAS_CXR)
+        return model, model(ehr, lengths, images, HAS_CXR)
+
+
+def test_outputs_shapes_and_missing_rows(cfg):
+    _, out = drfuse_eval_outputs(cfg)
     d, c = cfg["d_model"], N_PHENOTYPES
     shapes = {"logits": (B, c), "probs": (B, c), "attention": (B, c, 3), "ehr_shared": (B, d), "ehr_distinct": (B, d),
               "cxr_shared": (B, d), "cxr_distinct": (B, d), "h_shared": (B, d), "aux_ehr": (B, c), "aux_shared": (B, c),
@@ -56,11 +61,8 @@ def test_outputs_shapes_and_missing_rows(cfg):
 
 def test_token_logits_are_the_parts_of_the_fused_logit(cfg):
     """psi_c . z_c with z_c = sum_j alpha_cj v_j (Eq. 8), split by token: alpha_cj (psi_c . v_j)."""
-    torch.manual_seed(0)
-    model = build_model("drfuse", cfg).eval()
-    ehr, lengths, images, _ = batch()
+    model, out = drfuse_eval_outputs(cfg)
     with torch.no_grad():
-        out = model(ehr, lengths, images, HAS_CXR)
         tokens = torch.stack([out["ehr_distinct"], out["h_shared"], torch.nan_to_num(out["cxr_distinct"])], dim=1)
         v = model.attn_proj(tokens).unflatten(-1, (2 + N_PHENOTYPES, cfg["d_model"]))[:, :, 1]  # (B, 3, d)
     psi = model.final_head.weight  # (C, d)
@@ -75,11 +77,7 @@ def test_token_logits_are_the_parts_of_the_fused_logit(cfg):
 
 
 def test_masked_attention_and_shared_pooling(cfg):
-    torch.manual_seed(0)
-    model = build_model("drfuse", cfg).eval()
-    ehr, lengths, images, _ = batch()
-    with torch.no_grad():
-        out = model(ehr, lengths, images, HAS_CXR)
+    _, out = drfuse_eval_outputs(cfg)
     att = out["attention"]
     assert torch.allclose(att.sum(-1), torch.ones(B, N_PHENOTYPES), atol=1e-6)
     assert (att[~HAS_CXR, :, 2] == 0).all()  # CXR token masked to -inf

@@ -196,6 +196,15 @@ def param_groups(model, settings: EngineSettings) -> list[dict]:
     return [{"params": params, "lr": settings.lr * factor, "lr_factor": factor} for factor, params in groups.items()]
 
 
+def build_optimizer(model, settings: EngineSettings, fused: bool | None = None) -> torch.optim.Adam:
+    """Adam over `param_groups`. `fused` (default: on the CPU) runs one fused kernel per step:
+    PyTorch's default (foreach) Adam adds 0.12 s to a 0.46 s DrFuse step on the CPU at ResNet-18's
+    full width (benchmarks/cpu_train_step.py, docs/performance.md)."""
+    fused = not settings.cuda if fused is None else fused
+    return torch.optim.Adam(param_groups(model, settings), lr=settings.lr, betas=settings.adam_betas,
+                            weight_decay=settings.weight_decay, fused=fused, foreach=None if fused else True)
+
+
 def _scheduler(optimizer, settings: EngineSettings):
     """MedFuse's ReduceLROnPlateau on the validation loss (factor 0.5, patience 10), or None."""
     if settings.lr_scheduler == "none":
@@ -377,15 +386,7 @@ def fit(
     if settings.cuda and settings.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = compile_model(model, settings)
-    optimizer = torch.optim.Adam(
-        param_groups(model, settings),
-        lr=settings.lr,
-        betas=settings.adam_betas,
-        weight_decay=settings.weight_decay,
-        # one fused kernel per step on the CPU: PyTorch's default Adam adds 0.12 s to a 0.46 s
-        # DrFuse step at ResNet-18's full width (benchmarks/cpu_train_step.py, docs/performance.md)
-        fused=not settings.cuda,
-    )
+    optimizer = build_optimizer(model, settings)
     scheduler = _scheduler(optimizer, settings)
     generator = torch.Generator().manual_seed(seed)
     train_data = DeviceData(train_split, device, model.uses_cxr)
