@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from drfuse.data import duckdb_limits, variables
 from drfuse.errors import UserError
+from drfuse.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,6 @@ def _warn_stays_without_events(con: duckdb.DuckDBPyConnection, n_empty: int, n_s
         )
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
 
 def remove_stale_temp(out_dir: Path) -> None:
     """Remove the temporary folders of earlier runs that were killed before they could clean up
@@ -219,7 +211,7 @@ def remove_stale_temp(out_dir: Path) -> None:
     this machine belongs to a concurrent run and is left alone."""
     for folder in sorted(out_dir.glob(f"{TEMP_PREFIX}*")):
         pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not folder.is_dir() or (pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid))):
+        if not folder.is_dir() or (pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         log.warning("features: removed %s, left by an earlier run that was stopped", folder)

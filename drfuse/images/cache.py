@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from drfuse.errors import UserError
+from drfuse.processes import pid_alive
 from drfuse.images.decode import decode_task
 from drfuse.images.orphans import exit_with_parent
 
@@ -115,15 +116,6 @@ def _tmp_name(name: str, pid: int) -> str:
     return f".{name}{TMP_SUFFIX}{pid}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
 
 def remove_stale_temp_files(out_dir: Path) -> list[Path]:
     """Delete the temp files a killed run left in out_dir (their process is gone); return them."""
@@ -132,7 +124,7 @@ def remove_stale_temp_files(out_dir: Path) -> list[Path]:
         prefix = f".{name}{TMP_SUFFIX}"
         for path in out_dir.glob(f"{prefix}*"):
             pid = path.name[len(prefix) :]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     if removed:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from drfuse.errors import UserError
+from drfuse.processes import pid_alive
 
 log = logging.getLogger(__name__)
 TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # what temp_beside makes
@@ -70,15 +71,6 @@ def load(path: Path, map_location="cpu", remedy: str = "delete it and run the st
         raise UserError(f"{path} is truncated or corrupt (torch.load failed: {type(exc).__name__}); {remedy}") from exc
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
 
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete the temporary files in `folder` whose writing process (the pid in the name) is no
@@ -89,7 +81,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
         return removed
     for path in folder.iterdir():
         match = TEMP_NAME.match(path.name)
-        if not match or not path.is_file() or _process_alive(int(match.group(1))):
+        if not match or not path.is_file() or pid_alive(int(match.group(1))):
             continue
         try:
             size += path.stat().st_size
