@@ -204,7 +204,6 @@ def _warn_stays_without_events(con: duckdb.DuckDBPyConnection, n_empty: int, n_s
         )
 
 
-
 def remove_stale_temp(out_dir: Path) -> None:
     """Remove the temporary folders of earlier runs that were killed before they could clean up
     (`.features-<pid>-*`, DuckDB's spill files inside). A folder whose process is still alive on

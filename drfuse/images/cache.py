@@ -43,9 +43,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from drfuse.errors import UserError
-from drfuse.processes import pid_alive
 from drfuse.images.decode import decode_task
 from drfuse.images.orphans import exit_with_parent
+from drfuse.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,6 @@ def _write_index(path: Path, ids: list[str], sources: list[str], size: int) -> N
 
 def _tmp_name(name: str, pid: int) -> str:
     return f".{name}{TMP_SUFFIX}{pid}"
-
 
 
 def remove_stale_temp_files(out_dir: Path) -> list[Path]:

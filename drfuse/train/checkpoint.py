@@ -71,7 +71,6 @@ def load(path: Path, map_location="cpu", remedy: str = "delete it and run the st
         raise UserError(f"{path} is truncated or corrupt (torch.load failed: {type(exc).__name__}); {remedy}") from exc
 
 
-
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete the temporary files in `folder` whose writing process (the pid in the name) is no
     longer alive on this machine; returns them."""
