@@ -92,22 +92,33 @@ def cmd_images(args):
     )
 
 
+def _predict_test_sets(run_dir: Path, test_sets: list[str], cfg: dict, results: Path, out_dir: Path) -> None:
+    from drfuse.train.run import predict
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for test_set in dict.fromkeys(test_sets):
+        predict(run_dir, test_set, cfg, results, out_dir / f"{test_set}.parquet")
+
+
 def cmd_train(args):
-    from drfuse.experiments import resolve_run
+    from drfuse.experiments import IMAGE_ONLY_MODELS, resolve_run
     from drfuse.train.run import train
 
+    if bool(args.predict_dir) != bool(args.test_set):
+        raise UserError("drfuse train: --predict-dir and --test-set go together (predict the test sets after training)")
     model, cfg = resolve_run(args.model, _cfg(args))
-    train(model, args.train_set, args.seed, _with_job_resources(cfg, args), Path(args.results), Path(args.out))
+    if model in IMAGE_ONLY_MODELS and set(args.test_set or ()) - {"matched"}:
+        raise UserError(f"drfuse train: {model} uses no EHR, so --test-set can only be matched")
+    cfg = _with_job_resources(cfg, args)
+    train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out))
+    if args.predict_dir:
+        # in the same process: importing torch and torchvision alone takes seconds per job
+        _predict_test_sets(Path(args.out), args.test_set, cfg, Path(args.results), Path(args.predict_dir))
 
 
 def cmd_predict(args):
-    from drfuse.train.run import predict
-
     cfg = _with_job_resources(_cfg(args), args)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for test_set in dict.fromkeys(args.test_set):
-        predict(Path(args.run), test_set, cfg, Path(args.results), out_dir / f"{test_set}.parquet")
+    _predict_test_sets(Path(args.run), args.test_set, cfg, Path(args.results), Path(args.out_dir))
 
 
 def cmd_evaluate(args):
@@ -198,12 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "train",
         cmd_train,
-        "train one model on one training set",
+        "train one model on one training set (and predict its test sets)",
         (["--model"], req),
         (["--train-set"], {"required": True, "choices": ["full", "matched"]}),
         (["--seed"], {"type": int, "default": 0}),
         (["--results"], {"default": "results"}),
         (["--out"], req),
+        (["--predict-dir"], {"default": None, "help": "then predict --test-set with the best checkpoint into this folder"}),
+        (["--test-set"], {"nargs": "+", "choices": ["full", "matched"], "default": None}),
         threads,
         gpus,
     )

@@ -522,3 +522,38 @@ def test_stale_temp_files_are_removed_at_the_next_start(tiny_results, tiny_cfg, 
         alive.kill()
         alive.wait()
     assert sorted(p.name for p in run_dir.glob(".*.tmp")) == [in_progress.name]
+
+
+def test_train_with_predict_dir_writes_what_predict_writes(tiny_results, tiny_cfg, tmp_path):
+    """The workflow's training job predicts its test sets in the same process (one torch import
+    per run): the files must be those `drfuse predict` writes from the same best.pt."""
+    cfg = _cfg(tiny_cfg, epochs=2)
+    run_dir, together, alone = tmp_path / "run", tmp_path / "together", tmp_path / "alone"
+    code, errors = _cli(cfg, tmp_path, "train", "--model", "drfuse", "--train-set", "matched", "--results", tiny_results,
+                        "--out", run_dir, "--predict-dir", together, "--test-set", "full", "matched")
+    assert code == 0, errors
+    code, errors = _cli(cfg, tmp_path, "predict", "--run", run_dir, "--test-set", "full", "matched",
+                        "--results", tiny_results, "--out-dir", alone)
+    assert code == 0, errors
+    for test_set in ("full", "matched"):
+        frame = pl.read_parquet(together / f"{test_set}.parquet")
+        assert frame.height > 0 and frame.equals(pl.read_parquet(alone / f"{test_set}.parquet"))
+        with np.load(together / f"{test_set}.npz") as a, np.load(alone / f"{test_set}.npz") as b:
+            assert set(a.files) == set(b.files) and "ehr_distinct" in a.files
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--model", "transformer", "--test-set", "full"), "--predict-dir and --test-set go together"),
+        (("--model", "resnet50", "--predict-dir", "p", "--test-set", "full", "matched"), "resnet50 uses no EHR"),
+    ],
+)
+def test_train_refuses_a_bad_prediction_request_before_training(tiny_results, tiny_cfg, tmp_path, args, message):
+    run_dir = tmp_path / "run"
+    code, errors = _cli(_cfg(tiny_cfg, epochs=1), tmp_path, "train", "--train-set", "matched", "--results", tiny_results,
+                        "--out", run_dir, *args)
+    assert code == 1 and len(errors) == 1 and message in errors[0]
+    assert not run_dir.exists()  # nothing trained

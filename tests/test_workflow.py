@@ -209,15 +209,14 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
     env = dict(re.findall(r"(\w+)=(\S+)", SLURM_ENV))
     dry = run_snakemake(*recipe_args(SLURM_RECIPE), "-n", "--configfile", str(results_config(tmp_path)), env=env)
     jobs = planned_jobs(dry)
-    assert jobs["train"] == 16 and jobs["predict"] + jobs["predict_matched_only"] == 16
+    assert jobs["train"] + jobs["train_image_only"] == 16 and "predict" not in jobs  # a training job predicts too
     blocks = job_blocks(dry)
     expected = {  # rule -> what the profile sets (README recipe: account and partitions from env)
         "ingest": ("threads: 8", "mem_mb=24000", "runtime=120", "slurm_partition=cpu"),
         "features": ("threads: 8", "mem_mb=16000", "runtime=60", "slurm_partition=cpu"),
         "images": ("threads: 16", "runtime=120", "slurm_partition=cpu"),
         "train": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
-        "predict": ("gpu=1", "runtime=30", "slurm_partition=gpu"),
-        "predict_matched_only": ("gpu=1", "runtime=30", "slurm_partition=gpu"),
+        "train_image_only": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
     }
     for rule, wanted in expected.items():
         for block in blocks[rule]:
@@ -231,10 +230,10 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
     assert {"evaluate", "tables", "figures"} <= set(blocks)  # planted: only with an answer key
 
 
-def test_gpu_recipe_dry_run_gives_training_and_prediction_one_gpu_each(tmp_path):
+def test_gpu_recipe_dry_run_gives_every_training_job_one_gpu(tmp_path):
     dry = run_snakemake(*recipe_args(GPU_RECIPE), "-n", "--configfile", str(results_config(tmp_path)))
     blocks = job_blocks(dry)
-    for rule in ("train", "predict", "predict_matched_only"):
+    for rule in ("train", "train_image_only"):
         for block in blocks[rule]:
             assert "gpu=1" in block and "--gpus 1" in block, (rule, block)
     # without a GPU profile nothing asks for a GPU: device auto may fall back (with a warning)
@@ -260,7 +259,7 @@ def test_conda_recipe_runs_the_checkout_with_the_environments_python(tmp_path):
     (fake / "conda").chmod(0o755)
     env = {"PATH": f"{fake}:{os.environ['PATH']}"}
     dry = run_snakemake(*recipe_args(CONDA_RECIPE), "-n", "--configfile", str(results_config(tmp_path)), env=env)
-    assert planned_jobs(dry)["train"] == 16
+    assert planned_jobs(dry)["train"] == 15
     for blocks in job_blocks(dry).values():
         for block in blocks:
             if "Shell command:" in block and "drfuse" in block:
@@ -311,9 +310,9 @@ def test_lint_has_no_finding_but_the_justified_one(tmp_path):
     assert findings, out[-3000:]  # the parser read the report
     unexpected = [f for f in findings if f[1] != KEPT_LINT]
     assert not unexpected, unexpected
-    # one per shell rule (synth, ingest, cohort, features, images, train, predict,
-    # predict_matched_only, evaluate, tables, figures, planted), none hidden elsewhere
-    assert len(findings) == len({s for s, _ in findings}) == 12
+    # one per shell rule (synth, ingest, cohort, features, images, train, train_image_only,
+    # evaluate, tables, figures, planted), none hidden elsewhere
+    assert len(findings) == len({s for s, _ in findings}) == 11
 
 
 def test_snakefmt_check_is_clean():
@@ -388,7 +387,7 @@ def test_whole_workflow_end_to_end_on_tiny_builtin_data(finished_run):
     # a training job on a machine without CUDA says so loudly in its log
     log = (results / "logs" / "train" / "drfuse.matched.seed0.log").read_text()
     assert "TRAINING ON THE CPU" in log
-    # one prediction job per training run wrote both test sets
+    # each training job predicted both test sets with its best checkpoint
     assert (results / "predict" / "drfuse" / "full" / "seed0" / "full.parquet").is_file()
     assert (results / "predict" / "drfuse" / "full" / "seed0" / "matched.npz").is_file()
     check_planted_paired_and_seeds(results, seeds=[0], n_models=10)  # 7 models + 3 ablations
@@ -445,20 +444,20 @@ OPERATIONAL_FLIPS = {
     }
 }
 RESOURCE_FLIPS = [  # threads (ingest, features, images follow --cores), memory, GPUs
-    "--cores", "1", "--set-threads", "train=2", "--set-resources", "ingest:mem_mb=1000", "train:gpu=1", "predict:gpu=1",
+    "--cores", "1", "--set-threads", "train=2", "--set-resources", "ingest:mem_mb=1000", "train:gpu=1", "train_image_only:gpu=1",
 ]  # fmt: skip
 # (what is changed, a config override or extra snakemake arguments, jobs planned)
 RERUNS = [
     ("operational settings", OPERATIONAL_FLIPS, {}),
     ("threads, memory, GPUs", RESOURCE_FLIPS, {}),
-    ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 5, "predict": 5, **EVAL}),
+    ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 5, **EVAL}),
     (
         "model.baseline_backbone",
         {"builtin_overrides": {"model": {"baseline_backbone": "resnet34"}}},
-        {"train": 6, "predict": 6, **EVAL},
+        {"train": 6, **EVAL},
     ),
     ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}}, {"evaluate": 1, "tables": 1, "all": 1}),
-    ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}}, {"train": 2, "predict": 2, **EVAL}),
+    ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}}, {"train": 2, **EVAL}),
 ]
 
 

@@ -1,4 +1,8 @@
-# Train one model on one training set and seed, then predict its test sets in one job.
+# Train one model on one training set and seed, then predict its test sets with the best checkpoint
+# in the same job: importing torch and torchvision alone takes ~7 s of a laptop core, which a
+# separate prediction job per run paid again (16 runs: ~2 CPU-minutes of the demo's ~15), and on a
+# cluster it would be a second GPU job per run for seconds of work. `drfuse predict` re-predicts a
+# finished run by hand.
 #
 # GPUs: a job asks for one only where a profile says so (profiles/gpu, profiles/slurm:
 # set-resources gpu: 1); `--gpus {resources.gpu}` then makes it train on CUDA or fail, instead of
@@ -27,12 +31,16 @@ rule train:
         best=RUN_DIR / "best.pt",
         metrics=RUN_DIR / "metrics.csv",
         run=RUN_DIR / "run.json",
+        full=PREDICT_DIR / "full.parquet",
+        full_representations=PREDICT_DIR / "full.npz",
+        matched=PREDICT_DIR / "matched.parquet",
+        matched_representations=PREDICT_DIR / "matched.npz",
     log:
         R / "logs" / "train" / "{model}.{train_set}.seed{seed}.log",
     benchmark:
         R / "benchmarks" / "train" / "{model}.{train_set}.seed{seed}.tsv"
     wildcard_constraints:
-        model=f"{EHR_RUN}|{IMAGE_ONLY_RUN}",
+        model=EHR_RUN,
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
@@ -46,54 +54,28 @@ rule train:
         settings=lambda wildcards: run_params(wildcards.model, CFG),
         results=R,
         out=lambda wildcards, output: Path(output.best).parent,
+        predict_dir=lambda wildcards, output: Path(output.matched).parent,
+        test_sets=" ".join(TEST_SETS),
     shell:
         "OMP_NUM_THREADS={threads} {DRFUSE} train --model {wildcards.model} --train-set {wildcards.train_set}"
         " --seed {wildcards.seed} --results {params.results:q} --out {params.out:q}"
-        " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"
-
-
-rule predict:
-    input:
-        **TRAIN_INPUTS,
-        best=rules.train.output.best,
-        run=rules.train.output.run,
-    output:
-        full=PREDICT_DIR / "full.parquet",
-        full_representations=PREDICT_DIR / "full.npz",
-        matched=PREDICT_DIR / "matched.parquet",
-        matched_representations=PREDICT_DIR / "matched.npz",
-    log:
-        R / "logs" / "predict" / "{model}.{train_set}.seed{seed}.log",
-    benchmark:
-        R / "benchmarks" / "predict" / "{model}.{train_set}.seed{seed}.tsv"
-    wildcard_constraints:
-        model=EHR_RUN,
-    conda:
-        CONDA_ENV
-    # mostly process start-up and one pass over each test set: one thread, so predictions overlap
-    threads: 1
-    resources:
-        gpu=0,
-    params:
-        test_sets=" ".join(TEST_SETS),
-        results=R,
-        run=lambda wildcards, input: Path(input.best).parent,
-        out_dir=lambda wildcards, output: Path(output.matched).parent,
-    shell:
-        "OMP_NUM_THREADS={threads} {DRFUSE} predict --run {params.run:q} --test-set {params.test_sets}"
-        " --results {params.results:q} --out-dir {params.out_dir:q}"
+        " --predict-dir {params.predict_dir:q} --test-set {params.test_sets}"
         " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"
 
 
 # Image-only models see no EHR: the matched test set only.
-use rule predict as predict_matched_only with:
+use rule train as train_image_only with:
     output:
+        best=RUN_DIR / "best.pt",
+        metrics=RUN_DIR / "metrics.csv",
+        run=RUN_DIR / "run.json",
         matched=PREDICT_DIR / "matched.parquet",
         matched_representations=PREDICT_DIR / "matched.npz",
     wildcard_constraints:
         model=IMAGE_ONLY_RUN,
     params:
-        test_sets="matched",
+        settings=lambda wildcards: run_params(wildcards.model, CFG),
         results=R,
-        run=lambda wildcards, input: Path(input.best).parent,
-        out_dir=lambda wildcards, output: Path(output.matched).parent,
+        out=lambda wildcards, output: Path(output.best).parent,
+        predict_dir=lambda wildcards, output: Path(output.matched).parent,
+        test_sets="matched",
