@@ -29,7 +29,7 @@ TINY_OVERRIDES = {
     "synth": {"n_subjects": 240, "seed": 7, "image_size": [96, 80]},
     "images": {"cache_size": 40},
     "model": {"d_model": 32, "n_heads": 2, "ff_dim": 64, "dropout": 0.0, "backbone": "resnet18", "image_size": 36},
-    "train": {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 1e-3, "device": "cpu"},
+    "train": {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 1e-3, "device": "cpu", "cxr_warmup_epochs": 0},
     "evaluation": {"n_bootstrap": 50},
 }
 

@@ -123,6 +123,24 @@ def test_batch_without_cxr_and_backward(cfg):
     assert set(parts) >= {"pred", "jsd", "orth_ehr", "orth_cxr", "aux", "attn", "total"}
 
 
+def test_warmup_loss_trains_only_the_image_branch(cfg):
+    # `train.cxr_warmup_epochs`: the stem, the CXR-distinct trunk and g3, and nothing else
+    torch.manual_seed(0)
+    model = build_model("drfuse", cfg).train()
+    _, _, images, labels = batch()
+    loss, parts = model.warmup_loss(images, labels.float())
+    aux = model.aux_heads[2](model.cxr_trunk_distinct(model.cxr_stem(images)))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(aux, labels.float())
+    assert torch.allclose(loss, expected) and torch.allclose(parts["warmup_aux_cxr"], expected)
+    loss.backward()
+    image_branch = ("cxr_stem.", "cxr_trunk_distinct.", "aux_heads.2.")
+    for name, param in model.named_parameters():
+        if name.startswith(image_branch):
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+        else:
+            assert param.grad is None, name
+
+
 def test_ablations(cfg):
     torch.manual_seed(0)
     ehr, lengths, images, labels = batch()

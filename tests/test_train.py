@@ -152,6 +152,31 @@ def test_lr_multipliers_scale_the_named_modules(tiny_results, tiny_cfg, tmp_path
     assert {g["lr_factor"] for g in groups} == {0.5, 1.0}
 
 
+def test_image_warmup_trains_the_image_branch_alone_then_selects_among_joint_epochs(tiny_results, tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg, epochs=2, patience=5, cxr_warmup_epochs=2)
+    run_dir = tmp_path / "run"
+    states = {}
+    run = train("drfuse", "matched", 0, cfg, tiny_results, run_dir,
+                on_epoch_end=lambda epoch: states.update({epoch: checkpoint.load(run_dir / "last.pt")["model"]}))
+    metrics = pl.read_csv(run_dir / "metrics.csv")
+    assert metrics["epoch"].to_list() == [1, 2, 3, 4] and run["epochs_run"] == 4
+    assert metrics["val_prauc"][:2].is_null().all() and metrics["val_prauc"][2:].is_not_null().all()
+    assert metrics["train_loss:warmup_aux_cxr"][:2].is_not_null().all() and metrics["train_loss:pred"][:2].is_null().all()
+    assert run["best_epoch"] in (3, 4)  # never a warm-up epoch
+    checkpoint.seed_everything(0)
+    initial = build_model("drfuse", cfg["model"]).state_dict()  # what train() starts from
+    image_branch = ("cxr_stem.", "cxr_trunk_distinct.", "aux_heads.2.")
+    for key, value in initial.items():
+        moved = not torch.equal(states[2][key], value)
+        if key.startswith(image_branch) and value.is_floating_point():  # weights and BatchNorm statistics
+            assert moved, key
+        elif not key.startswith(image_branch):
+            assert not moved, key  # the EHR side, the shared trunk, the fusion: untouched by the warm-up
+    assert not torch.equal(states[3]["final_head.weight"], initial["final_head.weight"])
+    # models without an image branch to warm up ignore the setting
+    assert train("transformer", "matched", 0, cfg, tiny_results, tmp_path / "tf")["epochs_run"] == 2
+
+
 def test_plateau_scheduler_halves_the_lr_and_resumes_with_it(tiny_results, tiny_cfg, tmp_path):
     """MedFuse's ReduceLROnPlateau: 10 epochs without a lower validation loss halve the lr; its state
     is part of the resume point."""

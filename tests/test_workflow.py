@@ -38,7 +38,7 @@ E2E_CONFIG = {
         "synth": {"n_subjects": 200, "image_size": [96, 80]},
         "images": {"cache_size": 40},
         "model": {"d_model": 16, "n_heads": 2, "ff_dim": 32, "dropout": 0.0, "backbone": "resnet18", "image_size": 36},
-        "train": {"batch_size": 64, "epochs": 1, "patience": 1, "lr": 1e-3},
+        "train": {"batch_size": 64, "epochs": 1, "patience": 1, "lr": 1e-3, "cxr_warmup_epochs": 1},
     },
     "evaluation": {"n_bootstrap": 20},
 }

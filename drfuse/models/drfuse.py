@@ -137,6 +137,13 @@ class DrFuse(nn.Module):
     def loss(self, outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor):
         return losses.drfuse_loss(outputs, labels, has_cxr, self.loss_settings)
 
+    def warmup_loss(self, images: torch.Tensor, labels: torch.Tensor):
+        """The image branch alone (`train.cxr_warmup_epochs`): the stem, the CXR-distinct trunk and
+        its auxiliary head g3, BCE over a batch whose rows all have an image."""
+        logits = self.aux_heads[2](self.cxr_trunk_distinct(self.cxr_stem(images)))
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        return loss, {"warmup_aux_cxr": loss.detach()}
+
 
 def build_drfuse(cfg: dict) -> DrFuse:
     return DrFuse(cfg)

@@ -24,12 +24,19 @@ the batch, the rows without an image masked out of BatchNorm and zeroed
 
 When training on the matched dataset a random `cxr_drop` share of each mini-batch loses its CXR
 for real: `has_cxr` is set False, so those samples take the model's missing-CXR path.
+
+Image warm-up (`train.cxr_warmup_epochs`, models with a `warmup_loss`: the DrFuse family): the
+first epochs train the image branch alone on the stays with an image (none dropped), with no
+validation and no checkpoint selection; the joint training's `epochs` and `patience` follow. A
+fused model otherwise learns to read the EHR side before its image side has learned anything
+(docs/model-diagnostics.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -110,6 +117,7 @@ class EngineSettings:
     epochs: int = 100
     patience: int = 10
     cxr_drop: float = 0.0  # already 0 unless training a fusion model on the matched dataset
+    cxr_warmup_epochs: int = 0  # epochs of the image branch alone first (models with warmup_loss)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     lr_scheduler: str = "none"  # none | plateau (halve the lr after 10 epochs without a lower val loss)
     select_on: str = "prauc"  # validation macro metric for the best checkpoint and early stopping
@@ -124,6 +132,8 @@ class EngineSettings:
         t = cfg["train"]
         if not 0.0 <= cxr_drop < 1.0:
             raise UserError(f"train.cxr_drop must be in [0, 1), got {cxr_drop}")
+        if int(t.get("cxr_warmup_epochs", 0)) < 0:
+            raise UserError(f"train.cxr_warmup_epochs must be >= 0, got {t['cxr_warmup_epochs']}")
         if int(t["batch_size"]) < 1:
             raise UserError(f"train.batch_size must be >= 1, got {t['batch_size']}")
         compile_mode = _compile_mode(t.get("compile", False))
@@ -140,6 +150,7 @@ class EngineSettings:
             epochs=int(t["epochs"]),
             patience=int(t["patience"]),
             cxr_drop=float(cxr_drop),
+            cxr_warmup_epochs=int(t.get("cxr_warmup_epochs", 0)),
             adam_betas=(float(t["adam_betas"][0]), float(t["adam_betas"][1])),
             lr_scheduler=t["lr_scheduler"],
             select_on=t["select_on"],
@@ -288,12 +299,30 @@ def train_step(model, forward, optimizer, batch, settings: EngineSettings):
     return loss, parts
 
 
-def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSettings, generator, desc: str):
-    """One pass over the data in a random order: (mean loss, mean loss parts)."""
+def warmup_step(model, forward, optimizer, batch, settings: EngineSettings):
+    """One optimiser step of the image branch alone (`model.warmup_loss`) on a batch whose rows
+    all have an image; only the parameters that loss reaches change."""
+    _, _, images, _, labels = batch
+    with settings.autocast():
+        loss, parts = model.warmup_loss(images, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, parts
+
+
+def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSettings, generator, desc: str,
+                warmup: bool = False):
+    """One pass over the data in a random order: (mean loss, mean loss parts). `warmup`: over the
+    stays with an image only, none of them dropped, by `warmup_step`."""
     model.train()
-    order = torch.randperm(data.n, generator=generator).to(data.ehr.device)
-    starts = list(range(0, data.n, settings.batch_size))
-    tail = data.n - starts[-1]
+    rows = data.has_cxr.nonzero().squeeze(1) if warmup else torch.arange(data.n, device=data.ehr.device)
+    order = rows.index_select(0, torch.randperm(rows.numel(), generator=generator).to(rows.device))
+    if warmup:
+        settings = dataclasses.replace(settings, cxr_drop=0.0)
+    n = order.numel()
+    starts = list(range(0, n, settings.batch_size))
+    tail = n - starts[-1]
     if len(starts) > 1 and (tail == 1 or (settings.static_batches and tail < settings.batch_size)):
         # BatchNorm cannot train on a batch of one sample; a compiled model should see one shape
         starts.pop()
@@ -303,7 +332,7 @@ def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSet
     for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=None):
         idx = order[start : start + settings.batch_size]
         batch = make_batch(data, idx, settings, True, generator, model.uses_cxr)
-        loss, parts = train_step(model, forward, optimizer, batch, settings)
+        loss, parts = (warmup_step if warmup else train_step)(model, forward, optimizer, batch, settings)
         b = idx.numel()
         loss_sum += loss.detach().float() * b  # no host sync per step
         for name, value in parts.items():
@@ -413,17 +442,25 @@ def fit(
             log.warning("%s was written with other settings or data: training from scratch", last_path)
 
     board = _tensorboard(out_dir)
-    epochs = tqdm(range(start_epoch, settings.epochs), desc="epochs", initial=start_epoch, total=settings.epochs, disable=None)
+    warmup = settings.cxr_warmup_epochs if hasattr(model, "warmup_loss") else 0
+    total = warmup + settings.epochs
+    epochs = tqdm(range(start_epoch, total), desc="epochs", initial=start_epoch, total=total, disable=None)
     for epoch in epochs:
         if done:
             break
         t0 = time.perf_counter()
-        train_loss, parts = train_epoch(model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}")
-        val_prob = predict_outputs(model, forward, val_data, settings)["prob"]
-        val = macro_scores(val_labels, val_prob)
-        val_loss = bce(val_labels, val_prob)
-        if scheduler is not None:
-            scheduler.step(val_loss)
+        in_warmup = epoch < warmup
+        train_loss, parts = train_epoch(
+            model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}", warmup=in_warmup
+        )
+        if in_warmup:  # the image branch alone: the fused output is not trained yet, nothing to select
+            val, val_loss = {"prauc": None, "auroc": None, "prauc_skipped": None}, None
+        else:
+            val_prob = predict_outputs(model, forward, val_data, settings)["prob"]
+            val = macro_scores(val_labels, val_prob)
+            val_loss = bce(val_labels, val_prob)
+            if scheduler is not None:
+                scheduler.step(val_loss)
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -436,15 +473,16 @@ def fit(
             **{f"train_loss:{name}": value for name, value in parts.items()},
         }
         history.append(row)
-        score = val[settings.select_on] if not math.isnan(val[settings.select_on]) else -math.inf
-        if best_epoch is None or score > best:
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
-            best_state = {"model": model.state_dict(), "epoch": epoch + 1, "selected_on": f"val_{settings.select_on}", "val_score": score, "meta": json.dumps(meta)}
-            checkpoint.save_atomic(best_state, out_dir / BEST)
-            checkpoint.link_atomic(out_dir / BEST, out_dir / BEST_KEPT)
-        else:
-            bad_epochs += 1
-        done = bad_epochs >= settings.patience
+        if not in_warmup:
+            score = val[settings.select_on] if not math.isnan(val[settings.select_on]) else -math.inf
+            if best_epoch is None or score > best:
+                best, best_epoch, bad_epochs = score, epoch + 1, 0
+                best_state = {"model": model.state_dict(), "epoch": epoch + 1, "selected_on": f"val_{settings.select_on}", "val_score": score, "meta": json.dumps(meta)}
+                checkpoint.save_atomic(best_state, out_dir / BEST)
+                checkpoint.link_atomic(out_dir / BEST, out_dir / BEST_KEPT)
+            else:
+                bad_epochs += 1
+            done = bad_epochs >= settings.patience
         checkpoint.save_atomic(
             {
                 "model": model.state_dict(),
@@ -464,14 +502,18 @@ def fit(
         _write_metrics(out_dir / METRICS, history)
         if board is not None:
             for key, value in row.items():
-                if key != "epoch":
+                if key != "epoch" and value is not None:
                     board.add_scalar(key, value, epoch + 1)
             board.flush()
-        epochs.set_postfix(loss=f"{train_loss:.4f}", val_prauc=f"{val['prauc']:.4f}")
-        log.info(
-            "epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s",
-            epoch + 1, train_loss, val["prauc"], val["auroc"], row["seconds"], " *" if best_epoch == epoch + 1 else "",
-        )
+        if in_warmup:
+            epochs.set_postfix(warmup_loss=f"{train_loss:.4f}")
+            log.info("epoch %d: image warm-up, loss %.4f (%.1f s)", epoch + 1, train_loss, row["seconds"])
+        else:
+            epochs.set_postfix(loss=f"{train_loss:.4f}", val_prauc=f"{val['prauc']:.4f}")
+            log.info(
+                "epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s",
+                epoch + 1, train_loss, val["prauc"], val["auroc"], row["seconds"], " *" if best_epoch == epoch + 1 else "",
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     epochs.close()
