@@ -287,24 +287,17 @@ def make_batch(
     return ehr, lengths, images, has_cxr, labels
 
 
-def train_step(model, forward, optimizer, batch, settings: EngineSettings):
-    """One optimiser step on a batch from `make_batch`: (loss tensor, loss parts)."""
+def train_step(model, forward, optimizer, batch, settings: EngineSettings, warmup: bool = False):
+    """One optimiser step on a batch from `make_batch`: (loss tensor, loss parts). `warmup`: the
+    image branch alone (`model.warmup_loss`, every row has an image); only the parameters that loss
+    reaches change."""
     ehr, lengths, images, has_cxr, labels = batch
     with settings.autocast():
-        outputs = run_forward(forward, ehr, lengths, images, has_cxr, settings)
-        loss, parts = model.loss(outputs, labels, has_cxr)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss, parts
-
-
-def warmup_step(model, forward, optimizer, batch, settings: EngineSettings):
-    """One optimiser step of the image branch alone (`model.warmup_loss`) on a batch whose rows
-    all have an image; only the parameters that loss reaches change."""
-    _, _, images, _, labels = batch
-    with settings.autocast():
-        loss, parts = model.warmup_loss(images, labels)
+        if warmup:
+            loss, parts = model.warmup_loss(images, labels)
+        else:
+            outputs = run_forward(forward, ehr, lengths, images, has_cxr, settings)
+            loss, parts = model.loss(outputs, labels, has_cxr)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -314,7 +307,7 @@ def warmup_step(model, forward, optimizer, batch, settings: EngineSettings):
 def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSettings, generator, desc: str,
                 warmup: bool = False):
     """One pass over the data in a random order: (mean loss, mean loss parts). `warmup`: over the
-    stays with an image only, none of them dropped, by `warmup_step`."""
+    stays with an image only, none of them dropped, the image branch alone (`train_step`)."""
     model.train()
     rows = data.has_cxr.nonzero().squeeze(1) if warmup else torch.arange(data.n, device=data.ehr.device)
     order = rows.index_select(0, torch.randperm(rows.numel(), generator=generator).to(rows.device))
@@ -332,7 +325,7 @@ def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSet
     for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=None):
         idx = order[start : start + settings.batch_size]
         batch = make_batch(data, idx, settings, True, generator, model.uses_cxr)
-        loss, parts = (warmup_step if warmup else train_step)(model, forward, optimizer, batch, settings)
+        loss, parts = train_step(model, forward, optimizer, batch, settings, warmup)
         b = idx.numel()
         loss_sum += loss.detach().float() * b  # no host sync per step
         for name, value in parts.items():
