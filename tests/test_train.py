@@ -152,6 +152,29 @@ def test_lr_multipliers_scale_the_named_modules(tiny_results, tiny_cfg, tmp_path
     assert {g["lr_factor"] for g in groups} == {0.5, 1.0}
 
 
+def test_ehr_lr_factor_slows_only_the_drfuse_family_ehr_encoder(tiny_results, tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg, epochs=1, lr=1e-3, ehr_lr_factor=0.25)
+    settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0)
+    for name in ("drfuse", "drfuse_no_rank"):
+        model = build_model(name, cfg["model"])
+        groups = {g["lr_factor"]: g for g in param_groups(model, settings)}
+        assert {f: g["lr"] for f, g in groups.items()} == {0.25: 2.5e-4, 1.0: 1e-3}
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert {names[id(p)].split(".")[0] for p in groups[0.25]["params"]} == {"ehr_encoder"}
+    # a baseline with an EHR encoder of the same name keeps train.lr: the setting is the DrFuse family's
+    for name in ("transformer", "medfuse2"):
+        assert {g["lr_factor"] for g in param_groups(build_model(name, cfg["model"]), settings)} == {1.0}
+    # train.lr_multipliers naming the EHR encoder itself wins
+    explicit = EngineSettings.from_cfg(_cfg(cfg, lr_multipliers={"ehr_encoder": 0.5}), torch.device("cpu"), 0.0)
+    assert {g["lr_factor"] for g in param_groups(build_model("drfuse", cfg["model"]), explicit)} == {0.5, 1.0}
+    # a training run's optimiser carries the factor (and resumes with it)
+    train("drfuse", "matched", 0, cfg, tiny_results, tmp_path / "run")
+    saved = checkpoint.load(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"]
+    assert sorted(g["lr"] for g in saved) == [2.5e-4, 1e-3]
+    with pytest.raises(UserError, match="train.ehr_lr_factor must be > 0, got 0"):
+        EngineSettings.from_cfg(_cfg(cfg, ehr_lr_factor=0), torch.device("cpu"), 0.0)
+
+
 def test_image_warmup_trains_the_image_branch_alone_then_selects_among_joint_epochs(tiny_results, tiny_cfg, tmp_path):
     cfg = _cfg(tiny_cfg, epochs=2, patience=5, cxr_warmup_epochs=2)
     run_dir = tmp_path / "run"

@@ -451,6 +451,7 @@ RERUNS = [
     ("operational settings", OPERATIONAL_FLIPS, {}),
     ("threads, memory, GPUs", RESOURCE_FLIPS, {}),
     ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 5, **EVAL}),
+    ("train.ehr_lr_factor", {"train": {"ehr_lr_factor": 0.5}}, {"train": 5, **EVAL}),
     (
         "model.baseline_backbone",
         {"builtin_overrides": {"model": {"baseline_backbone": "resnet34"}}},
@@ -478,7 +479,7 @@ def test_a_changed_setting_reruns_only_what_reads_it(finished_run, tmp_path, wha
     dry = run_snakemake(*args)
     jobs = planned_jobs(dry)
     assert jobs == expected, what
-    if what == "model.lambda_attn":
+    if what in ("model.lambda_attn", "train.ehr_lr_factor"):  # the DrFuse family's settings
         trained = {m.group(1) for m in re.finditer(r"wildcards: model=(\w+), train_set", dry.stdout + dry.stderr)}
         assert trained == set(DRFUSE_FAMILY)
     if what == "model.baseline_backbone":

@@ -24,9 +24,10 @@ TRAIN_ALL = (
 # Training of a model that sees images: the image augmentation. The fusion models also drop the
 # CXR of a share of each matched batch, each family by its own setting (the model's
 # `cxr_drop_setting`, drfuse.train.run.training_cxr_drop); the DrFuse family can also train its
-# image branch alone first (`cxr_warmup_epochs`, drfuse.train.engine).
+# image branch alone first (`cxr_warmup_epochs`) and its EHR encoder at a lower learning rate
+# (`ehr_lr_factor`, drfuse.train.engine).
 TRAIN_CXR = (*TRAIN_ALL, "augment")
-TRAIN_FUSION = (*TRAIN_CXR, "cxr_drop", "cxr_warmup_epochs")
+TRAIN_FUSION = (*TRAIN_CXR, "cxr_drop", "cxr_warmup_epochs", "ehr_lr_factor")
 TRAIN_BASELINE_FUSION = (*TRAIN_CXR, "baseline_cxr_drop")
 
 # Model settings by building block (drfuse.models.encoders).

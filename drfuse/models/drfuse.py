@@ -64,6 +64,8 @@ class DrFuse(nn.Module):
     uses_cxr = True
     # the paper's recipe: drop the CXR of a share of each matched batch (drfuse.train.run)
     cxr_drop_setting = "cxr_drop"
+    # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
+    ehr_encoder_prefix = "ehr_encoder"
 
     def __init__(self, cfg: dict, alignment: str = "jsd", use_ranking: bool = True):
         super().__init__()

@@ -29,7 +29,9 @@ Image warm-up (`train.cxr_warmup_epochs`, models with a `warmup_loss`: the DrFus
 first epochs train the image branch alone on the stays with an image (none dropped), with no
 validation and no checkpoint selection; the joint training's `epochs` and `patience` follow. A
 fused model otherwise learns to read the EHR side before its image side has learned anything
-(docs/model-diagnostics.md).
+(docs/model-diagnostics.md). For the same reason the EHR encoder of those models can learn at a
+fraction of `train.lr` (`train.ehr_lr_factor`, `param_groups`): it fits the training labels, the
+image-only ones included by memorising the stays, long before the image branch has learned.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class EngineSettings:
     patience: int = 10
     cxr_drop: float = 0.0  # already 0 unless training a fusion model on the matched dataset
     cxr_warmup_epochs: int = 0  # epochs of the image branch alone first (models with warmup_loss)
+    ehr_lr_factor: float = 1.0  # on the lr of the EHR encoder (models with `ehr_encoder_prefix`)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     lr_scheduler: str = "none"  # none | plateau (halve the lr after 10 epochs without a lower val loss)
     select_on: str = "prauc"  # validation macro metric for the best checkpoint and early stopping
@@ -134,6 +137,8 @@ class EngineSettings:
             raise UserError(f"train.cxr_drop must be in [0, 1), got {cxr_drop}")
         if int(t.get("cxr_warmup_epochs", 0)) < 0:
             raise UserError(f"train.cxr_warmup_epochs must be >= 0, got {t['cxr_warmup_epochs']}")
+        if not float(t.get("ehr_lr_factor", 1.0)) > 0:
+            raise UserError(f"train.ehr_lr_factor must be > 0, got {t['ehr_lr_factor']}")
         if int(t["batch_size"]) < 1:
             raise UserError(f"train.batch_size must be >= 1, got {t['batch_size']}")
         compile_mode = _compile_mode(t.get("compile", False))
@@ -151,6 +156,7 @@ class EngineSettings:
             patience=int(t["patience"]),
             cxr_drop=float(cxr_drop),
             cxr_warmup_epochs=int(t.get("cxr_warmup_epochs", 0)),
+            ehr_lr_factor=float(t.get("ehr_lr_factor", 1.0)),
             adam_betas=(float(t["adam_betas"][0]), float(t["adam_betas"][1])),
             lr_scheduler=t["lr_scheduler"],
             select_on=t["select_on"],
@@ -188,17 +194,29 @@ def _compile_mode(value) -> str | None:
     raise UserError(f"train.compile must be false, true, default or reduce-overhead, got {value!r}")
 
 
+def lr_factors(model, settings: EngineSettings) -> dict[str, float]:
+    """Parameter-name prefix -> factor on `train.lr`: `train.lr_multipliers`, then, for a model that
+    names its EHR encoder (`ehr_encoder_prefix`: the DrFuse family), `train.ehr_lr_factor` on it
+    unless `lr_multipliers` names that prefix itself."""
+    factors = dict(settings.lr_multipliers)
+    prefix = getattr(model, "ehr_encoder_prefix", None)
+    if prefix and settings.ehr_lr_factor != 1.0:
+        factors.setdefault(prefix, settings.ehr_lr_factor)
+    return factors
+
+
 def param_groups(model, settings: EngineSettings) -> list[dict]:
-    """The optimiser's parameter groups: `train.lr` times the factor of the first
-    `train.lr_multipliers` prefix that a parameter's name starts with (1 when none does); each
-    group keeps its factor as `lr_factor`. The setting applies to every model, so a prefix that names
-    no parameter of this one is only logged (with the model's modules, to catch a misspelt one)."""
+    """The optimiser's parameter groups: `train.lr` times the factor of the first `lr_factors`
+    prefix that a parameter's name starts with (1 when none does); each group keeps its factor as
+    `lr_factor`. `train.lr_multipliers` applies to every model, so a prefix that names no parameter
+    of this one is only logged (with the model's modules, to catch a misspelt one)."""
+    factors = lr_factors(model, settings)
     groups: dict[float, list] = {}
     used = set()
     for name, param in model.named_parameters():
-        prefix = next((p for p in settings.lr_multipliers if name.startswith(p)), None)
+        prefix = next((p for p in factors if name.startswith(p)), None)
         used.add(prefix)
-        groups.setdefault(settings.lr_multipliers.get(prefix, 1.0), []).append(param)
+        groups.setdefault(factors.get(prefix, 1.0), []).append(param)
     unused = [p for p in settings.lr_multipliers if p not in used]
     if unused:
         tops = sorted({name.split(".")[0] for name, _ in model.named_parameters()})
