@@ -196,8 +196,8 @@ def _compile_mode(value) -> str | None:
 
 def lr_factors(model, settings: EngineSettings) -> dict[str, float]:
     """Parameter-name prefix -> factor on `train.lr`: `train.lr_multipliers`, then, for a model that
-    names its EHR encoder (`ehr_encoder_prefix`: the DrFuse family), `train.ehr_lr_factor` on it
-    unless `lr_multipliers` names that prefix itself."""
+    names its EHR encoder (`ehr_encoder_prefix`: the DrFuse family), `train.ehr_lr_factor` on it.
+    A `lr_multipliers` prefix that also matches a parameter comes first, so it wins."""
     factors = dict(settings.lr_multipliers)
     prefix = getattr(model, "ehr_encoder_prefix", None)
     if prefix and settings.ehr_lr_factor != 1.0:
