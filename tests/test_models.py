@@ -170,8 +170,8 @@ def test_parameter_count(cfg):
     proj = (d * 2 * d + 2 * d) + (2 * d * d + d) + (d * d + d)
     attn = d * (2 + c) * d + (2 + c) * d
     heads = (d * c + c) + 3 * ((d * d + d) + (d * c + c))
-    model = build_model("drfuse", cfg)
-    assert sum(p.numel() for p in model.parameters()) == ehr + cxr + proj + attn + heads
+    two_layer = build_model("drfuse", {**cfg, "aux_head": "mlp"})
+    assert sum(p.numel() for p in two_layer.parameters()) == ehr + cxr + proj + attn + heads
     linear = build_model("drfuse", {**cfg, "aux_head": "linear"})
     assert sum(p.numel() for p in linear.parameters()) == ehr + cxr + proj + attn + 4 * (d * c + c)
 

@@ -34,7 +34,7 @@ def full_model_cfg(tmp_path_factory) -> dict:
         "max_len": 60,
         "backbone": "resnet18",
         "pretrained_weights": str(paths["cnn"]),
-        "aux_head": "linear",
+        "aux_head": "mlp",
         "image_size": 36,
         "lambda_jsd": 0.3,
         "lambda_orth": 0.4,
