@@ -200,7 +200,7 @@ def lr_factors(model, settings: EngineSettings) -> dict[str, float]:
     A `lr_multipliers` prefix that also matches a parameter comes first, so it wins."""
     factors = dict(settings.lr_multipliers)
     prefix = getattr(model, "ehr_encoder_prefix", None)
-    if prefix and settings.ehr_lr_factor != 1.0:
+    if prefix:
         factors.setdefault(prefix, settings.ehr_lr_factor)
     return factors
 
