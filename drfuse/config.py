@@ -28,7 +28,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "co
 # section -> settings that never change a result (threads, devices, precision switches, chunking).
 # Threads and memory of a job come from Snakemake (`{threads}`, `mem_mb`), not from here.
 OPERATIONAL: dict[str, tuple[str, ...]] = {
-    "train": ("device", "amp", "compile", "pad_images", "num_threads", "channels_last"),
+    "train": ("device", "amp", "compile", "pad_images", "num_threads", "channels_last", "checkpoint_interval_s"),
     "features": ("chunk_stays",),
 }
 

@@ -341,6 +341,51 @@ def test_killed_run_resumes_bit_identical_and_predicts(tiny_results, tiny_cfg, t
         predict_cxr_only_on_full(tiny_results, tiny_cfg, tmp_path)
 
 
+def test_checkpoints_wait_for_their_interval_then_match_a_run_that_writes_every_epoch(tiny_results, tiny_cfg, tmp_path):
+    """train.checkpoint_interval_s: no write before the interval has passed, the best weights wait in
+    memory, and after the last epoch best.pt and last.pt equal a run's that wrote after every
+    epoch; a run killed before its first write starts again from epoch 1 and ends the same."""
+    every = _cfg(tiny_cfg, epochs=4, patience=4, checkpoint_interval_s=0)
+    rarely = _cfg(tiny_cfg, epochs=4, patience=4, checkpoint_interval_s=3600)
+
+    def last_epoch_on_disk(run_dir, seen):
+        return lambda epoch: seen.append((epoch, checkpoint.load(run_dir / "last.pt")["epoch"] if (run_dir / "last.pt").exists() else None))
+
+    seen_every, seen_rarely = [], []
+    train("transformer", "full", 0, every, tiny_results, tmp_path / "every", on_epoch_end=last_epoch_on_disk(tmp_path / "every", seen_every))
+    run = train("transformer", "full", 0, rarely, tiny_results, tmp_path / "rarely",
+                on_epoch_end=last_epoch_on_disk(tmp_path / "rarely", seen_rarely))
+    assert seen_every == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert seen_rarely == [(1, None), (2, None), (3, None), (4, 4)]
+
+    def same_files(a, b):
+        for name in ("best.pt", "last.pt"):
+            x, y = checkpoint.load(a / name), checkpoint.load(b / name)
+            assert x["epoch"] == y["epoch"] and x["model"].keys() == y["model"].keys(), name
+            assert all(torch.equal(x["model"][key], y["model"][key]) for key in x["model"]), name
+
+    same_files(tmp_path / "every", tmp_path / "rarely")
+    assert checkpoint.load(tmp_path / "rarely" / "best.pt")["epoch"] == run["best_epoch"]
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_2(epoch):
+        if epoch == 2:
+            raise Killed
+
+    killed = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train("transformer", "full", 0, rarely, tiny_results, killed, on_epoch_end=kill_after_2)
+    assert not (killed / "last.pt").exists() and not (killed / "best.pt").exists()
+    epochs = []
+    train("transformer", "full", 0, rarely, tiny_results, killed, on_epoch_end=epochs.append)
+    assert epochs == [1, 2, 3, 4]
+    same_files(tmp_path / "every", killed)
+    with pytest.raises(UserError, match="train.checkpoint_interval_s must be >= 0, got -1"):
+        EngineSettings.from_cfg(_cfg(tiny_cfg, checkpoint_interval_s=-1), torch.device("cpu"), 0.0)
+
+
 def predict_cxr_only_on_full(tiny_results, tiny_cfg, tmp_path):
     run_dir = tmp_path / "resnet50"
     model = build_model("resnet50", tiny_cfg["model"])

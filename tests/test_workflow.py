@@ -19,7 +19,7 @@ import yaml
 
 from drfuse import config as config_mod
 from drfuse.errors import UserError
-from drfuse.experiments import experiment_runs, prediction_targets, resolve_run
+from drfuse.experiments import experiment_runs, prediction_targets, resolve_run, run_priority
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -241,6 +241,22 @@ def test_gpu_recipe_dry_run_gives_every_training_job_one_gpu(tmp_path):
     assert all("--gpus 0" in b for b in plain["train"])
 
 
+def test_training_jobs_are_scheduled_longest_first(tmp_path):
+    """Full-set runs before matched-set runs, the DrFuse family first within each (run_priority)."""
+    blocks = job_blocks(run_snakemake("-n", "--cores", "2", "--configfile", str(results_config(tmp_path))))
+    priority = {}
+    for block in blocks["train"] + blocks["train_image_only"]:
+        run = re.search(r"wildcards: model=(\w+), train_set=(\w+)", block).groups()
+        found = re.search(r"^\s+priority: (\d+)$", block, re.M)
+        priority[run] = int(found.group(1)) if found else 0
+    assert len(priority) == 16
+    assert priority[("drfuse", "full")] == 3
+    assert {priority[(m, "full")] for m in ("transformer", "mmtm", "daft", "medfuse", "medfuse2")} == {2}
+    assert {priority[(m, "matched")] for m in ("drfuse", "drfuse_no_disentangle", "drfuse_mse", "drfuse_no_rank")} == {1}
+    assert {priority[(m, "matched")] for m in ("transformer", "resnet50", "mmtm", "daft", "medfuse", "medfuse2")} == {0}
+    assert run_priority("drfuse-g07", "full") == 3  # a grid run is DrFuse
+
+
 def test_conda_recipe_runs_the_checkout_with_the_environments_python(tmp_path):
     # No conda on the test machine: a stand-in answers the three queries Snakemake makes while
     # planning (version, info, channel priority); nothing is created in a dry run.
@@ -439,6 +455,7 @@ OPERATIONAL_FLIPS = {
     "builtin_overrides": {
         "train": {
             "device": "cpu", "amp": False, "compile": True, "pad_images": True, "channels_last": False, "num_threads": 2,
+            "checkpoint_interval_s": 5,
         },  # fmt: skip
         "features": {"chunk_stays": 7},
     }

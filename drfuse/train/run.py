@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 ATTENTION_TOKENS = ("ehr", "shared", "cxr")
 # settings that may change between a killed run and its restart without invalidating last.pt
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "num_threads", "compile", "pad_images", "amp", "channels_last")
+RESUMABLE_CHANGES = (
+    "epochs", "patience", "device", "num_threads", "compile", "pad_images", "amp", "channels_last", "checkpoint_interval_s",
+)
 
 
 def _lease(train_cfg: dict) -> gpu_lease.GpuLease:

@@ -15,6 +15,7 @@ from drfuse.experiments import (
     TEST_SETS,
     prediction_targets,
     run_params,
+    run_priority,
 )
 from drfuse.models import MODELS
 

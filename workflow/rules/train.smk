@@ -41,6 +41,8 @@ rule train:
         R / "benchmarks" / "train" / "{model}.{train_set}.seed{seed}.tsv"
     wildcard_constraints:
         model=EHR_RUN,
+    # the longest runs first (drfuse.experiments.run_priority): no long run left to run alone at the end
+    priority: lambda wildcards: run_priority(wildcards.model, wildcards.train_set)
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
