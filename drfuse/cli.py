@@ -32,7 +32,7 @@ def cmd_synth(args):
     from drfuse.synth import generate
 
     cfg = _cfg(args)
-    generate(Path(args.out), cfg["synth"])
+    generate(Path(args.out), cfg["synth"], workers=args.threads)
 
 
 def _with_job_resources(cfg: dict, args) -> dict:
@@ -110,10 +110,19 @@ def cmd_train(args):
     if model in IMAGE_ONLY_MODELS and set(args.test_set or ()) - {"matched"}:
         raise UserError(f"drfuse train: {model} uses no EHR, so --test-set can only be matched")
     cfg = _with_job_resources(cfg, args)
-    train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out))
+    warm_start = Path(args.warm_start) if args.warm_start else None
+    train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out), warm_start=warm_start)
     if args.predict_dir:
         # in the same process: importing torch and torchvision alone takes seconds per job
         _predict_test_sets(Path(args.out), args.test_set, cfg, Path(args.results), Path(args.predict_dir))
+
+
+def cmd_warmup(args):
+    from drfuse.experiments import resolve_run
+    from drfuse.train.run import warm_up
+
+    _, cfg = resolve_run("drfuse", _cfg(args))
+    warm_up(args.seed, _with_job_resources(cfg, args), Path(args.results), Path(args.out))
 
 
 def cmd_predict(args):
@@ -167,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     threads = (["--threads"], {"type": int, "default": 0, "help": "CPU threads of this job (default 0: all cores)"})
     memory = (["--memory-mb"], {"type": int, "default": 0, "help": "memory of this job in MB (default 0: the machine's)"})
     gpus = (["--gpus"], {"type": int, "default": 0, "help": "GPUs given to this job; >= 1: train on CUDA or fail"})
-    add("synth", cmd_synth, "generate the built-in MIMIC-shaped dataset", (["--out"], req))
+    add("synth", cmd_synth, "generate the built-in MIMIC-shaped dataset", (["--out"], req), threads)
     add(
         "ingest",
         cmd_ingest,
@@ -217,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], req),
         (["--predict-dir"], {"default": None, "help": "then predict --test-set with the best checkpoint into this folder"}),
         (["--test-set"], {"nargs": "+", "choices": ["full", "matched"], "default": None}),
+        (["--warm-start"], {"default": None, "help": "DrFuse family: start after this `drfuse warmup` result (warmup.pt)"}),
+        threads,
+        gpus,
+    )
+    add(
+        "warmup",
+        cmd_warmup,
+        "DrFuse's image warm-up alone, once for the family's runs of a seed (train --warm-start)",
+        (["--seed"], {"type": int, "default": 0}),
+        (["--results"], {"default": "results"}),
+        (["--out"], req),
         threads,
         gpus,
     )

@@ -68,6 +68,34 @@ def run_params(run_name: str, cfg: dict) -> dict:
     }
 
 
+def warmup_settings(model: str, run_cfg: dict) -> dict | None:
+    """What the image warm-up of a run of `model` with its resolved `run_cfg` reads
+    (`drfuse.models.TRAIN_WARMUP`); None for a run without one (not the DrFuse family, or
+    `train.cxr_warmup_epochs: 0`). The warm-up trains on the stays with an image, the matched
+    training set's whatever the run's training set, so two runs with equal settings and seed have
+    the same warm-up, to the last bit."""
+    from drfuse.models import DRFUSE_ARCHITECTURE, TRAIN_WARMUP, spec
+
+    if spec(model).module != "drfuse.models.drfuse" or not run_cfg["train"]["cxr_warmup_epochs"]:
+        return None
+    return {
+        "model": {k: run_cfg["model"][k] for k in DRFUSE_ARCHITECTURE},
+        "train": {k: run_cfg["train"][k] for k in TRAIN_WARMUP},
+    }
+
+
+def shares_warmup(run_name: str, cfg: dict) -> bool:
+    """True for a run whose warm-up is DrFuse's own (the same settings): in the workflow it starts
+    from the `warmup` job's result instead of repeating it. In the default config: DrFuse on both
+    training sets and its three ablations; a grid run (another lr) warms up by itself."""
+    own = warmup_settings(*resolve_run(run_name, cfg))
+    return own is not None and own == warmup_settings(*resolve_run("drfuse", cfg))
+
+
+# The warm-up job comes before every training run: five of them wait for it.
+WARMUP_PRIORITY = 4
+
+
 def run_priority(run_name: str, train_set: str) -> int:
     """The train rule's scheduling priority: the longest runs first, so that none of them starts
     last while the other cores idle (on the demo's 2 cores the last run, started 13 minutes in, once

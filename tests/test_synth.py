@@ -81,9 +81,10 @@ def test_files_and_columns_match_the_real_releases(synth, demo_dir, cxr_samples_
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    """Also whatever the number of processes drawing the images (b: two)."""
     small = {**SETTINGS, "n_subjects": 30, "image_size": [40, 32]}
     generate(tmp_path / "a", small)
-    generate(tmp_path / "b", small)
+    generate(tmp_path / "b", small, workers=2)
     generate(tmp_path / "c", {**small, "seed": 4})
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())

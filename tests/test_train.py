@@ -21,6 +21,7 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from drfuse import cli
+from drfuse.experiments import resolve_run
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache
 from drfuse.models import MODELS, build_model
@@ -40,7 +41,7 @@ from drfuse.train.engine import (
     train_step,
 )
 from drfuse.train.metrics import macro_scores
-from drfuse.train.run import predict, train, training_cxr_drop
+from drfuse.train.run import predict, train, training_cxr_drop, warm_up
 
 
 def _cfg(tiny_cfg, **train):
@@ -384,6 +385,33 @@ def test_checkpoints_wait_for_their_interval_then_match_a_run_that_writes_every_
     same_files(tmp_path / "every", killed)
     with pytest.raises(UserError, match="train.checkpoint_interval_s must be >= 0, got -1"):
         EngineSettings.from_cfg(_cfg(tiny_cfg, checkpoint_interval_s=-1), torch.device("cpu"), 0.0)
+
+
+def test_runs_started_after_the_shared_warmup_equal_runs_that_warm_up_themselves(tiny_results, tiny_cfg, tmp_path):
+    """`warm_up` once, then DrFuse on the full set and an ablation on the matched set start after it
+    (`warm_start`): each ends bit-identical to the same run doing its own warm-up. Dropout on, so
+    the random states carried over count too."""
+    cfg = _cfg(tiny_cfg, epochs=1, patience=5, cxr_warmup_epochs=2)
+    cfg["model"].update(dropout=0.2)
+    warm_up(3, resolve_run("drfuse", cfg)[1], tiny_results, tmp_path / "warmup")
+    warmup = tmp_path / "warmup" / "warmup.pt"
+    assert checkpoint.load(warmup)["epoch"] == 2 and not (tmp_path / "warmup" / "best.pt").exists()
+    for model, train_set in (("drfuse", "full"), ("drfuse_no_rank", "matched")):
+        own, shared = tmp_path / f"{model}.{train_set}", tmp_path / f"{model}.{train_set}.shared"
+        train(model, train_set, 3, cfg, tiny_results, own)
+        epochs = []
+        run = train(model, train_set, 3, cfg, tiny_results, shared, on_epoch_end=epochs.append, warm_start=warmup)
+        assert epochs == [3] and run["warm_start"] == str(warmup)  # only the joint epoch was trained here
+        for name in ("best.pt", "last.pt"):
+            a, b = checkpoint.load(own / name), checkpoint.load(shared / name)
+            assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"]), (model, name)
+        drop_seconds = lambda f: pl.read_csv(f).drop("seconds")  # noqa: E731
+        assert drop_seconds(own / "metrics.csv").equals(drop_seconds(shared / "metrics.csv"))
+    # another seed's (or settings') warm-up, or a model without one, is refused
+    with pytest.raises(UserError, match="warm-up of other settings, seed or data"):
+        train("drfuse", "matched", 4, cfg, tiny_results, tmp_path / "seed4", warm_start=warmup)
+    with pytest.raises(UserError, match="transformer has no image warm-up"):
+        train("transformer", "matched", 3, cfg, tiny_results, tmp_path / "tf", warm_start=warmup)
 
 
 def predict_cxr_only_on_full(tiny_results, tiny_cfg, tmp_path):

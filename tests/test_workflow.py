@@ -5,6 +5,7 @@ end on a tiny built-in dataset, followed by the re-run checks on the finished ru
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -215,6 +216,7 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
         "ingest": ("threads: 8", "mem_mb=24000", "runtime=120", "slurm_partition=cpu"),
         "features": ("threads: 8", "mem_mb=16000", "runtime=60", "slurm_partition=cpu"),
         "images": ("threads: 16", "runtime=120", "slurm_partition=cpu"),
+        "warmup": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
         "train": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
         "train_image_only": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
     }
@@ -233,7 +235,7 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
 def test_gpu_recipe_dry_run_gives_every_training_job_one_gpu(tmp_path):
     dry = run_snakemake(*recipe_args(GPU_RECIPE), "-n", "--configfile", str(results_config(tmp_path)))
     blocks = job_blocks(dry)
-    for rule in ("train", "train_image_only"):
+    for rule in ("warmup", "train", "train_image_only"):
         for block in blocks[rule]:
             assert "gpu=1" in block and "--gpus 1" in block, (rule, block)
     # without a GPU profile nothing asks for a GPU: device auto may fall back (with a warning)
@@ -326,9 +328,9 @@ def test_lint_has_no_finding_but_the_justified_one(tmp_path):
     assert findings, out[-3000:]  # the parser read the report
     unexpected = [f for f in findings if f[1] != KEPT_LINT]
     assert not unexpected, unexpected
-    # one per shell rule (synth, ingest, cohort, features, images, train, train_image_only,
+    # one per shell rule (synth, ingest, cohort, features, images, warmup, train, train_image_only,
     # evaluate, tables, figures, planted), none hidden elsewhere
-    assert len(findings) == len({s for s, _ in findings}) == 11
+    assert len(findings) == len({s for s, _ in findings}) == 12
 
 
 def test_snakefmt_check_is_clean():
@@ -406,6 +408,15 @@ def test_whole_workflow_end_to_end_on_tiny_builtin_data(finished_run):
     # each training job predicted both test sets with its best checkpoint
     assert (results / "predict" / "drfuse" / "full" / "seed0" / "full.parquet").is_file()
     assert (results / "predict" / "drfuse" / "full" / "seed0" / "matched.npz").is_file()
+    # the DrFuse family started after the one shared image warm-up, whose epoch is their first
+    warmup = pl.read_csv(results / "warmup" / "seed0" / "metrics.csv")
+    assert warmup["epoch"].to_list() == [1]
+    for model, train_set in (("drfuse", "full"), ("drfuse", "matched"), ("drfuse_no_rank", "matched")):
+        run_dir = results / "train" / model / train_set / "seed0"
+        run = json.loads((run_dir / "run.json").read_text())
+        assert run["warm_start"] == str(results / "warmup" / "seed0" / "warmup.pt"), (model, train_set)
+        epochs = pl.read_csv(run_dir / "metrics.csv")
+        assert epochs["epoch"].to_list() == [1, 2] and epochs["train_loss"][0] == warmup["train_loss"][0]
     check_planted_paired_and_seeds(results, seeds=[0], n_models=10)  # 7 models + 3 ablations
 
 
@@ -467,8 +478,9 @@ RESOURCE_FLIPS = [  # threads (ingest, features, images follow --cores), memory,
 RERUNS = [
     ("operational settings", OPERATIONAL_FLIPS, {}),
     ("threads, memory, GPUs", RESOURCE_FLIPS, {}),
+    # a loss weight is not read by the shared image warm-up: it is not repeated
     ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 5, **EVAL}),
-    ("train.ehr_lr_factor", {"train": {"ehr_lr_factor": 0.5}}, {"train": 5, **EVAL}),
+    ("train.ehr_lr_factor", {"train": {"ehr_lr_factor": 0.5}}, {"warmup": 1, "train": 5, **EVAL}),
     (
         "model.baseline_backbone",
         {"builtin_overrides": {"model": {"baseline_backbone": "resnet34"}}},
@@ -513,7 +525,6 @@ def test_package_and_docs_name_no_machine_path():
 
 def test_a_job_given_a_gpu_trains_on_cuda_or_fails_in_one_line(tiny_results, tiny_cfg, tmp_path):
     # what profiles/gpu and profiles/slurm do to a training job: `--gpus 1` (Snakemake's resource)
-    import json
 
     import torch
 
@@ -536,7 +547,6 @@ def test_a_job_given_a_gpu_trains_on_cuda_or_fails_in_one_line(tiny_results, tin
 
 
 def test_tables_and_report_name_the_release_the_warnings_and_the_bad_images(tmp_path):
-    import json
 
     from drfuse import provenance
 

@@ -14,7 +14,7 @@ behind on failure):
   stage fails naming how many and the first few paths, and writes nothing.
 
 A killed run leaves its temp files (`.cxr.u8.tmp<pid>`, ...): the next run removes those of
-processes that are gone. Decoding workers watch their parent and exit when it dies.
+processes that are gone. Decoding workers watch their parent and exit when it dies (drfuse.workers).
 
 Reading it (training, tables)::
 
@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import ExitStack, closing
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +42,8 @@ from tqdm import tqdm
 
 from drfuse.errors import UserError
 from drfuse.images.decode import decode_task
-from drfuse.images.orphans import exit_with_parent
 from drfuse.processes import pid_alive
+from drfuse.workers import ordered_map, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +56,6 @@ TMP_SUFFIX = ".tmp"
 # Bad images named in the error when too many are missing.
 SHOW_BAD = 5
 _STAYS_COLUMNS = ("has_cxr", "dicom_id", "cxr_path")
-
-
-def _n_workers(workers: int, n_tasks: int) -> int:
-    if workers < 0:
-        raise UserError(f"images: --threads must be >= 0 (0 = all cores), got {workers}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(workers or cores, n_tasks))
 
 
 def _read_tasks(stays_path: Path) -> list[tuple[str, str | None]]:
@@ -81,24 +72,6 @@ def _read_tasks(stays_path: Path) -> list[tuple[str, str | None]]:
     # The same image can match two stays of one subject: decode it once.
     wanted = wanted.select("dicom_id", "cxr_path").unique("dicom_id", keep="first").sort("dicom_id")
     return list(wanted.iter_rows())
-
-
-def _decoded(tasks: list[tuple], workers: int) -> Iterator[tuple]:
-    """decode_task over the tasks, results in task order (so rows are deterministic)."""
-    if workers == 1:
-        yield from map(decode_task, tasks)
-        return
-    # Small chunks keep every core busy to the end; spawn keeps the workers free of whatever
-    # threads or state the parent holds.
-    chunk = max(1, min(32, len(tasks) // (workers * 8)))
-    pool = ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
-    )
-    try:
-        yield from pool.map(decode_task, tasks, chunksize=chunk)
-    finally:
-        # On a strict-mode failure, do not decode the rest of the queue before raising.
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_index(path: Path, ids: list[str], sources: list[str], size: int) -> None:
@@ -164,7 +137,7 @@ def build_cache(
     if wanted and not cxr_root.is_dir():
         raise UserError(f"CXR image root not found: {cxr_root} (data.mimic_cxr_dir)")
     tasks = [(dicom_id, rel, str(cxr_root), size) for dicom_id, rel in wanted]
-    n_workers = _n_workers(workers, len(tasks))
+    n_workers = worker_count(workers, len(tasks), "images: --threads")
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)
 
@@ -175,7 +148,7 @@ def build_cache(
     try:
         with ExitStack() as stack:
             data = stack.enter_context(open(tmp[DATA_FILE], "wb"))
-            results = stack.enter_context(closing(_decoded(tasks, n_workers)))
+            results = stack.enter_context(closing(ordered_map(decode_task, tasks, n_workers)))
             for dicom_id, source, arr, reason in tqdm(results, total=len(tasks), desc="CXR cache", unit="img"):
                 if reason is not None:
                     if strict:

@@ -36,7 +36,15 @@ EHR_LSTM = ("d_model", "dropout", "lstm_layers")
 CNN = ("backbone", "pretrained_weights", "cnn_width", "image_size")
 # encoders.baseline_cnn: `baseline_*`, falling back to `pretrained_weights` when the backbones agree.
 BASELINE_CNN = ("baseline_backbone", "baseline_pretrained_weights", "backbone", "pretrained_weights", "cnn_width", "image_size")
-DRFUSE = (*EHR_TRANSFORMER, *CNN, "aux_head", "lambda_jsd", "lambda_orth", "lambda_attn", "margin", "rank_order")
+DRFUSE_ARCHITECTURE = (*EHR_TRANSFORMER, *CNN, "aux_head")
+DRFUSE = (*DRFUSE_ARCHITECTURE, "lambda_jsd", "lambda_orth", "lambda_attn", "margin", "rank_order")
+# What the DrFuse family's image warm-up reads (drfuse.experiments.warmup_settings): the
+# architecture (the initial weights) and these of `train:`, the optimiser's among them (its
+# state is carried into the joint training); not the loss weights, nor the epochs after it.
+TRAIN_WARMUP = (
+    "lr", "lr_multipliers", "adam_betas", "weight_decay", "lr_scheduler", "batch_size", "augment", "cxr_warmup_epochs",
+    "ehr_lr_factor",
+)  # fmt: skip
 MEDFUSE_INIT = ("medfuse_init_ehr", "medfuse_init_cxr")
 
 

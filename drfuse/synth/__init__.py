@@ -6,7 +6,7 @@ Planted structure lets models learn: correlated phenotypes with the paper's prev
 visible only in the time series, some only in the image, some in both; sicker stays get a CXR more
 often. Beside the two MIMIC-shaped trees, `answer_key/` says which modality carries each label's
 signal and holds the true labels (`drfuse.synth.answer_key`). Deterministic by seed
-(byte-identical output). Memory is bounded at any size: events are generated and gzip-streamed in
+(byte-identical output, whatever the number of worker processes drawing the images). Memory is bounded at any size: events are generated and gzip-streamed in
 chunks of ICU stays.
 
 Settings (config.yaml `synth:`): n_subjects, seed, image_size [h, w], first_year,
@@ -29,8 +29,9 @@ from drfuse.synth.settings import SynthSettings, parse
 __all__ = ["generate"]
 
 
-def generate(out_dir: Path, settings: dict) -> None:
-    """Write the dataset to `out_dir` (`mimic-iv/`, `mimic-cxr-jpg/`, `answer_key/`), replacing it whole.
+def generate(out_dir: Path, settings: dict, workers: int = 1) -> None:
+    """Write the dataset to `out_dir` (`mimic-iv/`, `mimic-cxr-jpg/`, `answer_key/`), replacing it whole;
+    `workers` processes draw the images (0: one per core).
 
     Everything is written to a sibling temporary folder first and renamed at the end, so a failed
     run leaves no half-written dataset behind.
@@ -41,7 +42,7 @@ def generate(out_dir: Path, settings: dict) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        _generate(tmp, s)
+        _generate(tmp, s, workers)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -50,7 +51,7 @@ def generate(out_dir: Path, settings: dict) -> None:
     tmp.rename(out_dir)
 
 
-def _generate(tmp: Path, s: SynthSettings) -> None:
+def _generate(tmp: Path, s: SynthSettings, workers: int) -> None:
     iv, cxr_root = tmp / "mimic-iv", tmp / "mimic-cxr-jpg"
     for folder in (iv / "hosp", iv / "icu", cxr_root):
         folder.mkdir(parents=True)
@@ -83,7 +84,7 @@ def _generate(tmp: Path, s: SynthSettings) -> None:
     meta = cxr.metadata(cxr_rng, plan, stay_subject, s.image_height, s.image_width)
     write_table(cxr_root / "mimic-cxr-2.0.0-metadata.csv.gz", meta, schema.CXR_METADATA, level)
     if s.images:
-        cxr.write_images(cxr_root, meta, stay_labels[plan["stay"].to_numpy()], s.seed, s.jpeg_quality)
+        cxr.write_images(cxr_root, meta, stay_labels[plan["stay"].to_numpy()], s.seed, s.jpeg_quality, workers)
 
 
 def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_labels, stay_acuity) -> None:

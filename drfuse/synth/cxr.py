@@ -21,6 +21,7 @@ from drfuse.synth.csvgz import masked
 from drfuse.synth.phenotype_model import label_index
 from drfuse.synth.schema import CXR_METADATA
 from drfuse.synth.xray import SIGNS, draw
+from drfuse.workers import ordered_map, worker_count
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -131,17 +132,26 @@ def image_path(subject_id: int, study_id: int, dicom_id: str) -> str:
     return f"files/p{s[:2]}/p{s}/s{study_id}/{dicom_id}.jpg"
 
 
-def write_images(root: Path, meta: pl.DataFrame, labels: np.ndarray, seed: int, quality: int) -> None:
-    """Draw and save every image of `meta`; `labels` (n_images, 25) are its admission's labels."""
+def _write_image(task: tuple) -> None:
+    """Draw and save one image: (root, index, subject, study, dicom, view, height, width, its
+    admission's labels (25,), seed, JPEG quality)."""
+    root, i, subject, study, dicom, view, h, w, labels, seed, quality = task
+    # One generator per image: its pixels depend on neither the other images nor the process.
+    rng = np.random.default_rng([seed, 202, i])
+    signs = {}
+    for name in SIGNS:
+        k, sensitivity, false_rate = SIGN_MODEL[name]
+        signs[name] = rng.random() < (sensitivity if labels[k] else false_rate)
+    path = root / image_path(subject, study, dicom)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(draw(rng, h, w, signs, view)).save(path, format="JPEG", quality=quality)
+
+
+def write_images(root: Path, meta: pl.DataFrame, labels: np.ndarray, seed: int, quality: int, workers: int = 1) -> None:
+    """Draw and save every image of `meta` in `workers` processes (0: one per core); `labels`
+    (n_images, 25) are its admission's labels. The files do not depend on `workers`."""
     rows = meta.select("subject_id", "study_id", "dicom_id", "ViewPosition", "Rows", "Columns").iter_rows()
-    bar = tqdm(rows, total=meta.height, desc="synth CXR images", unit="img")
-    for i, (subject, study, dicom, view, h, w) in enumerate(bar):
-        # One generator per image: an image's pixels do not depend on the others.
-        rng = np.random.default_rng([seed, 202, i])
-        signs = {}
-        for name in SIGNS:
-            k, sensitivity, false_rate = SIGN_MODEL[name]
-            signs[name] = rng.random() < (sensitivity if labels[i, k] else false_rate)
-        path = root / image_path(subject, study, dicom)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(draw(rng, h, w, signs, view)).save(path, format="JPEG", quality=quality)
+    tasks = [(root, i, *row, labels[i], seed, quality) for i, row in enumerate(rows)]
+    workers = worker_count(workers, len(tasks), "synth: --threads")
+    for _ in tqdm(ordered_map(_write_image, tasks, workers), total=len(tasks), desc="synth CXR images", unit="img"):
+        pass

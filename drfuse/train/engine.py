@@ -406,6 +406,16 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _restore(state: dict, model, optimizer, scheduler, generator) -> list[dict]:
+    """Load a last.pt's model, optimiser, scheduler and random states; returns its history."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    checkpoint.set_rng_state(state["rng"], generator)
+    return json.loads(state["history"])
+
+
 def _write_checkpoints(out_dir: Path, best_state: dict | None, last_state: dict) -> None:
     """best.pt (when a newer best is waiting), then last.pt: a run killed in between resumes from
     the older last.pt and replays, bit-identical, the epochs that made the newer best."""
@@ -425,11 +435,15 @@ def fit(
     meta: dict,
     fingerprint: dict,
     on_epoch_end=None,
+    warm_start: tuple[Path, dict] | None = None,
 ) -> dict:
     """Train with early stopping into out_dir (best.pt, last.pt, metrics.csv); resume from last.pt.
 
     `meta` (JSON-able: model name and settings) goes into best.pt for `predict`; `fingerprint`
     (JSON-able) must equal the one in last.pt for a resume, else training starts afresh.
+    `warm_start` (path, fingerprint): without a last.pt to resume from, start from that
+    checkpoint of the image warm-up alone (`drfuse.train.run.warm_up`), whose fingerprint must be
+    the one given, as from a resume point after the warm-up's epochs.
     `on_epoch_end(epoch)` is called after each epoch's files are written. Returns a summary.
     """
     out_dir = Path(out_dir)
@@ -454,20 +468,28 @@ def fit(
     history: list[dict] = []
     start_epoch, best, best_epoch, bad_epochs, done = 0, -math.inf, None, 0, False
     last_path = out_dir / LAST
+    resumed = False
     if last_path.exists():
         state = checkpoint.load(last_path, map_location=device, remedy="delete it to train this run from epoch 1")
         if state.get("fingerprint") == fingerprint_json:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            checkpoint.set_rng_state(state["rng"], generator)
-            history = json.loads(state["history"])
+            history = _restore(state, model, optimizer, scheduler, generator)
             start_epoch, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
             bad_epochs, done = state["bad_epochs"], state["done"]
+            resumed = True
             log.info("resuming %s after epoch %d (best %.4f at epoch %s)", out_dir, start_epoch, best, best_epoch)
         else:
             log.warning("%s was written with other settings or data: training from scratch", last_path)
+    if warm_start is not None and not resumed:
+        path, expected = warm_start
+        state = checkpoint.load(path, map_location=device, remedy="delete it and run `drfuse warmup` again")
+        if state.get("fingerprint") != json.dumps(expected, sort_keys=True, default=str):
+            raise UserError(
+                f"{path} is the image warm-up of other settings, seed or data than this run's: run `drfuse warmup` "
+                "again with this run's settings, or train without --warm-start"
+            )
+        history = _restore(state, model, optimizer, scheduler, generator)
+        start_epoch = state["epoch"]
+        log.info("starting after the image warm-up of %s (%d epochs)", path, start_epoch)
 
     board = _tensorboard(out_dir)
     last_write = time.monotonic()

@@ -6,6 +6,11 @@ model from the registry, loads the train and validation splits of the training s
 engine into `train/{model}/{train_set}/seed{n}/` (best.pt, last.pt, metrics.csv, then run.json
 last, so run.json means "finished").
 
+`warm_up` runs DrFuse's image warm-up alone (`train.cxr_warmup_epochs`) into `warmup/seed{n}/`
+(warmup.pt); `train --warm-start` starts a DrFuse-family run after it, bit-identical to the run
+that does its own warm-up: the workflow warms up once per seed for the family's runs whose
+warm-up settings are DrFuse's (`drfuse.experiments.shares_warmup`), not once per run.
+
 `predict` rebuilds the model from best.pt (the best-validation weights, never the last epoch's),
 predicts the test split of the full or matched dataset and writes the predictions table per the
 contract in docs/architecture.md, plus a `.npz` beside it: the stay ids and, for models that
@@ -25,10 +30,11 @@ import numpy as np
 import polars as pl
 
 from drfuse.errors import UserError
+from drfuse.experiments import warmup_settings
 from drfuse.phenotypes import PHENOTYPES
 from drfuse.train import checkpoint, gpu_lease, locks
 from drfuse.train.data import dataset_for, fingerprint, load_split
-from drfuse.train.engine import BEST, REPRESENTATIONS, DeviceData, EngineSettings, fit, predict_outputs, resolve_device
+from drfuse.train.engine import BEST, LAST, REPRESENTATIONS, DeviceData, EngineSettings, fit, predict_outputs, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +70,33 @@ def training_cxr_drop(model, dataset: str, train_cfg: dict) -> float:
     return float(train_cfg[setting]) if setting and dataset == "matched" else 0.0
 
 
+# what `warm_up` leaves for the runs: its last.pt, linked under this name once it has finished
+WARMUP = "warmup.pt"
+
+
+def _warmup_fingerprint(model_name: str, cfg: dict, seed: int, results_dir: Path, image_split=None) -> dict:
+    """What a warm-up's result depends on: its settings, the seed and the stays with an image it
+    trains on (the matched training split; `image_split` if already loaded)."""
+    settings = warmup_settings(model_name, cfg)
+    if settings is None:
+        raise UserError(
+            f"{model_name} has no image warm-up (not the DrFuse family, or train.cxr_warmup_epochs: 0): "
+            "nothing to start after; train without --warm-start"
+        )
+    split = image_split if image_split is not None else load_split(results_dir, "train", "matched")
+    return {"warmup": settings, "seed": seed, "data": fingerprint(split)}
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
 
 
-def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None) -> dict:
+def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None,
+          warm_start: Path | None = None) -> dict:
     """Train `model_name` on `train_set` (full/matched) with `seed`; returns the run summary.
 
-    `on_epoch_end(epoch)` is a hook called after each epoch's files are written.
+    `on_epoch_end(epoch)` is a hook called after each epoch's files are written. `warm_start`: a
+    `warm_up` result of this run's warm-up settings and seed to start after (else a UserError).
     """
     import torch
 
@@ -103,9 +128,14 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
             "train": {k: v for k, v in train_cfg.items() if k not in RESUMABLE_CHANGES},
             "data": [fingerprint(train_split), fingerprint(val_split)],
         }
-        summary = fit(model, train_split, val_split, settings, out_dir, seed, meta, fp, on_epoch_end)
+        warm = None
+        if warm_start is not None:
+            image_split = train_split if dataset == "matched" else None
+            warm = (Path(warm_start), _warmup_fingerprint(model_name, cfg, seed, results_dir, image_split))
+        summary = fit(model, train_split, val_split, settings, out_dir, seed, meta, fp, on_epoch_end, warm)
         run = {
             **meta,
+            "warm_start": str(warm_start) if warm_start is not None else None,
             "results_dir": str(results_dir),
             "settings": cfg,
             "cxr_drop_applied": cxr_drop,
@@ -122,6 +152,31 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
         }
         _write_json(run, out_dir / "run.json")
     return run
+
+
+def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path) -> dict:
+    """DrFuse's image warm-up alone into out_dir (last.pt, metrics.csv, then warmup.pt, a second name
+    of last.pt, last: it means "finished"). `cfg`: DrFuse's resolved settings. The same steps as
+    the first `train.cxr_warmup_epochs` epochs of `train("drfuse", ...)` on either training set, in
+    the same order from the same seed; a killed warm-up resumes like a training run."""
+    import dataclasses
+
+    from drfuse.models import build_model
+
+    out_dir = Path(out_dir)
+    train_cfg = cfg["train"]
+    with locks.train_dir_lock(out_dir), _lease(train_cfg):
+        device = resolve_device(train_cfg)
+        checkpoint.seed_everything(seed)
+        model = build_model("drfuse", cfg["model"])
+        image_split = load_split(results_dir, "train", "matched")
+        fp = _warmup_fingerprint("drfuse", cfg, seed, results_dir, image_split)
+        # the image branch alone, then nothing: no joint epoch, so no validation is ever run
+        settings = dataclasses.replace(EngineSettings.from_cfg(cfg, device, 0.0), epochs=0)
+        meta = {"model_name": "drfuse", "model_cfg": cfg["model"], "seed": seed, "warmup": True}
+        summary = fit(model, image_split, load_split(results_dir, "val", "matched"), settings, out_dir, seed, meta, fp)
+        checkpoint.link_atomic(out_dir / LAST, out_dir / WARMUP)
+    return summary
 
 
 def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path) -> pl.DataFrame:

@@ -13,9 +13,13 @@ from drfuse.errors import UserError
 from drfuse.experiments import (
     IMAGE_ONLY_MODELS,
     TEST_SETS,
+    WARMUP_PRIORITY,
     prediction_targets,
+    resolve_run,
     run_params,
     run_priority,
+    shares_warmup,
+    warmup_settings,
 )
 from drfuse.models import MODELS
 
@@ -109,6 +113,15 @@ if PLANTED:
         str(R / "tables" / "planted.md"),
         str(R / "figures" / "planted.png"),
     ]
+
+
+def warm_start(wildcards):
+    """The input of a training run that starts after DrFuse's image warm-up (the warmup rule's
+    output), for a run whose warm-up settings are DrFuse's (drfuse.experiments.shares_warmup);
+    others warm up themselves."""
+    if not shares_warmup(wildcards.model, CFG):
+        return {}
+    return {"warmup": expand(rules.warmup.output.warmup, seed=wildcards.seed)[0]}
 
 
 def table_outputs():

@@ -20,11 +20,13 @@ if BUILTIN:
             R / "benchmarks" / "synth.tsv"
         conda:
             CONDA_ENV
+        # processes drawing the images (the output does not depend on them)
+        threads: workflow.cores
         params:
             settings=CFG["synth"],
             out=lambda wildcards, output: Path(output.mimic_iv).parent,
         shell:
-            "{DRFUSE} synth --out {params.out:q} > {log:q} 2>&1"
+            "{DRFUSE} synth --out {params.out:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule ingest:
