@@ -412,6 +412,8 @@ def test_runs_started_after_the_shared_warmup_equal_runs_that_warm_up_themselves
         train("drfuse", "matched", 4, cfg, tiny_results, tmp_path / "seed4", warm_start=warmup)
     with pytest.raises(UserError, match="transformer has no image warm-up"):
         train("transformer", "matched", 3, cfg, tiny_results, tmp_path / "tf", warm_start=warmup)
+    with pytest.raises(UserError, match="train.cxr_warmup_epochs is 0"):
+        warm_up(3, _cfg(tiny_cfg, cxr_warmup_epochs=0), tiny_results, tmp_path / "none")
 
 
 def predict_cxr_only_on_full(tiny_results, tiny_cfg, tmp_path):

@@ -163,6 +163,8 @@ def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path) -> dict:
 
     from drfuse.models import build_model
 
+    if not cfg["train"]["cxr_warmup_epochs"]:
+        raise UserError("train.cxr_warmup_epochs is 0: DrFuse has no image warm-up to run")
     out_dir = Path(out_dir)
     train_cfg = cfg["train"]
     with locks.train_dir_lock(out_dir), _lease(train_cfg):
