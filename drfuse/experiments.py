@@ -68,15 +68,22 @@ def run_params(run_name: str, cfg: dict) -> dict:
     }
 
 
+def in_drfuse_family(model: str) -> bool:
+    """DrFuse and its ablations (drfuse.models.drfuse): an image warm-up, two CNN trunks."""
+    from drfuse.models import spec
+
+    return spec(model).module == "drfuse.models.drfuse"
+
+
 def warmup_settings(model: str, run_cfg: dict) -> dict | None:
     """What the image warm-up of a run of `model` with its resolved `run_cfg` reads
     (`drfuse.models.TRAIN_WARMUP`); None for a run without one (not the DrFuse family, or
     `train.cxr_warmup_epochs: 0`). The warm-up trains on the stays with an image, the matched
     training set's whatever the run's training set, so two runs with equal settings and seed have
     the same warm-up, to the last bit."""
-    from drfuse.models import DRFUSE_ARCHITECTURE, TRAIN_WARMUP, spec
+    from drfuse.models import DRFUSE_ARCHITECTURE, TRAIN_WARMUP
 
-    if spec(model).module != "drfuse.models.drfuse" or not run_cfg["train"]["cxr_warmup_epochs"]:
+    if not in_drfuse_family(model) or not run_cfg["train"]["cxr_warmup_epochs"]:
         return None
     return {
         "model": {k: run_cfg["model"][k] for k in DRFUSE_ARCHITECTURE},
@@ -101,11 +108,8 @@ def run_priority(run_name: str, train_set: str) -> int:
     last while the other cores idle (on the demo's 2 cores the last run, started 13 minutes in, once
     ran alone for 45 s). Full-set runs (six times the matched set's stays per epoch) before
     matched-set ones; within a set the DrFuse family (an image warm-up, two CNN trunks) first."""
-    from drfuse.models import spec
-
     model = "drfuse" if GRID_RUN.match(run_name) else run_name
-    drfuse_family = spec(model).module == "drfuse.models.drfuse"
-    return 2 * (train_set == "full") + int(drfuse_family)
+    return 2 * (train_set == "full") + int(in_drfuse_family(model))
 
 
 def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:

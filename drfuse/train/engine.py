@@ -468,18 +468,16 @@ def fit(
     history: list[dict] = []
     start_epoch, best, best_epoch, bad_epochs, done = 0, -math.inf, None, 0, False
     last_path = out_dir / LAST
-    resumed = False
     if last_path.exists():
         state = checkpoint.load(last_path, map_location=device, remedy="delete it to train this run from epoch 1")
         if state.get("fingerprint") == fingerprint_json:
             history = _restore(state, model, optimizer, scheduler, generator)
             start_epoch, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
             bad_epochs, done = state["bad_epochs"], state["done"]
-            resumed = True
             log.info("resuming %s after epoch %d (best %.4f at epoch %s)", out_dir, start_epoch, best, best_epoch)
         else:
             log.warning("%s was written with other settings or data: training from scratch", last_path)
-    if warm_start is not None and not resumed:
+    if warm_start is not None and start_epoch == 0:  # not resumed: a last.pt is written after an epoch
         path, expected = warm_start
         state = checkpoint.load(path, map_location=device, remedy="delete it and run `drfuse warmup` again")
         if state.get("fingerprint") != json.dumps(expected, sort_keys=True, default=str):
