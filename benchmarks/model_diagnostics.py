@@ -14,10 +14,14 @@ group, and for DrFuse the mean attention per group, the share of single-modality
 planted token is favoured, the auxiliary heads' group PRAUC (mean and spread over seeds), and per
 token its part of the fused logit (`token_logits` of the best checkpoint): the PRAUC of that part
 alone and its spread over the stays, so a token that adds noise to a label it cannot predict shows.
-docs/model-diagnostics.md records what this measured.
+docs/model-diagnostics.md records what this measured. A variant that trains DrFuse alone takes
+the uni-modal runs the PRAUC ratios need from another variant's folder (`--reference`): their
+runs do not depend on DrFuse's settings.
 
     python benchmarks/model_diagnostics.py --results results --out diagnostics/b16 \\
         --models drfuse transformer resnet50 --seeds 0 1 2 --set train.batch_size=16
+    python benchmarks/model_diagnostics.py --results results --out diagnostics/attn1 \\
+        --models drfuse --reference diagnostics/b16 --seeds 0 1 2 --set model.lambda_attn=1.0
 """
 
 from __future__ import annotations
@@ -62,6 +66,20 @@ def variant_config(args) -> dict:
 
 def run_dir(out: Path, model: str, seed: int) -> Path:
     return out / model / f"seed{seed}"
+
+
+def missing_references(args) -> None:
+    """UserError naming the first uni-modal run that --reference lacks for these seeds."""
+    from drfuse.evaluate.planted import REFERENCE
+
+    if not args.reference:
+        return
+    for model in REFERENCE.values():
+        for seed in [] if model in args.models else args.seeds:
+            path = run_dir(Path(args.reference), model, seed) / "matched.parquet"
+            if not path.is_file():
+                raise UserError(f"--reference: {path} does not exist (train it with --models {model} --seeds {seed} "
+                                f"--out {args.reference})")
 
 
 def train_and_score(args) -> None:
@@ -141,7 +159,15 @@ def token_parts(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, np.
 
 def spread(values) -> str:
     values = np.asarray(values, dtype=float)
+    if np.isnan(values).all():  # a PRAUC ratio without its uni-modal runs
+        return "n/a"
     return f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}"
+
+
+def verdict(value: float, passed: bool | None) -> str:
+    if passed is None:
+        return "n/a (no resnet50 / transformer runs: add them to --models, or give --reference)"
+    return f"{value:.3f} {'PASS' if passed else 'FAIL'}"
 
 
 def macro_prauc(path: Path) -> float:
@@ -158,11 +184,14 @@ def macro_prauc(path: Path) -> float:
 
 def summary(args) -> None:
     from drfuse import config as config_mod
-    from drfuse.evaluate.planted import MEAN, check
+    from drfuse.evaluate.planted import MEAN, REFERENCE, check
     from drfuse.synth.answer_key import read_label_groups
 
     out, key = Path(args.out), Path(args.answer_key)
     paths = [run_dir(out, m, s) / "matched.parquet" for m in args.models for s in args.seeds]
+    if args.reference:
+        paths += [run_dir(Path(args.reference), m, s) / "matched.parquet"
+                  for m in REFERENCE.values() if m not in args.models for s in args.seeds]
 
     def describe(path: Path) -> dict:
         return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
@@ -189,7 +218,7 @@ def summary(args) -> None:
             mine = verdicts[verdicts["model"] == model]
             print("    per seed     " + "  ".join(f"{c} {spread(mine[mine['criterion'] == c]['value'])}" for c in mine["criterion"].unique()))
             mean = on_mean[on_mean["model"] == model]
-            print("    on seed mean " + "  ".join(f"{r.criterion} {r.value:.3f} {'PASS' if r.passed else 'FAIL'}" for r in mean.itertuples()))
+            print("    on seed mean " + "  ".join(f"{r.criterion} {verdict(r.value, r.passed)}" for r in mean.itertuples()))
             label_groups = read_label_groups(key)
             aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
             for head in AUX_HEADS:
@@ -211,6 +240,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["drfuse", "transformer", "resnet50"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], help="setting override, e.g. train.batch_size=16")
+    parser.add_argument("--reference", help="a variant's folder whose resnet50 / transformer runs (same seeds) give the "
+                                            "PRAUC ratios' references when --models leaves them out")
     parser.add_argument("--jobs", type=int, default=2, help="trainings side by side (one thread each)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single (model, seed)
     args = parser.parse_args()
@@ -220,6 +251,7 @@ def main() -> None:
         return train_and_score(args)
     try:
         variant_config(args)
+        missing_references(args)
     except UserError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from drfuse.evaluate import planted
 from drfuse.phenotypes import PHENOTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,34 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     again = run_script(*args, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout == proc.stdout
     assert (out / "drfuse" / "seed0" / "best.pt").stat().st_mtime_ns == before
+
+    # a DrFuse-only variant: its ratios need uni-modal runs, from --reference or nowhere
+    alone = ["--results", str(tiny_results), "--config", str(config), "--seeds", "0", "1", "--models", "drfuse",
+             "--set", "train.epochs=1", "--set", "model.lambda_attn=1.0"]
+    no_reference = run_script(*alone, "--out", str(tmp_path / "attn1"), cwd=tmp_path)
+    assert no_reference.returncode == 0, no_reference.stderr[-3000:]
+    on_mean = next(line for line in no_reference.stdout.splitlines() if "on seed mean" in line)
+    assert "prauc_ratio_cxr n/a (no resnet50 / transformer runs" in on_mean and "nan" not in no_reference.stdout
+    referenced = run_script(*alone, "--out", str(tmp_path / "attn1"), "--reference", str(out), cwd=tmp_path)
+    assert referenced.returncode == 0, referenced.stderr[-3000:]
+    on_mean = next(line for line in referenced.stdout.splitlines() if "on seed mean" in line)
+    drfuse_files = [tmp_path / "attn1" / "drfuse" / f"seed{s}" / "matched.parquet" for s in (0, 1)]
+    reference_files = [out / m / f"seed{s}" / "matched.parquet" for m in ("resnet50", "transformer") for s in (0, 1)]
+    _, _, verdicts = planted.check(drfuse_files + reference_files, tiny_results / "synth" / "answer_key" / "label_groups.csv",
+                                   tiny_cfg["evaluation"]["planted"], describe_run)
+    for criterion in ("prauc_ratio_cxr", "prauc_ratio_ehr"):
+        value = verdicts[(verdicts["seed"] == planted.MEAN) & (verdicts["criterion"] == criterion)]["value"].item()
+        assert re.search(rf"{criterion} {value:.3f} (PASS|FAIL)", on_mean), on_mean
+
+    missing = run_script(*alone, "--out", str(tmp_path / "attn1"), "--reference", str(tmp_path / "attn1"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith(
+        f"--reference: {tmp_path / 'attn1' / 'resnet50' / 'seed0' / 'matched.parquet'} does not exist")
+
+
+def describe_run(path: Path) -> dict:
+    """The script's reading of a run folder: <variant>/<model>/seed<n>/matched.parquet."""
+    return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
 
 
 def test_a_setting_that_does_not_exist_is_named(tmp_path, tiny_results, tiny_cfg):
