@@ -68,18 +68,22 @@ def run_dir(out: Path, model: str, seed: int) -> Path:
     return out / model / f"seed{seed}"
 
 
-def missing_references(args) -> None:
-    """UserError naming the first uni-modal run that --reference lacks for these seeds."""
+def reference_runs(args) -> list[Path]:
+    """The matched-test predictions in --reference of the uni-modal models --models leaves out."""
     from drfuse.evaluate.planted import REFERENCE
 
     if not args.reference:
-        return
-    for model in REFERENCE.values():
-        for seed in [] if model in args.models else args.seeds:
-            path = run_dir(Path(args.reference), model, seed) / "matched.parquet"
-            if not path.is_file():
-                raise UserError(f"--reference: {path} does not exist (train it with --models {model} --seeds {seed} "
-                                f"--out {args.reference})")
+        return []
+    return [run_dir(Path(args.reference), m, s) / "matched.parquet"
+            for m in REFERENCE.values() if m not in args.models for s in args.seeds]
+
+
+def missing_references(args) -> None:
+    """UserError naming the first run that --reference lacks."""
+    for path in reference_runs(args):
+        if not path.is_file():
+            raise UserError(f"--reference: {path} does not exist (a variant run with --models resnet50 transformer "
+                            "and the same --seeds writes it)")
 
 
 def train_and_score(args) -> None:
@@ -184,14 +188,11 @@ def macro_prauc(path: Path) -> float:
 
 def summary(args) -> None:
     from drfuse import config as config_mod
-    from drfuse.evaluate.planted import MEAN, REFERENCE, check
+    from drfuse.evaluate.planted import MEAN, check
     from drfuse.synth.answer_key import read_label_groups
 
     out, key = Path(args.out), Path(args.answer_key)
-    paths = [run_dir(out, m, s) / "matched.parquet" for m in args.models for s in args.seeds]
-    if args.reference:
-        paths += [run_dir(Path(args.reference), m, s) / "matched.parquet"
-                  for m in REFERENCE.values() if m not in args.models for s in args.seeds]
+    paths = [run_dir(out, m, s) / "matched.parquet" for m in args.models for s in args.seeds] + reference_runs(args)
 
     def describe(path: Path) -> dict:
         return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
