@@ -68,6 +68,11 @@ def run_dir(out: Path, model: str, seed: int) -> Path:
     return out / model / f"seed{seed}"
 
 
+def describe_run(path: Path) -> dict:
+    """`drfuse.evaluate.planted`'s description of a run's predictions, <variant>/<model>/seed<n>/matched.parquet."""
+    return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
+
+
 def reference_runs(args) -> list[Path]:
     """The matched-test predictions in --reference of the uni-modal models --models leaves out."""
     from drfuse.evaluate.planted import REFERENCE
@@ -193,12 +198,8 @@ def summary(args) -> None:
 
     out, key = Path(args.out), Path(args.answer_key)
     paths = [run_dir(out, m, s) / "matched.parquet" for m in args.models for s in args.seeds] + reference_runs(args)
-
-    def describe(path: Path) -> dict:
-        return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
-
     settings = config_mod.load(args.config)["evaluation"]["planted"]
-    _, groups, all_verdicts = check(paths, key, settings, describe)
+    _, groups, all_verdicts = check(paths, key, settings, describe_run)
     groups, verdicts = groups[groups["seed"] != MEAN], all_verdicts[all_verdicts["seed"] != MEAN]
     on_mean = all_verdicts[all_verdicts["seed"] == MEAN]
     print(f"variant {out.name}: {' '.join(args.set) or '(defaults)'}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     drfuse_files = [tmp_path / "attn1" / "drfuse" / f"seed{s}" / "matched.parquet" for s in (0, 1)]
     reference_files = [out / m / f"seed{s}" / "matched.parquet" for m in ("resnet50", "transformer") for s in (0, 1)]
     _, _, verdicts = planted.check(drfuse_files + reference_files, tiny_results / "synth" / "answer_key" / "label_groups.csv",
-                                   tiny_cfg["evaluation"]["planted"], describe_run)
+                                   tiny_cfg["evaluation"]["planted"], runpy.run_path(str(SCRIPT))["describe_run"])
     for criterion in ("prauc_ratio_cxr", "prauc_ratio_ehr"):
         value = verdicts[(verdicts["seed"] == planted.MEAN) & (verdicts["criterion"] == criterion)]["value"].item()
         assert re.search(rf"{criterion} {value:.3f} (PASS|FAIL)", on_mean), on_mean
@@ -92,11 +93,6 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].startswith(
         f"--reference: {tmp_path / 'attn1' / 'resnet50' / 'seed0' / 'matched.parquet'} does not exist")
-
-
-def describe_run(path: Path) -> dict:
-    """The script's reading of a run folder: <variant>/<model>/seed<n>/matched.parquet."""
-    return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
 
 
 def test_a_setting_that_does_not_exist_is_named(tmp_path, tiny_results, tiny_cfg):
