@@ -66,6 +66,43 @@ def test_ranking_loss_hand_example():
     assert losses.ranking_per_sample(alpha, aux, 0.05).item() == pytest.approx(0.175, abs=1e-7)
 
 
+def test_ranking_loss_gap_ramp_hand_example():
+    # The hand example's class 0 with gap_width 0.2: a pair votes min(1, (l_j - l_i) / 0.2).
+    #   (1,0): l0 - l1 = 0.1 -> weight 0.5 -> 0.5 * (0.5 - 0.3) = 0.1
+    #   (0,2): gap 0.2 -> weight 1 -> -0.3 -> 0;   (1,2): gap 0.3 -> weight 1 -> -0.1 -> 0
+    #   L_attn = 0.1 / (2 |C|) = 0.025. Class 1 ties: no vote.
+    alpha = torch.tensor([[[0.5, 0.3, 0.2], [1 / 3, 1 / 3, 1 / 3]]])
+    aux = torch.tensor([[[0.2, 0.1, 0.4], [0.3, 0.3, 0.3]]])
+    assert losses.ranking_per_sample(alpha, aux, 0.0, gap_width=0.2).item() == pytest.approx(0.025, abs=1e-7)
+    # every gap >= the width: the indicator's value; width 0 is the indicator
+    assert losses.ranking_per_sample(alpha, aux, 0.05, gap_width=0.1).item() == pytest.approx(0.175, abs=1e-7)
+    assert losses.ranking_per_sample(alpha, aux, 0.05, gap_width=0.0).item() == pytest.approx(0.175, abs=1e-7)
+
+
+def test_gap_ramp_lets_the_positive_of_a_rare_label_decide_the_attention():
+    """One rare label, 15 negatives and one positive. The EHR head predicts the prevalence for
+    everyone; the CXR head finds the positive but is a little less sure on the negatives. The
+    indicator counts 15 narrow EHR wins against one wide CXR win and moves the attention to EHR;
+    the ramp weighs the wins by their size and moves it to CXR."""
+    labels = torch.zeros(16, 1)
+    labels[0] = 1.0
+    ehr = torch.full((16, 1), -3.0)  # p 0.047: loss 0.049 on a negative, 3.05 on the positive
+    cxr = torch.full((16, 1), -2.5)  # loss 0.079 on a negative (0.03 nats worse)
+    cxr[0] = 1.0  # loss 0.31 on the positive (2.7 nats better)
+    shared = torch.zeros(16, 1)
+    class_losses = torch.stack([losses.bce_per_class(x, labels) for x in (ehr, shared, cxr)], dim=2)
+
+    def attention_gradient(gap_width: float) -> torch.Tensor:
+        alpha = torch.full((16, 1, 3), 1 / 3, requires_grad=True)
+        losses.ranking_per_sample(alpha, class_losses, 0.01, gap_width).sum().backward()
+        return alpha.grad.sum(0)[0]  # d loss / d alpha of (EHR, shared, CXR)
+
+    step = attention_gradient(0.0)
+    assert step[0] < step[2]  # gradient descent raises the EHR weight over the CXR weight
+    ramp = attention_gradient(1.0)
+    assert ramp[2] < ramp[0]  # and with the ramp the CXR weight over the EHR weight
+
+
 def test_ranking_loss_gradient_only_through_attention():
     alpha = torch.tensor([[[0.2, 0.3, 0.5]]], requires_grad=True)
     aux = torch.tensor([[[0.1, 0.2, 0.3]]], requires_grad=True)
@@ -122,6 +159,11 @@ def test_total_follows_eq13_mean_over_all_samples():
 
     no_rank, _ = losses.drfuse_loss(out, labels, has_cxr, {**SETTINGS, "use_ranking": False})
     assert (total - no_rank).item() == pytest.approx(0.5 * attn.item() / 2, rel=1e-5)
+    # `model.rank_gap` reaches the ranking term: the ramp's value, the rest unchanged
+    ramp, _ = losses.drfuse_loss(out, labels, has_cxr, {**SETTINGS, "rank_gap": 3.0})
+    attn_ramp = losses.ranking_per_sample(out["attention"][s], cl, 0.0, gap_width=3.0)
+    assert 0 < attn_ramp.item() < attn.item()
+    assert (ramp - no_rank).item() == pytest.approx(0.5 * attn_ramp.item() / 2, rel=1e-5)
 
 
 def test_batch_without_cxr_is_finite_and_has_zero_jsd():

@@ -41,6 +41,7 @@ def full_model_cfg(tmp_path_factory) -> dict:
         "lambda_attn": 0.7,
         "margin": 0.1,
         "rank_order": "batch",
+        "rank_gap": 0.5,
         "baseline_backbone": "resnet18",
         "baseline_pretrained_weights": str(paths["baseline"]),
         "lstm_layers": 3,

@@ -79,6 +79,7 @@ class DrFuse(nn.Module):
             "lambda_attn": float(cfg["lambda_attn"]),
             "margin": float(cfg["margin"]),
             "rank_order": cfg.get("rank_order", "sample"),
+            "rank_gap": float(cfg.get("rank_gap", 0.0)),
             "alignment": alignment,
             "use_ranking": use_ranking,
         }

@@ -59,17 +59,28 @@ def abs_cos_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(_wide(a), _wide(b), dim=1, eps=1e-8).abs()
 
 
-def ranking_per_sample(attention: torch.Tensor, class_losses: torch.Tensor, margin: float) -> torch.Tensor:
+def ranking_per_sample(
+    attention: torch.Tensor, class_losses: torch.Tensor, margin: float, gap_width: float = 0.0
+) -> torch.Tensor:
     """L_attn (Eq. 10) per sample.
 
     attention: (B, C, 3) weights alpha_c,i; class_losses: (B, C, 3) the auxiliary losses l_c,i of
     g1, g2, g3 (detached here: they only decide the order). For each class and each ordered pair
     (i, j), i != j: max(0, 1[l_ci < l_cj] (alpha_cj - alpha_ci) + margin), summed and divided by
     2 |C|. Read literally, a pair whose indicator is 0 adds the constant max(0, margin).
+
+    gap_width > 0 replaces the indicator by a ramp, min(1, (l_cj - l_ci) / gap_width) where
+    l_ci < l_cj: a pair whose heads' losses nearly tie (the negatives of a rare label, which every
+    head predicts near 0) barely votes, one that a head wins by gap_width nats or more votes fully.
+    gap_width 0 is the indicator.
     """
     a = _wide(attention)
-    loss = class_losses.detach()
-    better = (loss.unsqueeze(3) < loss.unsqueeze(2)).to(a.dtype)  # [b, c, i, j] = 1[l_ci < l_cj]
+    loss = class_losses.detach().to(a.dtype)
+    gap = loss.unsqueeze(2) - loss.unsqueeze(3)  # [b, c, i, j] = l_cj - l_ci
+    if gap_width > 0:
+        better = (gap / gap_width).clamp(0.0, 1.0)
+    else:
+        better = (gap > 0).to(a.dtype)  # 1[l_ci < l_cj]
     diff = a.unsqueeze(2) - a.unsqueeze(3)  # [b, c, i, j] = alpha_cj - alpha_ci
     off_diag = 1.0 - torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
     terms = torch.clamp(better * diff + margin, min=0.0) * off_diag
@@ -86,8 +97,10 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
     """The total of Eq. 13 and a dict of floats for logging.
 
     settings: lambda_jsd, lambda_orth, lambda_attn, margin, alignment ('jsd' | 'mse'),
-    use_ranking (bool). Terms that involve the CXR are computed on the paired rows only (their
-    representations are NaN elsewhere) and enter the batch mean with weight 1/B each.
+    use_ranking (bool), and optionally the ranking loss's order of the heads, rank_order ('sample'
+    | 'batch'), and its pair weights, rank_gap (nats; 0 = Eq. 10's indicator; `ranking_per_sample`).
+    Terms that involve the CXR are computed on the paired rows only (their representations are NaN
+    elsewhere) and enter the batch mean with weight 1/B each.
     """
     paired = has_cxr.bool()
     batch = labels.shape[0]
@@ -112,7 +125,9 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
         order_losses = class_losses
         if settings.get("rank_order") == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
-        attn_i = ranking_per_sample(outputs["attention"][paired], order_losses, settings["margin"])
+        attn_i = ranking_per_sample(
+            outputs["attention"][paired], order_losses, settings["margin"], settings.get("rank_gap", 0.0)
+        )
         paired_terms = (
             settings["lambda_jsd"] * align_i
             + settings["lambda_orth"] * orth_cxr_i
