@@ -1,27 +1,33 @@
 """DrFuse model diagnostics on data with an answer key: train variants over seeds, print the
-planted-structure check per variant.
+planted-structure check per variant, on the VALIDATION split. Model and recipe decisions are made
+here; the test split is read once, by the workflow's final tables.
 
-A variant is a set of setting overrides (`--set train.batch_size=16`, repeatable). Every (model,
-seed) of a variant is trained on the matched training set of a finished data stage (`--results`:
+A variant is a set of setting overrides (`--set train.batch_size=16`, repeatable) applied to every
+run of `--models`. A model is any run name of the workflow (`drfuse.experiments`): a registry model
+(`drfuse`, under our recipe; `drfuse_paper`, the paper's; `mmtm_ours`, ...) or a recipe variant
+(`drfuse-warmup`: our recipe without its warm-up; `drfuse_paper+warmup`: the paper's with it).
+Every (model, seed) is trained on the matched training set of a finished data stage (`--results`:
 cohort, features and images built, e.g. `snakemake --cores all results/images/cxr.u8`), predicted
-on the matched and the full test sets, and scored by `drfuse.evaluate.planted` against the answer
-key (`--answer-key`, default the built-in data's). For the DrFuse family it also scores the three
-auxiliary heads (g1 on EHR-distinct, g2 on the shared vector, g3 on CXR-distinct) with the last
-epoch's weights: how far each encoder learned, apart from the fusion.
+on the validation splits of the matched and the full dataset, and scored by
+`drfuse.evaluate.planted` against the answer key (`--answer-key`, default the built-in data's).
+For the DrFuse family it also scores the three auxiliary heads (g1 on EHR-distinct, g2 on the
+shared vector, g3 on CXR-distinct) with the last epoch's weights: how far each encoder learned,
+apart from the fusion.
 
-Prints, per model: macro PRAUC matched -> matched and matched -> full, mean PRAUC per planted
-group, and for DrFuse the mean attention per group, the share of single-modality labels whose
-planted token is favoured, the auxiliary heads' group PRAUC (mean and spread over seeds), and per
-token its part of the fused logit (`token_logits` of the best checkpoint): the PRAUC of that part
-alone and its spread over the stays, so a token that adds noise to a label it cannot predict shows.
-docs/model-diagnostics.md records what this measured. A variant that trains DrFuse alone takes
-the uni-modal runs the PRAUC ratios need from another variant's folder (`--reference`): their
-runs do not depend on DrFuse's settings.
+Prints, per model: macro PRAUC matched -> matched and matched -> full (validation), mean PRAUC per
+planted group, and for DrFuse the mean attention per group, the planted criteria, the auxiliary
+heads' group PRAUC (mean and spread over seeds), and per token its part of the fused logit
+(`token_logits` of the best checkpoint): the PRAUC of that part alone and its spread over the
+stays, so a token that adds noise to a label it cannot predict shows. docs/model-diagnostics.md
+records what this measured. A variant that trains DrFuse alone takes the uni-modal runs the PRAUC
+ratios need from another variant's folder (`--reference`): their runs do not depend on DrFuse's
+settings. Note that the matched validation split is small (about a tenth of the matched stays):
+judge a variant over several seeds and on both validation sets.
 
-    python benchmarks/model_diagnostics.py --results results --out diagnostics/b16 \\
-        --models drfuse transformer resnet50 --seeds 0 1 2 --set train.batch_size=16
-    python benchmarks/model_diagnostics.py --results results --out diagnostics/attn1 \\
-        --models drfuse --reference diagnostics/b16 --seeds 0 1 2 --set model.lambda_attn=1.0
+    python benchmarks/model_diagnostics.py --results results --out diagnostics/base \\
+        --models drfuse drfuse_paper transformer resnet50 --seeds 0 1 2
+    python benchmarks/model_diagnostics.py --results results --out diagnostics/recipe \\
+        --models drfuse-warmup drfuse_paper+warmup --reference diagnostics/base --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from drfuse.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 AUX_HEADS = ("aux_ehr", "aux_shared", "aux_cxr")
+SPLIT = "val"  # never the test split: see the module docstring
 
 
 def overrides(sets: list[str]) -> dict:
@@ -74,7 +81,7 @@ def describe_run(path: Path) -> dict:
 
 
 def reference_runs(args) -> list[Path]:
-    """The matched-test predictions in --reference of the uni-modal models --models leaves out."""
+    """The matched validation predictions in --reference of the uni-modal models --models leaves out."""
     from drfuse.evaluate.planted import REFERENCE
 
     if not args.reference:
@@ -92,9 +99,9 @@ def missing_references(args) -> None:
 
 
 def train_and_score(args) -> None:
-    """One (model, seed): train, predict both test sets and, for the DrFuse family, keep the
+    """One (model, seed): train, predict both validation sets and, for the DrFuse family, keep the
     auxiliary heads' logits of the last epoch and the fused logit's token parts of the best
-    checkpoint on the matched test set (one process)."""
+    checkpoint on the matched validation set (one process)."""
     import torch
 
     from drfuse.experiments import resolve_run
@@ -113,11 +120,11 @@ def train_and_score(args) -> None:
     train(name, "matched", args.seeds[0], cfg, results, folder)
     model = build_model(name, cfg["model"])
     for test_set in ("matched", "full") if model.uses_ehr else ("matched",):
-        predict(folder, test_set, cfg, results, folder / f"{test_set}.parquet")
+        predict(folder, test_set, cfg, results, folder / f"{test_set}.parquet", split=SPLIT)
     if not hasattr(model, "aux_heads"):
         return
     cpu = torch.device("cpu")
-    data = load_split(results, "test", "matched")
+    data = load_split(results, SPLIT, "matched")
     device_data, settings = DeviceData(data, cpu, True), EngineSettings.from_cfg(cfg, cpu, 0.0)
 
     def outputs_of(weights: str, keys: tuple[str, ...]) -> dict:
@@ -154,7 +161,7 @@ def token_parts(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, np.
     """Planted group -> {'prauc', 'sd'}: per token (EHR distinct, shared, CXR distinct), the mean
     over the group's labels of the PRAUC of that token's part of the fused logit alone
     (`token_logits`), and of the part's standard deviation over the stays; best checkpoint, matched
-    test set."""
+    validation set."""
     from drfuse.evaluate.metrics import ap_auroc
 
     saved = np.load(folder / "token_logits_best.npz")
@@ -173,9 +180,9 @@ def spread(values) -> str:
     return f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}"
 
 
-def verdict(value: float, passed: bool | None) -> str:
+def verdict(value: float, passed: bool | None, note: str | None) -> str:
     if passed is None:
-        return "n/a (no resnet50 / transformer runs: add them to --models, or give --reference)"
+        return note + (" (add resnet50 / transformer to --models, or give --reference)" if "not run" in note else "")
     return f"{value:.3f} {'PASS' if passed else 'FAIL'}"
 
 
@@ -202,7 +209,7 @@ def summary(args) -> None:
     _, groups, all_verdicts = check(paths, key, settings, describe_run)
     groups, verdicts = groups[groups["seed"] != MEAN], all_verdicts[all_verdicts["seed"] != MEAN]
     on_mean = all_verdicts[all_verdicts["seed"] == MEAN]
-    print(f"variant {out.name}: {' '.join(args.set) or '(defaults)'}")
+    print(f"variant {out.name}: {' '.join(args.set) or '(defaults)'}; scores on the validation split")
     for model in args.models:
         rows = groups[groups["model"] == model]
         line = [f"{model:24s}"]
@@ -220,7 +227,7 @@ def summary(args) -> None:
             mine = verdicts[verdicts["model"] == model]
             print("    per seed     " + "  ".join(f"{c} {spread(mine[mine['criterion'] == c]['value'])}" for c in mine["criterion"].unique()))
             mean = on_mean[on_mean["model"] == model]
-            print("    on seed mean " + "  ".join(f"{r.criterion} {verdict(r.value, r.passed)}" for r in mean.itertuples()))
+            print("    on seed mean " + "  ".join(f"{r.criterion} {verdict(r.value, r.passed, r.note)}" for r in mean.itertuples()))
             label_groups = read_label_groups(key)
             aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
             for head in AUX_HEADS:
@@ -239,7 +246,8 @@ def main() -> None:
     parser.add_argument("--answer-key", help="label_groups.csv (default: RESULTS/synth/answer_key/label_groups.csv)")
     parser.add_argument("--out", required=True, help="folder of this variant's runs")
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
-    parser.add_argument("--models", nargs="+", default=["drfuse", "transformer", "resnet50"])
+    parser.add_argument("--models", nargs="+", default=["drfuse", "transformer", "resnet50"],
+                        help="run names: registry models or recipe variants (drfuse-warmup, drfuse_paper+warmup)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], help="setting override, e.g. train.batch_size=16")
     parser.add_argument("--reference", help="a variant's folder whose resnet50 / transformer runs (same seeds) give the "

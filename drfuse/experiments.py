@@ -1,11 +1,21 @@
 """The experiment plan: which models are trained on which training set, and what is predicted.
 
 Everything here is derived from the `experiments:` section of the configuration, so adding a model,
-a seed or a grid point is a config edit. Run names are registry model names
-(`drfuse.models.MODELS`) or grid-search variants `drfuse-gNN` (DrFuse with one point of the
-paper's grid of loss weights and learning rates). A run's configuration is the global one with
-the model's `per_model:` entry merged in (and a grid point on top); `run_params` is what of it the
-model declares it reads: the train rule's params.
+a seed or a grid point is a config edit. Run names are
+- registry model names (`drfuse.models.MODELS`), each under one of two recipes: `paper` (the
+  settings as configured; config.yaml's `model:` / `train:` hold the paper's values) or `ours` (the
+  changes of config.yaml's `recipe:` section on top): `drfuse` and its ablations under ours,
+  `drfuse_paper`, `drfuse_paper_mse`, ... under the paper's; the fusion baselines under the paper's,
+  `mmtm_ours`, ... with ours (of it, what they read: the warm-up and the EHR encoder's lr);
+- recipe-study variants: `drfuse-<change>` (our recipe without one change of `recipe:`) and
+  `drfuse_paper+<change>` (the paper's with one change);
+- grid-search variants `drfuse-gNN` (DrFuse with one point of the paper's grid of loss weights and
+  learning rates).
+In the `experiments:` lists a DrFuse-family name without a recipe (`drfuse`, `drfuse_no_rank`, ...)
+stands for its runs under each recipe of `experiments.recipes` (`family_runs`).
+A run's configuration (`resolve_run`) is the global one, the `per_model:` entries of the model's
+plain name and of its own name merged in, then its recipe's changes, then `experiments.select_on`
+and a grid point; `run_params` is what of it the model declares it reads: the train rule's params.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from drfuse.errors import UserError
 
 TEST_SETS = ("full", "matched")
 GRID_RUN = re.compile(r"^drfuse-g(\d+)$")
+# `<model>-<change>` / `<model>+<change>`: a change of `recipe:` removed / added (names: [a-z_]+)
+RECIPE_VARIANT = re.compile(r"^(?P<model>\w+?)(?P<sign>[+-])(?P<change>[a-z_]+)$")
 # Models that see only the CXR: trained and tested on the matched subset alone.
 IMAGE_ONLY_MODELS = {"resnet50"}
 
@@ -35,14 +47,67 @@ def grid_runs(cfg: dict) -> list[str]:
     return [f"drfuse-g{i:02d}" for i in range(len(grid_points(cfg)))]
 
 
+def registry_model(run_name: str) -> str:
+    """The registry model a run trains: itself, DrFuse for a grid run, the variant's model."""
+    if GRID_RUN.match(run_name):
+        return "drfuse"
+    variant = RECIPE_VARIANT.match(run_name)
+    return variant["model"] if variant else run_name
+
+
+def recipe_changes(run_name: str, cfg: dict) -> list[str]:
+    """The changes of `recipe:` that a run trains with: all of them under our recipe, none under the
+    paper's; a recipe-study variant removes (`-`) one from ours or adds (`+`) one to the paper's."""
+    from drfuse.models import spec
+
+    model = registry_model(run_name)
+    recipe = spec(model).recipe
+    changes = list(cfg.get("recipe", {})) if recipe == "ours" else []
+    variant = None if GRID_RUN.match(run_name) else RECIPE_VARIANT.match(run_name)
+    if variant is None:
+        return changes
+    change, removing = variant["change"], variant["sign"] == "-"
+    if change not in cfg.get("recipe", {}):
+        raise UserError(f"run {run_name}: {change!r} is not a change of config `recipe:` ({', '.join(cfg.get('recipe', {}))})")
+    if removing != (recipe == "ours"):
+        raise UserError(f"run {run_name}: a change is removed from a model under our recipe (`drfuse-{change}`) "
+                        f"and added to one under the paper's (`drfuse_paper+{change}`); {model} trains under {recipe!r}")
+    return [c for c in changes if c != change] if removing else [change]
+
+
+def _per_model(model: str, cfg: dict) -> dict:
+    """The `per_model` entries that apply to a model: its plain name's, then its own name's."""
+    from drfuse.models import spec
+
+    entries = cfg.get("per_model", {})
+    base = spec(model).base
+    return deep_merge(entries.get(base, {}), entries.get(model, {})) if base else entries.get(model, {})
+
+
+def _set_values(override: dict) -> dict[tuple[str, str], object]:
+    return {(section, key): value for section, settings in override.items() for key, value in settings.items()}
+
+
 def resolve_run(run_name: str, cfg: dict) -> tuple[str, dict]:
     """Map a run name to (registry model name, configuration for that run).
 
-    The model's `per_model` entry is merged over the global `model:` / `train:` sections; a grid
-    run `drfuse-gNN` is DrFuse with its grid point on top of that."""
+    The global `model:` / `train:` sections, then the `per_model` entries of the model's plain name
+    and its own name, then the changes of `recipe:` its recipe applies (`recipe_changes`), then
+    `experiments.select_on` (unless `own`) and, for a grid run `drfuse-gNN`, its grid point."""
+    model = registry_model(run_name)
+    per_model = _per_model(model, cfg)
+    run_cfg = deep_merge(cfg, per_model)
+    for change in recipe_changes(run_name, cfg):
+        clash = {k: v for k, v in _set_values(cfg["recipe"][change]).items() if _set_values(per_model).get(k, v) != v}
+        if clash:
+            (section, key), value = next(iter(clash.items()))
+            raise UserError(f"per_model sets {section}.{key} for {model}, which recipe.{change} sets to {value!r} for "
+                            "the runs under our recipe: change it in `recipe:` (or set it per_model for the other recipe's name)")
+        run_cfg = deep_merge(run_cfg, cfg["recipe"][change])
+    select_on = cfg.get("experiments", {}).get("select_on", "own")
+    if select_on != "own":
+        run_cfg = deep_merge(run_cfg, {"train": {"select_on": select_on}})
     match = GRID_RUN.match(run_name)
-    model = "drfuse" if match else run_name
-    run_cfg = deep_merge(cfg, cfg.get("per_model", {}).get(model, {}))
     if not match:
         return model, run_cfg
     points = grid_points(cfg)
@@ -69,7 +134,8 @@ def run_params(run_name: str, cfg: dict) -> dict:
 
 
 def in_drfuse_family(model: str) -> bool:
-    """DrFuse and its ablations (drfuse.models.drfuse): an image warm-up, two CNN trunks."""
+    """DrFuse and its ablations under either recipe (drfuse.models.drfuse): two CNN trunks, and an
+    image warm-up under our recipe."""
     from drfuse.models import spec
 
     return spec(model).module == "drfuse.models.drfuse"
@@ -93,8 +159,9 @@ def warmup_settings(model: str, run_cfg: dict) -> dict | None:
 
 def shares_warmup(run_name: str, cfg: dict) -> bool:
     """True for a run whose warm-up is DrFuse's own (the same settings): in the workflow it starts
-    from the `warmup` job's result instead of repeating it. In the default config: DrFuse on both
-    training sets and its three ablations; a grid run (another lr) warms up by itself."""
+    from the `warmup` job's result instead of repeating it. In the default config: DrFuse under our
+    recipe on both training sets and its three ablations; a grid run (another lr) or a recipe
+    variant with other warm-up settings warms up by itself, the paper's recipe has no warm-up."""
     own = warmup_settings(*resolve_run(run_name, cfg))
     return own is not None and own == warmup_settings(*resolve_run("drfuse", cfg))
 
@@ -107,9 +174,36 @@ def run_priority(run_name: str, train_set: str) -> int:
     """The train rule's scheduling priority: the longest runs first, so that none of them starts
     last while the other cores idle (on the demo's 2 cores the last run, started 13 minutes in, once
     ran alone for 45 s). Full-set runs (six times the matched set's stays per epoch) before
-    matched-set ones; within a set the DrFuse family (an image warm-up, two CNN trunks) first."""
-    model = "drfuse" if GRID_RUN.match(run_name) else run_name
-    return 2 * (train_set == "full") + int(in_drfuse_family(model))
+    matched-set ones; within a set the DrFuse family (two CNN trunks) first."""
+    return 2 * (train_set == "full") + int(in_drfuse_family(registry_model(run_name)))
+
+
+def family_runs(model: str, cfg: dict) -> list[str]:
+    """The runs a model named in an `experiments:` list stands for: a DrFuse-family name without a
+    recipe (`drfuse`, `drfuse_mse`, ...) one per recipe of `experiments.recipes` (`drfuse_paper`
+    for the paper's, `drfuse` for ours), every other name itself."""
+    from drfuse.models import spec
+
+    if not in_drfuse_family(model) or spec(model).base is not None:
+        return [model]
+    names = {"ours": model, "paper": model.replace("drfuse", "drfuse_paper", 1)}
+    return [names[recipe] for recipe in cfg["experiments"]["recipes"]]
+
+
+def drfuse_runs(cfg: dict) -> list[str]:
+    """DrFuse under each recipe of `experiments.recipes`, in that order."""
+    return family_runs("drfuse", cfg)
+
+
+def study_runs(cfg: dict) -> tuple[list[str], list[str]]:
+    """The recipe study's runs (`experiments.recipe_study`): (DrFuse's recipe variants, the fusion
+    baselines with our recipe); empty when the study is off."""
+    study = cfg["experiments"]["recipe_study"]
+    if not study["enabled"]:
+        return [], []
+    changes = list(cfg.get("recipe", {}))
+    variants = [f"drfuse-{c}" for c in changes] + [f"drfuse_paper+{c}" for c in changes]
+    return variants, [f"{b}_ours" for b in study["baselines"]]
 
 
 def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:
@@ -117,11 +211,20 @@ def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:
     exp = cfg["experiments"]
     runs: list[tuple[str, str]] = []
     for model in exp["table2"]["models"]:
-        runs += [(model, train_set) for train_set in exp["table2"]["train_sets"]]
-    runs += [(model, exp["table3"]["train_set"]) for model in exp["table3"]["models"]]
-    runs += [(model, exp["table4"]["train_set"]) for model in exp["table4"]["ablations"]]
+        runs += [(run, train_set) for run in family_runs(model, cfg) for train_set in exp["table2"]["train_sets"]]
+    runs += [(run, exp["table3"]["train_set"]) for model in exp["table3"]["models"] for run in family_runs(model, cfg)]
+    ablation_set = exp["table4"]["train_set"]
+    for ablation in exp["table4"]["ablations"]:
+        if not in_drfuse_family(ablation):
+            raise UserError(f"config experiments.table4.ablations: {ablation} is not an ablation of DrFuse")
+        runs += [(run, ablation_set) for run in family_runs(ablation, cfg)]
     if exp["table4"]["ablations"]:
-        runs.append(("drfuse", exp["table4"]["train_set"]))
+        runs += [(run, ablation_set) for run in drfuse_runs(cfg)]
+    variants, baselines = study_runs(cfg)
+    if variants:  # each variant is compared with DrFuse under its recipe, both recipes
+        runs += [(run, ablation_set) for run in ("drfuse_paper", "drfuse", *variants)]
+    for baseline in baselines:  # each beside the same baseline under its own recipe
+        runs += [(run, train_set) for run in (baseline.removesuffix("_ours"), baseline) for train_set in exp["table2"]["train_sets"]]
     for run in grid_runs(cfg):
         runs += [(run, train_set) for train_set in exp["table2"]["train_sets"]]
     for model, train_set in runs:

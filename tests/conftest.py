@@ -33,6 +33,8 @@ TINY_OVERRIDES = {
     "train": {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 1e-3, "device": "cpu", "cxr_warmup_epochs": 0,
               "checkpoint_interval_s": 0},
     "evaluation": {"n_bootstrap": 50},
+    # our recipe's warm-up in one epoch (drfuse and the *_ours runs)
+    "recipe": {"warmup": {"train": {"cxr_warmup_epochs": 1}}},
 }
 
 

@@ -134,7 +134,8 @@ def test_parameter_counts(cfg):
     medfuse = build_model("medfuse", cfg)
     ehr_lstm = lstm(F, d) + lstm(d, d)
     fusion = (feat * d + d) + lstm(d, feat) + (feat * c + c)
-    assert sum(p.numel() for p in medfuse.parameters()) == ehr_lstm + backbone + fusion
+    warmup_head = feat * c + c  # reads the CNN alone in our recipe's image warm-up
+    assert sum(p.numel() for p in medfuse.parameters()) == ehr_lstm + backbone + fusion + warmup_head
     mmtm = build_model("mmtm", cfg)  # one MMTM block after layer4 (feat channels), ratio 4
     width = int(2 * (feat + d) / 4)
     block = ((feat + d) * width + width) + (width * feat + feat) + (width * d + d)
@@ -145,7 +146,7 @@ def test_parameter_counts(cfg):
     layer4 = sum(p.numel() for p in cnn.cxr_encoder.trunk.layers[3].parameters())
     bottleneck = int((16 + stage3) / 7)
     assert sum(p.numel() for p in daft.parameters()) == (
-        ehr_lstm + backbone - layer4 + (stage3 + d) * bottleneck + bottleneck * 2 * d + (d * c + c)
+        ehr_lstm + backbone - layer4 + (stage3 + d) * bottleneck + bottleneck * 2 * d + (d * c + c) + (stage3 * c + c)
     )
 
 

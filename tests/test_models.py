@@ -217,6 +217,26 @@ def test_cnn_width_scales_every_stage_of_torchvisions_resnet(backbone):
     assert abs(conv.std().item() / expected_std - 1) < 0.05
 
 
+# each fusion baseline's image branch in the warm-up: its CNN and the head that reads it alone
+WARMUP_PARTS = {"mmtm": {"cxr_encoder", "cxr_head"}, "daft": {"cxr_encoder", "warmup_head"},
+                "medfuse": {"cxr_encoder", "warmup_head"}, "medfuse2": {"cxr_encoder", "warmup_head"}}
+
+
+@pytest.mark.parametrize("name", sorted(WARMUP_PARTS))
+def test_fusion_baselines_warm_up_their_cnn_alone(name, cfg):
+    """Our recipe's image warm-up on a baseline (`mmtm_ours`, ...): BCE of its CNN read by an image
+    head, every other part untouched; the EHR encoder is what `train.ehr_lr_factor` slows."""
+    torch.manual_seed(0)
+    model = build_model(name, {**cfg, "baseline_backbone": "resnet18"}).train()
+    _, _, images, labels = batch()
+    loss, parts = model.warmup_loss(images, labels.float())
+    assert torch.isfinite(loss) and torch.allclose(parts["warmup_pred_cxr"], loss.detach())
+    loss.backward()
+    moved = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == WARMUP_PARTS[name]
+    assert model.ehr_encoder_prefix == "ehr_encoder" and hasattr(model, "ehr_encoder")
+
+
 def test_registry_builds_every_model_with_interface(cfg):
     for name in MODELS:
         model = build_model(name, {**cfg, "baseline_backbone": "resnet18"})

@@ -20,7 +20,7 @@ N_BOOT = 40
 
 
 def cfg(seeds) -> dict:
-    return {"experiments": {"seeds": list(seeds)}, "evaluation": {"n_bootstrap": N_BOOT, "seed": 0, "ci": 0.95}}
+    return {"experiments": {"seeds": list(seeds), "recipes": ["paper", "ours"]}, "evaluation": {"n_bootstrap": N_BOOT, "seed": 0, "ci": 0.95}}
 
 
 def run_evaluate(tmp_path: Path, paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,14 +44,29 @@ def test_a_better_model_wins_with_an_interval_above_zero_and_a_copy_ties_exactly
     paired = paired_table(boot, resamples, cfg([0])).set_index(["model", "seed"])
     worse = paired.loc[("Transformer", "0")]
     assert worse["difference"] > 0.2 and worse["ci_low"] > 0 and worse["ci_excludes_zero"]
-    assert worse["difference"] == pytest.approx(worse["drfuse_prauc"] - worse["model_prauc"])
+    assert worse["difference"] == pytest.approx(worse["reference_prauc"] - worse["model_prauc"])
+    assert set(paired["reference"]) == {"DrFuse (our recipe)"}
     copy = paired.loc[("MedFuse", "0")]
     assert (copy["difference"], copy["ci_low"], copy["ci_high"]) == (0.0, 0.0, 0.0)
     assert not copy["ci_excludes_zero"]
     # one seed: the pooled row is the seed's row
     pd.testing.assert_series_equal(paired.loc[("Transformer", "pooled")], worse, check_names=False)
     md = render_paired(paired.reset_index(), cfg([0]))
-    assert "| matched | matched | Transformer |" in md and "yes" in md
+    assert "| matched | matched | DrFuse (our recipe) | Transformer |" in md and "yes" in md
+
+
+def test_each_recipes_drfuse_is_a_reference_and_the_two_are_compared_once(tmp_path):
+    stay_id, y = fake_test_set(200, seed=35)
+    paths = [write_predictions(tmp_path, m, "matched", 0, "matched", stay_id, y, fake_scores(y, i, decimals=None))
+             for i, m in enumerate(("drfuse_paper", "drfuse", "transformer"))]
+    boot, resamples = run_evaluate(tmp_path, paths)
+    paired = paired_table(boot, resamples, cfg([0])).query("seed == 'pooled'")
+    pairs = list(zip(paired["reference"], paired["model"]))
+    assert pairs == [("DrFuse (paper recipe)", "Transformer"), ("DrFuse (paper recipe)", "DrFuse (our recipe)"),
+                     ("DrFuse (our recipe)", "Transformer")]
+    # only the recipes configured are references
+    ours_only = paired_table(boot, resamples, {**cfg([0]), "experiments": {"seeds": [0], "recipes": ["ours"]}})
+    assert set(ours_only["reference"]) == {"DrFuse (our recipe)"}
 
 
 def test_both_members_of_a_pair_are_scored_on_the_same_resampled_stays(tmp_path):

@@ -18,9 +18,10 @@ from tests.test_metrics import fake_test_set, write_predictions
 # A key unlike the generator's: the check must read it, not assume the built-in groups.
 KEY = {lab: "ehr" if k < 5 else "cxr" if k < 10 else "both" if k < 13 else "none" for k, lab in enumerate(PHENOTYPES)}
 SINGLE = [lab for lab in PHENOTYPES if KEY[lab] in ("ehr", "cxr")]
-SETTINGS = {"min_attention_share": 0.8, "attention_margin": 0.0, "min_prauc_ratio": 0.9}
-# planted-minus-other attention margin per single-modality label and seed: seed 0 favours 9 of 10,
-# seed 1 favours 7; averaged over seeds, labels 1 and 2 are favoured again (+0.05): 9 of 10
+SETTINGS = {"min_attention_share": 0.8, "attention_margin": 0.0, "min_prauc_ratio": 0.9, "min_reference_gain": 0.05}
+# planted-minus-other attention margin per single-modality label and seed (SINGLE[0:5] are EHR-only,
+# SINGLE[5:10] CXR-only): seed 0 favours 4 of 5 EHR-only labels and all CXR-only ones, seed 1 2 of 5
+# and all; averaged over seeds, labels 1 and 2 are favoured again (+0.05): 4 of 5 and all
 MARGINS = {0: {SINGLE[0]: -0.2}, 1: {SINGLE[0]: -0.2, SINGLE[1]: -0.1, SINGLE[2]: -0.1}}
 N_WITHOUT_CXR = 7
 
@@ -116,11 +117,12 @@ def test_criteria_per_seed_and_on_the_seed_mean(predictions):
     groups = group_table(labels)
     verdicts = criteria(labels, groups, SETTINGS).set_index(["seed", "criterion"])
     assert set(verdicts.reset_index()["model"]) == {"drfuse"}  # only models with attention
-    share = verdicts["value"].xs("attention_share", level="criterion")
-    assert share[0] == pytest.approx(0.9) and share[1] == pytest.approx(0.7)
-    assert share["mean"] == pytest.approx(0.9)  # from the seed-mean attention, not the mean share (0.8)
-    assert verdicts.loc[(0, "attention_share"), "passed"] is True
-    assert verdicts.loc[(1, "attention_share"), "passed"] is False
+    share = verdicts["value"].xs("attention_share_ehr", level="criterion")
+    assert share[0] == pytest.approx(0.8) and share[1] == pytest.approx(0.4)
+    assert share["mean"] == pytest.approx(0.8)  # from the seed-mean attention, not the mean share (0.6)
+    assert (verdicts["value"].xs("attention_share_cxr", level="criterion") == 1.0).all()
+    assert verdicts.loc[(0, "attention_share_ehr"), "passed"] is True
+    assert verdicts.loc[(1, "attention_share_ehr"), "passed"] is False
     single = labels.query("model == 'drfuse' and seed == 'mean'").dropna(subset=["attention_margin"]).set_index("label")
     assert single.index.tolist() == SINGLE
     assert single.loc[SINGLE[1], "attention_margin"] == pytest.approx(0.05, abs=1e-6) and single.loc[SINGLE[1], "favours_planted"]
@@ -132,11 +134,59 @@ def test_criteria_per_seed_and_on_the_seed_mean(predictions):
         assert verdicts.loc[(seed, "prauc_ratio_ehr"), "value"] == pytest.approx(prauc["drfuse", seed, "ehr"] / prauc["transformer", seed, "ehr"])
     # a stricter margin turns the +0.05 labels into misses
     strict = criteria(label_table(predictions, KEY, attention_margin=0.1), groups, SETTINGS)
-    assert strict.query("seed == 'mean' and criterion == 'attention_share'")["value"].iloc[0] == pytest.approx(0.7)
+    assert strict.query("seed == 'mean' and criterion == 'attention_share_ehr'")["value"].iloc[0] == pytest.approx(0.4)
     # without ResNet50 there is no CXR reference: no verdict rather than a wrong one
     no_resnet = criteria(labels[labels["model"] != "resnet50"], groups[groups["model"] != "resnet50"], SETTINGS)
     row = no_resnet.query("seed == 0 and criterion == 'prauc_ratio_cxr'").iloc[0]
-    assert np.isnan(row["value"]) and row["passed"] is None
+    assert np.isnan(row["value"]) and row["passed"] is None and row["note"] == "n/a: reference not run"
+
+
+def _verdicts(tmp_path, made: dict[str, np.ndarray], stay_id, y, attention) -> pd.DataFrame:
+    """Criteria of one seed's constructed predictions; `attention(label) -> (ehr, shared, cxr)` for DrFuse."""
+    paths = []
+    for model, p in made.items():
+        path = write_predictions(tmp_path, model, "matched", 0, "matched", stay_id, y, p)
+        if model == "drfuse":
+            df = pd.read_parquet(path)
+            df["has_cxr"] = True
+            for lab in PHENOTYPES:
+                for part, value in zip(("ehr", "shared", "cxr"), attention(lab)):
+                    df[f"attn:{lab}:{part}"] = np.float32(value)
+            df.to_parquet(path, index=False)
+        paths.append(path)
+    labels = label_table(paths, KEY, attention_margin=0.05)
+    return criteria(labels, group_table(labels), SETTINGS).query("seed == 0").set_index("criterion")
+
+
+def test_attention_blind_to_the_label_fails(tmp_path):
+    stay_id, y = fake_test_set(400, seed=22)
+    informative = {"transformer": ["ehr", "both"], "resnet50": ["cxr", "both"], "drfuse": ["ehr", "cxr", "both"]}
+    made = {m: scores(y, [lab for lab in PHENOTYPES if KEY[lab] in groups], 40 + i) for i, (m, groups) in enumerate(informative.items())}
+    # the same weights for every label, leaning to the EHR token: all EHR-only labels "favoured", no CXR-only one
+    verdicts = _verdicts(tmp_path, made, stay_id, y, lambda label: (0.40, 0.33, 0.27))
+    assert verdicts.loc["attention_share_ehr", "passed"] is True and verdicts.loc["attention_share_cxr", "passed"] is False
+    # an even split over the tokens favours nothing by the 0.05 margin (the old single share read 0.833 here)
+    even = _verdicts(tmp_path, made, stay_id, y, lambda label: (0.34, 0.33, 0.33))
+    assert even.loc[["attention_share_ehr", "attention_share_cxr"], "passed"].tolist() == [False, False]
+    # the label-aware attention of a fusion that reads each label's modality passes everything
+    aware = _verdicts(tmp_path, made, stay_id, y, lambda label: {"ehr": (0.6, 0.2, 0.2), "cxr": (0.2, 0.2, 0.6)}.get(KEY[label], (1 / 3,) * 3))
+    assert aware["passed"].tolist() == [True] * 4 and aware["note"].isna().all()
+
+
+def test_noise_predictions_fail_or_read_not_applicable(tmp_path):
+    stay_id, y = fake_test_set(400, seed=23)
+    made = {m: scores(y, [], 50 + i) for i, m in enumerate(("transformer", "resnet50", "drfuse"))}
+    rng = np.random.default_rng(3)
+    draws = {lab: rng.dirichlet([5, 5, 5]) for lab in PHENOTYPES}  # noise attention, per label
+    verdicts = _verdicts(tmp_path, made, stay_id, y, lambda label: draws[label])
+    ratios = verdicts.loc[["prauc_ratio_cxr", "prauc_ratio_ehr"]]
+    assert ratios["passed"].isna().all() and (ratios["note"] == "n/a: reference did not learn").all()
+    assert not verdicts.loc[["attention_share_ehr", "attention_share_cxr"], "passed"].all()
+    # noise from DrFuse against references that learned: the ratios fail
+    made["transformer"] = scores(y, [lab for lab in PHENOTYPES if KEY[lab] == "ehr"], 60)
+    made["resnet50"] = scores(y, [lab for lab in PHENOTYPES if KEY[lab] == "cxr"], 61)
+    learned_refs = _verdicts(tmp_path, made, stay_id, y, lambda label: draws[label])
+    assert learned_refs.loc[["prauc_ratio_cxr", "prauc_ratio_ehr"], "passed"].tolist() == [False, False]
 
 
 def test_the_key_decides_the_groups(tmp_path, predictions):
@@ -165,7 +215,7 @@ def test_files_laid_out_otherwise_are_described_by_the_caller(tmp_path, predicti
         planted_groups(moved, key)
     labels, groups, verdicts = check(moved, key, SETTINGS, describe=describe)
     assert set(groups["model"]) == {"drfuse", "transformer", "resnet50"} and set(groups["seed"]) == {0, 1, "mean"}
-    assert verdicts.query("seed == 1 and criterion == 'attention_share'")["value"].iloc[0] == pytest.approx(0.7)
+    assert verdicts.query("seed == 1 and criterion == 'attention_share_ehr'")["value"].iloc[0] == pytest.approx(0.4)
 
 
 def test_report_files(tmp_path, predictions):
@@ -176,8 +226,8 @@ def test_report_files(tmp_path, predictions):
     assert len(table.query("section == 'group'")) == 3 * 3 * 4  # models x (2 seeds + mean) x groups
     assert len(table.query("section == 'label'")) == 3 * len(SINGLE)  # DrFuse only
     verdicts = table.query("section == 'criterion'").set_index(["seed", "criterion"])
-    assert verdicts.loc[("1", "attention_share"), "passed"] == False  # noqa: E712 - read back from CSV
-    assert table["model"].isin(["Transformer", "ResNet50", "DrFuse"]).all()
+    assert verdicts.loc[("1", "attention_share_ehr"), "passed"] == False  # noqa: E712 - read back from CSV
+    assert table["model"].isin(["Transformer", "ResNet50", "DrFuse (our recipe)"]).all()
     md = (tmp_path / "tables" / "planted.md").read_text()
     assert "| cxr (5) |" in md and "FAIL" in md and "pass" in md and str(key) in md
     assert (tmp_path / "figures" / "planted.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -66,7 +66,7 @@ def make_predictions(root: Path, stays: pd.DataFrame, usable: np.ndarray, models
                     y = y_all[mask]
                     p = fake_scores(y, seed=100 * i + 10 * seed + (train_set == "full"))
                     path = write_predictions(root, model, train_set, seed, test_set, stays.loc[mask, "stay_id"].to_numpy(), y, p)
-                    if model == "drfuse":
+                    if model in ("drfuse_paper", "drfuse"):
                         add_drfuse_outputs(path, len(y))
                     paths.append(path)
     return paths
@@ -95,7 +95,10 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     stays, usable = make_results(tmp_path)
     # mmtm and daft are left out of the config: their tables rows must vanish without a crash
     cfg["experiments"]["table2"]["models"] = ["transformer", "medfuse", "medfuse2", "drfuse"]
-    models = ["resnet50", "transformer", "medfuse", "medfuse2", "drfuse", "drfuse_no_disentangle", "drfuse_mse", "drfuse_no_rank"]
+    cfg["experiments"]["table4"]["ablations"] = ["drfuse_no_disentangle", "drfuse_mse", "drfuse_no_rank"]
+    ablations = ["drfuse_no_disentangle", "drfuse_mse", "drfuse_no_rank"]
+    models = ["resnet50", "transformer", "medfuse", "medfuse2", "drfuse_paper", "drfuse"]
+    models += [a.replace("drfuse", "drfuse_paper") for a in ablations] + ablations
     paths = make_predictions(tmp_path, stays, usable, models, seeds=(0, 1))
     ev = cfg["evaluation"]
     evaluate(paths, tmp_path / "eval" / "bootstrap.parquet", ev["n_bootstrap"], ev["seed"], ev["ci"],
@@ -112,8 +115,8 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
 
     t2 = pd.read_csv(out / "table2.csv")
     assert list(t2.columns) == list(paper_table(2).columns) + ["prauc_std", "n_seeds"]
-    assert t2["model"].unique().tolist() == ["Transformer", "MedFuse", "MedFuse-II", "DrFuse"]
-    assert len(t2) == 4 * 4 and (t2["n_seeds"] == 2).all()
+    assert t2["model"].unique().tolist() == ["Transformer", "MedFuse", "MedFuse-II", "DrFuse (paper recipe)", "DrFuse (our recipe)"]
+    assert len(t2) == 5 * 4 and (t2["n_seeds"] == 2).all()
     boot = pd.read_parquet(tmp_path / "eval" / "bootstrap.parquet")
     sel = boot.query("model == 'medfuse2' and train_set == 'full' and test_set == 'matched' and label == 'macro' and metric == 'prauc'")
     row = t2.query("model == 'MedFuse-II' and train_set == 'full' and test_set == 'matched'").iloc[0]
@@ -130,17 +133,34 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     assert seeds.set_index("seed")["ci_low"].to_dict() == pytest.approx(sel.set_index("seed")["ci_low"].to_dict(), abs=1e-6)
 
     t3 = pd.read_csv(out / "table3.csv")
-    assert list(t3.columns) == list(paper_table(3).columns) + ["MedFuse rel", "MedFuse-II rel", "DrFuse rel"]
+    # the paper's columns in its order, its DrFuse under the paper's recipe, then ours and the extras
+    drfuse = ["DrFuse (paper recipe)", "DrFuse (our recipe)"]
+    assert list(t3.columns) == list(paper_table(3).columns)[:-1] + drfuse + ["MedFuse rel", "MedFuse-II rel"] + [f"{d} rel" for d in drfuse]
     assert t3["label"].tolist() == paper_table(3)["label"].tolist() + ["Average Rank"]
     matched_test = (split == "test") & usable
     assert t3["prevalence"].iloc[:25].to_numpy() == pytest.approx(stays.loc[matched_test, list(PHENOTYPES)].mean().to_numpy(), abs=1e-6)
 
     t4 = pd.read_csv(out / "table4.csv")
-    assert list(t4.columns) == list(paper_table(4).columns) + ["prauc_std_matched", "prauc_std_full", "n_seeds"]
-    assert t4["variant"].tolist() == paper_table(4)["variant"].tolist()
+    diffs = [f"diff{part}_{t}" for t in ("matched", "full") for part in ("", "_ci_low", "_ci_high")]
+    assert list(t4.columns) == list(paper_table(4).columns) + ["prauc_std_matched", "prauc_std_full", "n_seeds"] + diffs
+    paper_variants = paper_table(4)["variant"].tolist()
+    assert t4["variant"].tolist() == [f"{v} ({r})" for r in ("paper recipe", "our recipe") for v in paper_variants]
+    # an ablation's difference: paired with DrFuse under its own recipe, the mean over seeds
+    est = boot.query("label == 'macro' and metric == 'prauc' and train_set == 'matched' and test_set == 'full'").groupby("model")["estimate"].mean()
+    row = t4.set_index("variant").loc["MSE alignment (our recipe)"]
+    assert row["diff_full"] == pytest.approx(est["drfuse_mse"] - est["drfuse"], abs=1e-6)
+    assert row["diff_ci_low_full"] <= row["diff_full"] <= row["diff_ci_high_full"]
+    assert np.isnan(t4.set_index("variant").loc["DrFuse (paper recipe)", "diff_matched"])
+    md4 = (out / "table4.md").read_text()
+    assert "0.446 (0.411, 0.501)" in md4.split("w/o disentangled (paper recipe)")[1].split("\n")[0]  # the paper's, beside its recipe
 
     md2, tex3 = (out / "table2.md").read_text(), (out / "table3.tex").read_text()
-    assert "built-in synthetic data" in md2 and "0.470 (0.420, 0.512)" in md2  # the paper's DrFuse full->matched
+    assert "built-in synthetic data" in md2
+    paper_row = [line for line in md2.splitlines() if line.startswith("| DrFuse (paper recipe) | full | matched |")]
+    assert paper_row and paper_row[0].endswith("| 0.470 (0.420, 0.512) |")  # the paper's DrFuse full->matched
+    ours_row = [line for line in md2.splitlines() if line.startswith("| DrFuse (our recipe) | full | matched |")]
+    assert ours_row and ours_row[0].endswith("| - |")  # nothing of the paper's beside our recipe
+    assert "Best epoch by validation macro PRAUC: Transformer, DrFuse (paper recipe), DrFuse (our recipe); by AUROC: MedFuse, MedFuse-II." in md2
     assert r"\begin{tabular}" in tex3 and "Conduction disorders" in tex3 and "0.625" in tex3
     for i in (1, 2, 3, 4):
         for ext in ("csv", "md", "tex"):
@@ -160,7 +180,8 @@ def test_table3_arithmetic_reproduces_the_papers_ranks_and_differences(cfg):
     paper = paper_table(3)
     ours_by_paper = {PAPER_LABELS.get(lab, lab): lab for lab in PHENOTYPES}
     assert list(ours_by_paper) == paper["label"].tolist()  # the paper's order is ours
-    names = {"ResNet50": "resnet50", "Transformer": "transformer", "MedFuse": "medfuse", "MedFuse-II": "medfuse2", "DrFuse": "drfuse"}
+    names = {"ResNet50": "resnet50", "Transformer": "transformer", "MedFuse": "medfuse", "MedFuse-II": "medfuse2", "DrFuse": "drfuse_paper"}
+    cfg["experiments"]["recipes"] = ["paper"]
     rows = [
         {"model": names[m], "train_set": "matched", "test_set": "matched", "seed": s, "label": ours_by_paper[r["label"]], "metric": "prauc", "estimate": r[m] + (0.01 if s else -0.01)}
         for _, r in paper.iterrows()
@@ -169,19 +190,20 @@ def test_table3_arithmetic_reproduces_the_papers_ranks_and_differences(cfg):
     ]
     prevalence = pd.Series(paper["prevalence"].to_numpy(), index=list(PHENOTYPES))
     t3 = table3(pd.DataFrame(rows), cfg, prevalence).set_index("label")
-    assert t3.loc["Average Rank", PAPER3].tolist() == pytest.approx([3.96, 3.24, 2.68, 2.84, 2.04], abs=1e-12)
+    ours = [*PAPER3[:-1], "DrFuse (paper recipe)"]
+    assert t3.loc["Average Rank", ours].tolist() == pytest.approx([3.96, 3.24, 2.68, 2.84, 2.04], abs=1e-12)
     assert t3.loc["Conduction disorders", "MedFuse rel"] == pytest.approx((0.372 - 0.625) / 0.625)
     assert round(t3.loc["Conduction disorders", "MedFuse rel"], 3) == -0.405
-    assert round(t3.loc["Conduction disorders", "DrFuse rel"], 2) == -0.01
-    assert round(t3.loc["Other upper respiratory disease", "DrFuse rel"], 3) == 0.242
-    assert t3.loc["Shock", "DrFuse"] == pytest.approx(0.542)  # mean of the two seeds
+    assert round(t3.loc["Conduction disorders", "DrFuse (paper recipe) rel"], 2) == -0.01
+    assert round(t3.loc["Other upper respiratory disease", "DrFuse (paper recipe) rel"], 3) == 0.242
+    assert t3.loc["Shock", "DrFuse (paper recipe)"] == pytest.approx(0.542)  # mean of the two seeds
 
     # without the uni-modal models: no reference, so no relative difference, ranks over what is left
     cfg["experiments"]["table3"]["models"] = ["medfuse", "drfuse"]
     t3b = table3(pd.DataFrame(rows), cfg, prevalence).set_index("label")
-    assert list(t3b.columns) == ["prevalence", "MedFuse", "DrFuse", "MedFuse rel", "DrFuse rel"]
+    assert list(t3b.columns) == ["prevalence", "MedFuse", "DrFuse (paper recipe)", "MedFuse rel", "DrFuse (paper recipe) rel"]
     assert t3b["MedFuse rel"].isna().all()
-    assert t3b.loc["Average Rank", ["MedFuse", "DrFuse"]].sum() == pytest.approx(3.0 + (paper["MedFuse"] == paper["DrFuse"]).mean())
+    assert t3b.loc["Average Rank", ["MedFuse", "DrFuse (paper recipe)"]].sum() == pytest.approx(3.0 + (paper["MedFuse"] == paper["DrFuse"]).mean())
 
 
 def test_grid_search_reports_the_point_with_the_best_validation_prauc(tmp_path):

@@ -21,7 +21,6 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from drfuse import cli
-from drfuse.experiments import resolve_run
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache
 from drfuse.models import MODELS, build_model
@@ -102,9 +101,11 @@ def test_each_model_family_drops_the_cxr_by_its_own_setting(tiny_cfg):
     train_cfg = {**tiny_cfg["train"], "cxr_drop": 0.3, "baseline_cxr_drop": 0.1}
     models = {name: build_model(name, tiny_cfg["model"]) for name in MODELS}
     drops = {name: training_cxr_drop(model, "matched", train_cfg) for name, model in models.items()}
+    family = ("drfuse", "drfuse_no_disentangle", "drfuse_mse", "drfuse_no_rank")
+    baselines = ("mmtm", "daft", "medfuse", "medfuse2")
     assert drops == {
-        "drfuse": 0.3, "drfuse_no_disentangle": 0.3, "drfuse_mse": 0.3, "drfuse_no_rank": 0.3,
-        "transformer": 0.0, "resnet50": 0.0, "mmtm": 0.1, "daft": 0.1, "medfuse": 0.1, "medfuse2": 0.1,
+        **{m: 0.3 for m in family}, **{m.replace("drfuse", "drfuse_paper"): 0.3 for m in family},  # both recipes
+        "transformer": 0.0, "resnet50": 0.0, **{m: 0.1 for m in baselines}, **{f"{m}_ours": 0.1 for m in baselines},
     }  # fmt: skip
     assert training_cxr_drop(models["drfuse"], "full", train_cfg) == 0.0  # never on the full set
     # the registry declares the one drop setting each model reads (so only its runs re-train)
@@ -162,9 +163,14 @@ def test_ehr_lr_factor_slows_only_the_drfuse_family_ehr_encoder(tiny_results, ti
         assert {f: g["lr"] for f, g in groups.items()} == {0.25: 2.5e-4, 1.0: 1e-3}
         names = {id(p): n for n, p in model.named_parameters()}
         assert {names[id(p)].split(".")[0] for p in groups[0.25]["params"]} == {"ehr_encoder"}
-    # a baseline with an EHR encoder of the same name keeps train.lr: the setting is the DrFuse family's
-    for name in ("transformer", "medfuse2"):
-        assert {g["lr_factor"] for g in param_groups(build_model(name, cfg["model"]), settings)} == {1.0}
+    # the fusion baselines slow their EHR encoder alike (our recipe's `mmtm_ours`, ...); the
+    # uni-modal Transformer has no fusion to balance and keeps train.lr
+    assert {g["lr_factor"] for g in param_groups(build_model("transformer", cfg["model"]), settings)} == {1.0}
+    for name in ("mmtm", "daft", "medfuse", "medfuse2"):
+        model = build_model(name, cfg["model"])
+        groups = {g["lr_factor"]: g for g in param_groups(model, settings)}
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert {names[id(p)].split(".")[0] for p in groups[0.25]["params"]} == {"ehr_encoder"}, name
     # train.lr_multipliers naming the EHR encoder itself wins
     explicit = EngineSettings.from_cfg(_cfg(cfg, lr_multipliers={"ehr_encoder": 0.5}), torch.device("cpu"), 0.0)
     assert {g["lr_factor"] for g in param_groups(build_model("drfuse", cfg["model"]), explicit)} == {0.5, 1.0}
@@ -199,6 +205,11 @@ def test_image_warmup_trains_the_image_branch_alone_then_selects_among_joint_epo
     assert not torch.equal(states[3]["final_head.weight"], initial["final_head.weight"])
     # models without an image branch to warm up ignore the setting
     assert train("transformer", "matched", 0, cfg, tiny_results, tmp_path / "tf")["epochs_run"] == 2
+    # a fusion baseline warms up its CNN the same way: on the stays with an image, no validation
+    mmtm = train("mmtm", "full", 0, cfg, tiny_results, tmp_path / "mmtm")
+    metrics = pl.read_csv(tmp_path / "mmtm" / "metrics.csv")
+    assert mmtm["epochs_run"] == 4 and mmtm["best_epoch"] in (3, 4)
+    assert metrics["train_loss:warmup_pred_cxr"][:2].is_not_null().all() and metrics["val_prauc"][:2].is_null().all()
 
 
 def test_plateau_scheduler_halves_the_lr_and_resumes_with_it(tiny_results, tiny_cfg, tmp_path):
@@ -393,7 +404,7 @@ def test_runs_started_after_the_shared_warmup_equal_runs_that_warm_up_themselves
     the random states carried over count too."""
     cfg = _cfg(tiny_cfg, epochs=1, patience=5, cxr_warmup_epochs=2)
     cfg["model"].update(dropout=0.2)
-    warm_up(3, resolve_run("drfuse", cfg)[1], tiny_results, tmp_path / "warmup")
+    warm_up(3, cfg, tiny_results, tmp_path / "warmup")
     warmup = tmp_path / "warmup" / "warmup.pt"
     assert checkpoint.load(warmup)["epoch"] == 2 and not (tmp_path / "warmup" / "best.pt").exists()
     for model, train_set in (("drfuse", "full"), ("drfuse_no_rank", "matched")):

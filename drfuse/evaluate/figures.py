@@ -1,12 +1,13 @@
 """Stage `figures`: t-SNE of DrFuse's representations, its attention per disease, PR curves.
 
 All from the predictions of the first configured seed, for models trained on the Table 3
-training set (experiments.table3.train_set, the matched subset by default):
+training set (experiments.table3.train_set, the matched subset by default). DrFuse's figures have
+one panel per recipe of `experiments.recipes` (paper, ours):
 
 - `tsne.png` (paper Fig. 3): t-SNE of the four representations on the matched test set (stays with
   a CXR); at most 500 stays are drawn (so at most 2,000 points), perplexity min(30, (points-1)/3).
 - `attention.png`: mean attention weight of EHR-distinct / shared / CXR-distinct per disease over the
-  matched test stays (stacked bars, one per phenotype).
+  matched test stays with a CXR (stacked bars, one per phenotype).
 - `pr_curves.png`: macro-averaged precision-recall curve of every model, one panel per test set.
   Macro: for each label, precision at each recall level of a common grid is the precision of the
   first threshold reaching that recall (the step curve behind average precision); the curves are
@@ -32,7 +33,9 @@ import pandas as pd  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
-from drfuse.evaluate.tables import MODEL_NAMES, TEST_SETS  # noqa: E402
+from drfuse.evaluate.names import display_name  # noqa: E402
+from drfuse.evaluate.tables import TEST_SETS, expand  # noqa: E402
+from drfuse.experiments import drfuse_runs  # noqa: E402
 from drfuse.phenotypes import PHENOTYPES  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -71,51 +74,74 @@ def _prediction(results_dir: Path, model: str, train_set: str, seed: int, test_s
     return results_dir / "predict" / model / train_set / f"seed{seed}" / f"{test_set}.parquet"
 
 
-def tsne_figure(npz_path: Path, out: Path, seed: int) -> None:
+def _panels(n: int, width: float, height: float):
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _tsne_panel(ax, npz_path: Path, name: str, seed: int) -> str | None:
+    """Draws one run's t-SNE; returns why it could not instead."""
     if not npz_path.is_file():
-        return _placeholder(out, f"no DrFuse representations ({npz_path}): DrFuse not in the experiments config")
+        return f"no {name} representations ({npz_path})"
     with np.load(npz_path) as data:
         reps = {k: data[k] for k in REPRESENTATIONS}
     keep = np.flatnonzero(~np.isnan(reps["cxr_shared"]).any(axis=1) & ~np.isnan(reps["ehr_shared"]).any(axis=1))
     if len(keep) < 2:
-        return _placeholder(out, f"{npz_path}: fewer than 2 test stays with a CXR")
+        return f"{npz_path}: fewer than 2 test stays with a CXR"
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(keep, size=min(len(keep), MAX_TSNE_STAYS), replace=False))
     points = np.concatenate([reps[k][keep] for k in REPRESENTATIONS])
     kind = np.repeat(np.arange(len(REPRESENTATIONS)), len(keep))
     perplexity = min(30.0, (len(points) - 1) / 3.0)
     emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for i, name in enumerate(REPRESENTATIONS):
+    for i, rep in enumerate(REPRESENTATIONS):
         sel = kind == i
-        ax.scatter(emb[sel, 0], emb[sel, 1], s=6, alpha=0.6, label=name.replace("_", " "))
-    ax.set_title(f"t-SNE of DrFuse representations ({len(keep)} matched test stays)")
+        ax.scatter(emb[sel, 0], emb[sel, 1], s=6, alpha=0.6, label=rep.replace("_", " "))
+    ax.set_title(f"t-SNE of {name} representations ({len(keep)} matched test stays)", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(markerscale=3)
+    ax.legend(markerscale=3, fontsize=7)
+    return None
+
+
+def tsne_figure(npz_paths: dict[str, Path], out: Path, seed: int) -> None:
+    """One t-SNE panel per DrFuse run (display name -> its .npz)."""
+    if not npz_paths:
+        return _placeholder(out, "no DrFuse representations: DrFuse not in the experiments config")
+    fig, axes = _panels(len(npz_paths), 6, 5)
+    problems = [p for ax, (name, path) in zip(axes, npz_paths.items()) if (p := _tsne_panel(ax, path, name, seed))]
+    if problems:
+        plt.close(fig)
+        return _placeholder(out, "; ".join(problems))
     save_png(fig, out)
 
 
-def attention_figure(pred_path: Path, out: Path) -> None:
-    if not pred_path.is_file():
-        return _placeholder(out, f"no DrFuse predictions ({pred_path}): DrFuse not in the experiments config")
-    df = pd.read_parquet(pred_path)
-    if "has_cxr" in df.columns:
-        df = df[df["has_cxr"].astype(bool)]
-    if len(df) == 0:
-        return _placeholder(out, f"{pred_path}: no test stays with a CXR")
-    means = np.array([[df[f"attn:{lab}:{part}"].mean() for part, _ in ATTENTION_PARTS] for lab in PHENOTYPES])
-    fig, ax = plt.subplots(figsize=(8, 9))
+def attention_figure(pred_paths: dict[str, Path], out: Path) -> None:
+    """One panel per DrFuse run (display name -> its predictions): mean attention per disease."""
+    frames = {}
+    for name, path in pred_paths.items():
+        if not path.is_file():
+            return _placeholder(out, f"no {name} predictions ({path})")
+        df = pd.read_parquet(path)
+        frames[name] = df[df["has_cxr"].astype(bool)] if "has_cxr" in df.columns else df
+        if len(frames[name]) == 0:
+            return _placeholder(out, f"{path}: no test stays with a CXR")
+    if not frames:
+        return _placeholder(out, "no DrFuse predictions: DrFuse not in the experiments config")
+    fig, axes = _panels(len(frames), 8, 9)
     y = np.arange(len(PHENOTYPES))
-    left = np.zeros(len(PHENOTYPES))
-    for j, (_, name) in enumerate(ATTENTION_PARTS):
-        ax.barh(y, means[:, j], left=left, label=name)
-        left += means[:, j]
-    ax.set_yticks(y, [lab if len(lab) <= 45 else lab[:42] + "..." for lab in PHENOTYPES], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("mean attention weight")
-    ax.set_title(f"DrFuse attention per disease ({len(df)} matched test stays)")
-    ax.legend(loc="lower right", fontsize=8)
+    for i, (ax, (name, df)) in enumerate(zip(axes, frames.items())):
+        means = np.array([[df[f"attn:{lab}:{part}"].mean() for part, _ in ATTENTION_PARTS] for lab in PHENOTYPES])
+        left = np.zeros(len(PHENOTYPES))
+        for j, (_, part) in enumerate(ATTENTION_PARTS):
+            ax.barh(y, means[:, j], left=left, label=part, color=f"C{j}")
+            left += means[:, j]
+        names = [lab if len(lab) <= 45 else lab[:42] + "..." for lab in PHENOTYPES]
+        ax.set_yticks(y, names if i == 0 else [""] * len(names), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean attention weight")
+        ax.set_title(f"{name}: attention per disease ({len(df)} matched test stays)", fontsize=9)
+        ax.legend(loc="lower right", fontsize=8)
     save_png(fig, out)
 
 
@@ -149,7 +175,7 @@ def pr_figure(results_dir: Path, models: list[str], train_set: str, seed: int, o
             y = df[[f"y:{c}" for c in PHENOTYPES]].to_numpy()
             p = df[[f"p:{c}" for c in PHENOTYPES]].to_numpy(np.float64)
             curve, ap = macro_pr_curve(y, p)
-            ax.plot(RECALL_GRID, curve, label=f"{MODEL_NAMES.get(model, model)} (AP {ap:.3f})")
+            ax.plot(RECALL_GRID, curve, label=f"{display_name(model)} (AP {ap:.3f})")
             drawn += 1
         ax.set_title(f"trained on {train_set}, tested on {test_set}")
         ax.set_xlabel("recall")
@@ -170,9 +196,10 @@ def build_figures(results_dir: Path, cfg: dict, out_dir: Path) -> None:
     exp = cfg["experiments"]
     seed = int(exp["seeds"][0])
     train_set = exp["table3"]["train_set"]
-    drfuse_pred = _prediction(results_dir, "drfuse", train_set, seed, "matched")
-    tsne_figure(drfuse_pred.with_suffix(".npz"), out_dir / "tsne.png", int(cfg["evaluation"]["seed"]))
-    attention_figure(drfuse_pred, out_dir / "attention.png")
-    models = list(dict.fromkeys([*exp["table3"]["models"], *exp["table2"]["models"]]))
+    configured = set(expand([*exp["table3"]["models"], *exp["table2"]["models"]], cfg))
+    drfuse = {display_name(r): _prediction(results_dir, r, train_set, seed, "matched") for r in drfuse_runs(cfg) if r in configured}
+    tsne_figure({name: path.with_suffix(".npz") for name, path in drfuse.items()}, out_dir / "tsne.png", int(cfg["evaluation"]["seed"]))
+    attention_figure(drfuse, out_dir / "attention.png")
+    models = list(dict.fromkeys(expand([*exp["table3"]["models"], *exp["table2"]["models"]], cfg)))
     pr_figure(results_dir, models, train_set, seed, out_dir / "pr_curves.png")
     log.info("wrote figures to %s", out_dir)

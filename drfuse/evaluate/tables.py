@@ -33,28 +33,15 @@ import pandas as pd
 from drfuse.config import data_source
 from drfuse.errors import UserError
 from drfuse.evaluate.bootstrap import select_run
-from drfuse.evaluate.pooling import load_resamples, pooled_interval, resample_matrix
+from drfuse.evaluate.names import display_name, ordered_models, paper_row
+from drfuse.evaluate.pooling import load_resamples, paired_intervals, pooled_interval, resample_matrix
+from drfuse.experiments import drfuse_runs, family_runs, resolve_run, study_runs
 from drfuse.evaluate.render import csv_text, markdown, write_table, write_text_atomic
 from drfuse.phenotypes import PHENOTYPES
 
 log = logging.getLogger(__name__)
 
 PAPER_DIR = resources.files("drfuse.evaluate") / "paper"
-MODEL_NAMES = {
-    "resnet50": "ResNet50",
-    "transformer": "Transformer",
-    "mmtm": "MMTM",
-    "daft": "DAFT",
-    "medfuse": "MedFuse",
-    "medfuse2": "MedFuse-II",
-    "drfuse": "DrFuse",
-}
-ABLATION_NAMES = {
-    "drfuse_no_disentangle": "w/o disentangled",
-    "drfuse_mse": "MSE alignment",
-    "drfuse_no_rank": "w/o attn. ranking",
-    "drfuse": "DrFuse",
-}
 UNI_MODAL = ("resnet50", "transformer")
 # Our label names (CCS) -> the paper's shortened wording in Table 3 (same alphabetical order).
 PAPER_LABELS = {
@@ -66,18 +53,6 @@ PAPER_LABELS = {
 }
 TEST_SETS = ("matched", "full")
 AVERAGE_RANK = "Average Rank"
-
-
-def display_name(model: str) -> str:
-    """The paper's name of a model or ablation; other runs (e.g. grid points) keep their own."""
-    return {**MODEL_NAMES, **ABLATION_NAMES}.get(model, model)
-
-
-def ordered_models(models) -> list[str]:
-    """The paper's models, then its ablations, in the paper's order; other runs sorted after them."""
-    models = set(models)
-    known = [m for m in dict.fromkeys([*MODEL_NAMES, *ABLATION_NAMES]) if m in models]
-    return known + sorted(models - set(known))
 
 
 def paper_label(name: str) -> str:
@@ -147,30 +122,45 @@ def table1(stays: pd.DataFrame, usable: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(paper_table(1).columns))
 
 
+def expand(models: list[str], cfg: dict) -> list[str]:
+    """The runs a table's list of models stands for (`drfuse.experiments.family_runs`)."""
+    return [run for model in models for run in family_runs(model, cfg)]
+
+
 def table2_runs(cfg: dict) -> list[tuple[str, str, str]]:
-    """(model, train_set, test_set) of Table 2's rows, in the paper's order."""
+    """(run, train_set, test_set) of Table 2's rows: its models (the DrFuse family under each recipe)
+    and, with the recipe study, the fusion baselines with our recipe; in the paper's order."""
     exp = cfg["experiments"]["table2"]
+    runs = expand(exp["models"], cfg) + study_runs(cfg)[1]
     return [
-        (model, train_set, test_set)
-        for model in MODEL_NAMES if model in exp["models"]
+        (run, train_set, test_set)
+        for run in ordered_models(runs)
         for train_set in TEST_SETS if train_set in exp["train_sets"]
         for test_set in TEST_SETS
     ]
 
 
+def table3_runs(cfg: dict) -> list[str]:
+    return ordered_models(expand(cfg["experiments"]["table3"]["models"], cfg))
+
+
 def table4_variants(cfg: dict) -> list[str]:
-    """Table 4's rows: the configured ablations and DrFuse, in the paper's order."""
+    """Table 4's rows: per recipe of `experiments.recipes`, the configured ablations under it, then
+    DrFuse under it."""
+    from drfuse.models import MODELS
+
     exp = cfg["experiments"]
-    configured = set(exp["table4"]["ablations"]) | ({"drfuse"} & (set(exp["table2"]["models"]) | set(exp["table3"]["models"])))
-    return [v for v in ABLATION_NAMES if v in configured]
+    shown = set(exp["table4"]["ablations"]) | ({"drfuse"} & (set(exp["table2"]["models"]) | set(exp["table3"]["models"])))
+    runs = expand(sorted(shown), cfg)
+    return [run for recipe in exp["recipes"] for run in ordered_models(runs) if MODELS[run].recipe == recipe]
 
 
 def table2(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     seeds, ci = list(cfg["experiments"]["seeds"]), float(cfg["evaluation"]["ci"])
     rows = []
-    for model, train_set, test_set in table2_runs(cfg):
-        summary = _summary(boot, resamples, model, train_set, test_set, seeds, ci)
-        rows.append({"model": MODEL_NAMES[model], "train_set": train_set, "test_set": test_set, **summary})
+    for run, train_set, test_set in table2_runs(cfg):
+        summary = _summary(boot, resamples, run, train_set, test_set, seeds, ci)
+        rows.append({"model": display_name(run), "train_set": train_set, "test_set": test_set, **summary})
     return pd.DataFrame(rows, columns=list(paper_table(2).columns) + ["prauc_std", "n_seeds"])
 
 
@@ -191,13 +181,12 @@ def rank_and_relative(values: pd.DataFrame, uni_modal: list[str]) -> tuple[pd.Se
 def table3(boot: pd.DataFrame, cfg: dict, prevalence: pd.Series) -> pd.DataFrame:
     exp = cfg["experiments"]["table3"]
     seeds = list(cfg["experiments"]["seeds"])
-    models = [m for m in MODEL_NAMES if m in exp["models"]]
     values = pd.DataFrame(index=list(PHENOTYPES))
-    for model in models:
-        sel = bootstrap_rows(boot, model, exp["train_set"], exp["test_set"], seeds, "*")
+    for run in table3_runs(cfg):
+        sel = bootstrap_rows(boot, run, exp["train_set"], exp["test_set"], seeds, "*")
         sel = sel[sel["label"] != "macro"]
-        values[MODEL_NAMES[model]] = sel.groupby("label")["estimate"].mean().reindex(values.index)
-    avg_rank, rel = rank_and_relative(values, [MODEL_NAMES[m] for m in UNI_MODAL])
+        values[display_name(run)] = sel.groupby("label")["estimate"].mean().reindex(values.index)
+    avg_rank, rel = rank_and_relative(values, [display_name(m) for m in UNI_MODAL])
     out = values.copy()
     for col in rel.columns:
         out[f"{col} rel"] = rel[col]
@@ -207,18 +196,45 @@ def table3(boot: pd.DataFrame, cfg: dict, prevalence: pd.Series) -> pd.DataFrame
     return pd.concat([out, pd.DataFrame([rank_row])], ignore_index=True)
 
 
+def _recipe_reference(run: str, cfg: dict) -> str:
+    """DrFuse under the recipe of a DrFuse-family run."""
+    from drfuse.models import MODELS
+
+    return next(r for r in drfuse_runs(cfg) if MODELS[r].recipe == MODELS[run].recipe)
+
+
+def paired_difference(boot, resamples, run: str, reference: str, train_set: str, test_set: str, seeds: list[int], ci: float) -> dict:
+    """`run` minus `reference`, macro PRAUC: the mean over seeds, its pooled paired interval, and the
+    standard deviation across seeds of the per-seed differences."""
+    est = [bootstrap_rows(boot, m, train_set, test_set, seeds, "macro").set_index("seed")["estimate"].reindex(seeds)
+           for m in (run, reference)]
+    per_seed = (est[0] - est[1]).to_numpy(float)
+    _, (low, high, _) = paired_intervals(resample_matrix(resamples, run, train_set, test_set, seeds),
+                                         resample_matrix(resamples, reference, train_set, test_set, seeds), ci)
+    return {"difference": per_seed.mean(), "ci_low": low, "ci_high": high,
+            "difference_std": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan}
+
+
 def table4(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Per row: macro PRAUC on both test sets and, for an ablation, its paired difference with DrFuse
+    under the same recipe (`diff_*`: ablation minus DrFuse, pooled over seeds)."""
     exp = cfg["experiments"]
     seeds, ci = list(exp["seeds"]), float(cfg["evaluation"]["ci"])
+    train_set = exp["table4"]["train_set"]
     rows = []
-    for variant in table4_variants(cfg):
-        row = {"variant": ABLATION_NAMES[variant]}
+    for run in table4_variants(cfg):
+        reference = _recipe_reference(run, cfg)
+        row = {"variant": display_name(run)}
         for test_set in TEST_SETS:
-            s = _summary(boot, resamples, variant, exp["table4"]["train_set"], test_set, seeds, ci)
+            s = _summary(boot, resamples, run, train_set, test_set, seeds, ci)
             row |= {f"prauc_{test_set}": s["prauc"], f"ci_low_{test_set}": s["ci_low"], f"ci_high_{test_set}": s["ci_high"], f"prauc_std_{test_set}": s["prauc_std"]}
             row["n_seeds"] = s["n_seeds"]
+            d = paired_difference(boot, resamples, run, reference, train_set, test_set, seeds, ci) if run != reference else {}
+            row |= {f"diff_{test_set}": d.get("difference", np.nan), f"diff_ci_low_{test_set}": d.get("ci_low", np.nan),
+                    f"diff_ci_high_{test_set}": d.get("ci_high", np.nan)}
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(paper_table(4).columns) + ["prauc_std_matched", "prauc_std_full", "n_seeds"])
+    extra = ["prauc_std_matched", "prauc_std_full", "n_seeds"] + [f"diff{part}_{t}" for t in TEST_SETS for part in ("", "_ci_low", "_ci_high")]
+    return pd.DataFrame(rows, columns=list(paper_table(4).columns) + extra)
 
 
 # ---------------------------------------------------------------- ours beside the paper's
@@ -240,16 +256,35 @@ def _rel(x) -> str:
 POOLED_NOTE = "pooled interval: the percentile interval of the per-resample mean over seeds, every seed on the same resamples"
 
 
-def _notes(cfg: dict, extra: str = "") -> list[str]:
+def _notes(cfg: dict, extra: str = "", runs: list[str] = ()) -> list[str]:
+    """The data, seeds and bootstrap of a table; the metric each of its `runs` chose its best epoch on."""
     seeds = cfg["experiments"]["seeds"]
     ev = cfg["evaluation"]
     return [
         f"Ours: {data_source(cfg)}; seed(s) {', '.join(map(str, seeds))}"
         + (f" (mean ± std across seeds; {POOLED_NOTE})" if len(seeds) > 1 else "")
         + f"; {ev['n_bootstrap']} bootstrap resamples, {ev['ci']:.0%} percentile intervals. "
+        + (f"{selection_note(runs, cfg)} " if runs else "")
         + "Paper: Yao et al., AAAI 2024 (MIMIC-IV v1.0 + MIMIC-CXR-JPG)."
         + (f" {extra}" if extra else "")
     ]
+
+
+def selection_note(runs, cfg: dict) -> str:
+    """Which validation metric picked each run's best epoch (`train.select_on` of its resolved settings)."""
+    by_metric: dict[str, list[str]] = {}
+    for run in ordered_models(runs):
+        by_metric.setdefault(resolve_run(run, cfg)[1]["train"]["select_on"], []).append(display_name(run))
+    names = {"prauc": "PRAUC", "auroc": "AUROC"}
+    return "Best epoch by validation macro " + "; by ".join(
+        f"{names[m]}: {', '.join(models)}" for m, models in sorted(by_metric.items(), key=lambda kv: kv[0] != "prauc")) + "."
+
+
+def _paper_rows(cfg: dict) -> dict[str, str | None]:
+    """Display name -> the paper's row it stands beside (`drfuse.evaluate.names.paper_row`)."""
+    from drfuse.experiments import experiment_runs
+
+    return {display_name(run): paper_row(run) for run, _, _ in experiment_runs(cfg)}
 
 
 def render_table1(t1: pd.DataFrame, cfg: dict) -> tuple:
@@ -262,54 +297,70 @@ def render_table1(t1: pd.DataFrame, cfg: dict) -> tuple:
     return "Table 1: stays per split (matched = stays with a usable CXR)", header, rows, _notes(cfg)
 
 
+RECIPE_NOTE = ("DrFuse (paper recipe): the paper's settings; DrFuse (our recipe): with the changes of config `recipe:` "
+               "(docs/deviations.md); the paper's numbers stand beside the runs trained as the paper trained them.")
+
+
 def render_table2(t2: pd.DataFrame, cfg: dict) -> tuple:
     paper = paper_table(2).set_index(["model", "train_set", "test_set"])
+    paper_names = _paper_rows(cfg)
     header = ["Model", "Trained on", "Tested on", "PRAUC (95% CI) ours", "PRAUC (95% CI) paper"]
     rows = []
     for r in t2.itertuples():
-        p = paper.loc[(r.model, r.train_set, r.test_set)] if (r.model, r.train_set, r.test_set) in paper.index else None
-        theirs = "-" if p is None else _ci(p.prauc, p.ci_low, p.ci_high)
+        key = (paper_names.get(r.model), r.train_set, r.test_set)
+        theirs = "-" if key not in paper.index else _ci(*paper.loc[key, ["prauc", "ci_low", "ci_high"]])
         rows.append([r.model, r.train_set, r.test_set, _ci(r.prauc, r.ci_low, r.ci_high, r.prauc_std), theirs])
-    return "Table 2: macro PRAUC over the 25 phenotypes", header, rows, _notes(cfg)
+    runs = [run for run, _, _ in table2_runs(cfg)]
+    return "Table 2: macro PRAUC over the 25 phenotypes", header, rows, _notes(cfg, RECIPE_NOTE, runs)
 
 
 def render_table3(t3: pd.DataFrame, cfg: dict) -> tuple:
     models = [c for c in t3.columns if c not in ("label", "prevalence") and not c.endswith(" rel")]
     paper = paper_table(3).set_index("label")
-    in_paper = [m for m in models if m in paper.columns]
+    paper_names = _paper_rows(cfg)
+    theirs_of = {m: paper_names.get(m) for m in models if paper_names.get(m) in paper.columns}
     # the paper's numbers get the same arithmetic, over the same models, so the columns compare
-    p_rank, p_rel = rank_and_relative(paper[in_paper], [MODEL_NAMES[m] for m in UNI_MODAL])
+    p_rank, p_rel = rank_and_relative(paper[list(theirs_of.values())], [display_name(m) for m in UNI_MODAL])
     header = ["Label", "Prevalence ours", "Prevalence paper"] + [f"{m} {w}" for m in models for w in ("ours", "paper")]
     rows = []
     for r in t3.to_dict("records"):
         is_rank = r["label"] == AVERAGE_RANK
         row = [r["label"], "" if is_rank else fmt(r["prevalence"], 2), "" if is_rank else fmt(paper.loc[r["label"], "prevalence"], 2)]
         for m in models:
+            p = theirs_of.get(m)
             if is_rank:
-                row += [fmt(r[m], 2), fmt(p_rank.get(m), 2)]
+                row += [fmt(r[m], 2), fmt(p_rank.get(p), 2)]
             else:
-                theirs = "-" if m not in in_paper else fmt(paper.loc[r["label"], m]) + (_rel(p_rel.loc[r["label"], m]) if m in p_rel else "")
+                theirs = "-" if p is None else fmt(paper.loc[r["label"], p]) + (_rel(p_rel.loc[r["label"], p]) if p in p_rel else "")
                 row += [fmt(r[m]) + _rel(r.get(f"{m} rel")), theirs]
         rows.append(row)
     setting = cfg["experiments"]["table3"]
     title = f"Table 3: PRAUC per phenotype (trained on {setting['train_set']}, tested on {setting['test_set']})"
-    extra = "Percentages: relative difference against the best uni-modal model. Average Rank: 1 = best, ties share the best rank."
-    return title, header, rows, _notes(cfg, extra)
+    extra = "Percentages: relative difference against the best uni-modal model. Average Rank: 1 = best, ties share the best rank. " + RECIPE_NOTE
+    return title, header, rows, _notes(cfg, extra, table3_runs(cfg))
+
+
+def _signed_ci(x, low, high) -> str:
+    return "-" if pd.isna(x) else f"{x:+.3f} ({low:+.3f}, {high:+.3f})"
 
 
 def render_table4(t4: pd.DataFrame, cfg: dict) -> tuple:
     paper = paper_table(4).set_index("variant")
-    header = ["Variant"] + [f"PRAUC@{t} {w}" for t in TEST_SETS for w in ("ours", "paper")]
+    paper_names = _paper_rows(cfg)
+    header = ["Variant"] + [f"{c}@{t}" for t in TEST_SETS for c in ("PRAUC ours", "minus DrFuse", "PRAUC paper")]
     rows = []
     for r in t4.to_dict("records"):
+        p = paper.loc[paper_names[r["variant"]]] if paper_names.get(r["variant"]) in paper.index else None
         row = [r["variant"]]
         for t in TEST_SETS:
-            p = paper.loc[r["variant"]] if r["variant"] in paper.index else None
             theirs = "-" if p is None else _ci(p[f"prauc_{t}"], p[f"ci_low_{t}"], p[f"ci_high_{t}"])
-            row += [_ci(r[f"prauc_{t}"], r[f"ci_low_{t}"], r[f"ci_high_{t}"], r[f"prauc_std_{t}"]), theirs]
+            row += [_ci(r[f"prauc_{t}"], r[f"ci_low_{t}"], r[f"ci_high_{t}"], r[f"prauc_std_{t}"]),
+                    _signed_ci(r[f"diff_{t}"], r[f"diff_ci_low_{t}"], r[f"diff_ci_high_{t}"]), theirs]
         rows.append(row)
     title = f"Table 4: ablations, trained on {cfg['experiments']['table4']['train_set']}"
-    return title, header, rows, _notes(cfg)
+    extra = ("minus DrFuse: the ablation's macro PRAUC minus DrFuse's under the same recipe, paired on the same bootstrap "
+             "resamples (pooled over seeds). " + RECIPE_NOTE)
+    return title, header, rows, _notes(cfg, extra, table4_variants(cfg))
 
 
 def grid_choice(results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
@@ -348,7 +399,7 @@ def seeds_table(boot: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     seeds = list(exp["seeds"])
     entries = [("2", m, tr, te, "macro") for m, tr, te in table2_runs(cfg)]
     t3 = exp["table3"]
-    entries += [("3", m, t3["train_set"], t3["test_set"], "*") for m in MODEL_NAMES if m in t3["models"]]
+    entries += [("3", m, t3["train_set"], t3["test_set"], "*") for m in table3_runs(cfg)]
     entries += [("4", v, exp["table4"]["train_set"], te, "macro") for v in table4_variants(cfg) for te in TEST_SETS]
     frames = []
     for table, model, train_set, test_set, label in entries:
@@ -383,8 +434,9 @@ def render_seeds(seeds: pd.DataFrame, cfg: dict) -> str:
 
 
 def build_tables(results_dir: Path, cfg: dict, out_dir: Path) -> None:
-    """Write tables/table{1..4}.{csv,md,tex}, seeds.{csv,md} and paired.{csv,md} from
-    eval/bootstrap.parquet, eval/resamples.parquet and the cohort files."""
+    """Write tables/table{1..4}.{csv,md,tex}, seeds.{csv,md} and paired.{csv,md} (and, with the
+    recipe study, recipe.{csv,md,tex}) from eval/bootstrap.parquet, eval/resamples.parquet and the
+    cohort files."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     boot = load_bootstrap(results_dir)
     resamples = load_resamples(results_dir)
@@ -404,6 +456,10 @@ def build_tables(results_dir: Path, cfg: dict, out_dir: Path) -> None:
         "table3": (t3 := table3(boot, cfg, prevalence), render_table3(t3, cfg)),
         "table4": (t4 := table4(boot, resamples, cfg), render_table4(t4, cfg)),
     }
+    if cfg["experiments"]["recipe_study"]["enabled"]:
+        from drfuse.evaluate.recipe_study import recipe_table, render_recipe  # builds on this module
+
+        built["recipe"] = (t5 := recipe_table(boot, resamples, cfg), render_recipe(t5, cfg))
     for name, (df, (title, header, rows, notes)) in built.items():
         write_table(out_dir, name, df, title, header, rows, notes)
         log.info("wrote %s/%s.{csv,md,tex} (%d rows)", out_dir, name, len(df))

@@ -23,12 +23,16 @@ TRAIN_ALL = (
 )  # fmt: skip
 # Training of a model that sees images: the image augmentation. The fusion models also drop the
 # CXR of a share of each matched batch, each family by its own setting (the model's
-# `cxr_drop_setting`, drfuse.train.run.training_cxr_drop); the DrFuse family can also train its
-# image branch alone first (`cxr_warmup_epochs`) and its EHR encoder at a lower learning rate
-# (`ehr_lr_factor`, drfuse.train.engine).
+# `cxr_drop_setting`, drfuse.train.run.training_cxr_drop), and can train their image branch alone
+# first (`cxr_warmup_epochs`, a model's `warmup_loss`) and their EHR encoder at a lower learning
+# rate (`ehr_lr_factor`, a model's `ehr_encoder_prefix`; drfuse.train.engine).
 TRAIN_CXR = (*TRAIN_ALL, "augment")
-TRAIN_FUSION = (*TRAIN_CXR, "cxr_drop", "cxr_warmup_epochs", "ehr_lr_factor")
-TRAIN_BASELINE_FUSION = (*TRAIN_CXR, "baseline_cxr_drop")
+# Both families can train their image branch alone first and their EHR encoder at a fraction of
+# the lr (the generic parts of our recipe, `recipe:` in config.yaml); at the paper's values (0
+# epochs, factor 1) they change nothing.
+TRAIN_RECIPE = ("cxr_warmup_epochs", "ehr_lr_factor")
+TRAIN_FUSION = (*TRAIN_CXR, "cxr_drop", *TRAIN_RECIPE)
+TRAIN_BASELINE_FUSION = (*TRAIN_CXR, "baseline_cxr_drop", *TRAIN_RECIPE)
 
 # Model settings by building block (drfuse.models.encoders).
 EHR_TRANSFORMER = ("d_model", "n_heads", "ff_dim", "dropout", "max_len")
@@ -48,32 +52,73 @@ TRAIN_WARMUP = (
 MEDFUSE_INIT = ("medfuse_init_ehr", "medfuse_init_cxr")
 
 
+# The two recipes a run can train under (`ModelSpec.recipe`): "paper" takes the settings as
+# configured (config.yaml's `model:` / `train:` hold the paper's values), "ours" adds the changes
+# of config.yaml's `recipe:` section (drfuse.experiments.resolve_run).
+RECIPES = ("paper", "ours")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     module: str
     factory: str
     model_keys: tuple[str, ...]
     train_keys: tuple[str, ...]
+    recipe: str = "paper"
+    # the model's plain name, whose `per_model` entry applies under both recipes (`drfuse` for
+    # `drfuse_paper`, `mmtm` for `mmtm_ours`); None: the name itself
+    base: str | None = None
+
+
+def _both_recipes(name: str, other: str, module: str, factory: str, model_keys, train_keys, default: str):
+    """Registry entries of one model under both recipes: `name` under `default`, `other` under the other."""
+    second = "ours" if default == "paper" else "paper"
+    return {
+        name: ModelSpec(module, factory, tuple(model_keys), train_keys, default),
+        other: ModelSpec(module, factory, tuple(model_keys), train_keys, second, base=name),
+    }
+
+
+def _drfuse_family() -> dict[str, ModelSpec]:
+    """DrFuse and its three ablations (paper Table 4), under our recipe (`drfuse`, `drfuse_mse`, ...)
+    and the paper's (`drfuse_paper`, `drfuse_paper_mse`, ...)."""
+    family = {
+        "drfuse": ("build_drfuse", DRFUSE),
+        # l1 = l2 = 0 are fixed by the ablation: lambda_jsd and lambda_orth are not read.
+        "drfuse_no_disentangle": (
+            "build_drfuse_no_disentangle", [k for k in DRFUSE if k not in ("lambda_jsd", "lambda_orth")]),
+        "drfuse_mse": ("build_drfuse_mse", DRFUSE),
+        "drfuse_no_rank": ("build_drfuse_no_rank", DRFUSE),
+    }  # fmt: skip
+    out: dict[str, ModelSpec] = {}
+    for name, (factory, keys) in family.items():
+        paper = name.replace("drfuse", "drfuse_paper", 1)
+        out |= _both_recipes(name, paper, "drfuse.models.drfuse", factory, keys, TRAIN_FUSION, default="ours")
+    return out
+
+
+def _fusion_baselines() -> dict[str, ModelSpec]:
+    """MMTM, DAFT, MedFuse and MedFuse-II under their own (the paper's) recipe, and with our recipe's
+    generic parts (`mmtm_ours`, ...: the settings of `recipe:` they read, the warm-up and the EHR lr)."""
+    lstm_cnn = (*EHR_LSTM, *BASELINE_CNN)
+    baselines = {
+        "mmtm": ("drfuse.models.mmtm", "build_mmtm", (*lstm_cnn, "mmtm_ratio", "mmtm_stages")),
+        "daft": ("drfuse.models.daft", "build_daft", (*lstm_cnn, "daft_stages")),
+        "medfuse": ("drfuse.models.medfuse", "build_medfuse", (*lstm_cnn, *MEDFUSE_INIT)),
+        "medfuse2": ("drfuse.models.medfuse", "build_medfuse2", (*EHR_TRANSFORMER, *CNN, *MEDFUSE_INIT)),
+    }
+    out: dict[str, ModelSpec] = {}
+    for name, (module, factory, keys) in baselines.items():
+        out |= _both_recipes(name, f"{name}_ours", module, factory, keys, TRAIN_BASELINE_FUSION, default="paper")
+    return out
 
 
 # name -> spec; modules are imported only when their model is asked for.
 MODELS: dict[str, ModelSpec] = {
-    "drfuse": ModelSpec("drfuse.models.drfuse", "build_drfuse", DRFUSE, TRAIN_FUSION),
-    # l1 = l2 = 0 are fixed by the ablation: lambda_jsd and lambda_orth are not read.
-    "drfuse_no_disentangle": ModelSpec(
-        "drfuse.models.drfuse",
-        "build_drfuse_no_disentangle",
-        tuple(k for k in DRFUSE if k not in ("lambda_jsd", "lambda_orth")),
-        TRAIN_FUSION,
-    ),
-    "drfuse_mse": ModelSpec("drfuse.models.drfuse", "build_drfuse_mse", DRFUSE, TRAIN_FUSION),
-    "drfuse_no_rank": ModelSpec("drfuse.models.drfuse", "build_drfuse_no_rank", DRFUSE, TRAIN_FUSION),
+    **_drfuse_family(),
     "transformer": ModelSpec("drfuse.models.unimodal", "build_transformer", EHR_TRANSFORMER, TRAIN_ALL),
     "resnet50": ModelSpec("drfuse.models.unimodal", "build_resnet", ("d_model", *CNN), TRAIN_CXR),
-    "mmtm": ModelSpec("drfuse.models.mmtm", "build_mmtm", (*EHR_LSTM, *BASELINE_CNN, "mmtm_ratio", "mmtm_stages"), TRAIN_BASELINE_FUSION),
-    "daft": ModelSpec("drfuse.models.daft", "build_daft", (*EHR_LSTM, *BASELINE_CNN, "daft_stages"), TRAIN_BASELINE_FUSION),
-    "medfuse": ModelSpec("drfuse.models.medfuse", "build_medfuse", (*EHR_LSTM, *BASELINE_CNN, *MEDFUSE_INIT), TRAIN_BASELINE_FUSION),
-    "medfuse2": ModelSpec("drfuse.models.medfuse", "build_medfuse2", (*EHR_TRANSFORMER, *CNN, *MEDFUSE_INIT), TRAIN_BASELINE_FUSION),
+    **_fusion_baselines(),
 }
 
 

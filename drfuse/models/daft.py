@@ -51,6 +51,8 @@ class DAFT(nn.Module):
     uses_cxr = True
     # MedFuse's code never drops an image while training (drfuse.train.run.training_cxr_drop)
     cxr_drop_setting = "baseline_cxr_drop"
+    # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
+    ehr_encoder_prefix = "ehr_encoder"
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -63,6 +65,9 @@ class DAFT(nn.Module):
         self.cxr_encoder.trunk.layers = self.cxr_encoder.trunk.layers[: stages[-1]]
         self.blocks = nn.ModuleDict({str(s): DAFTBlock(channels[s], d) for s in stages})
         self.classifier = nn.Linear(d, N_PHENOTYPES)
+        # reads the pooled CNN alone during the image warm-up only (built last: the other
+        # parameters' initial values do not depend on it)
+        self.warmup_head = nn.Linear(channels[stages[-1]], N_PHENOTYPES)
 
     def forward(self, ehr, lengths, images, has_cxr) -> dict:
         images = zero_missing_images(images, has_cxr)
@@ -78,6 +83,13 @@ class DAFT(nn.Module):
             seq, h = self.ehr_encoder.run_layer(i, seq, lengths)
         logits = self.classifier(self.ehr_encoder.dropout(h))
         return {"logits": logits, "probs": torch.sigmoid(logits)}
+
+    def warmup_loss(self, images: torch.Tensor, labels: torch.Tensor):
+        """The image branch alone (`train.cxr_warmup_epochs`): the CNN up to the last DAFT stage,
+        pooled, read by `warmup_head`; BCE over a batch whose rows all have an image."""
+        logits = self.warmup_head(self.cxr_encoder(images))
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        return loss, {"warmup_pred_cxr": loss.detach()}
 
     def loss(self, outputs: dict, labels, has_cxr=None):
         return losses.bce_loss(outputs["logits"], labels)

@@ -66,6 +66,8 @@ class MedFuse(nn.Module):
     uses_cxr = True
     # MedFuse's code never drops an image while training (drfuse.train.run.training_cxr_drop)
     cxr_drop_setting = "baseline_cxr_drop"
+    # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
+    ehr_encoder_prefix = "ehr_encoder"
 
     def __init__(self, cfg: dict, ehr_encoder: nn.Module, cxr_encoder: CNNEncoder):
         super().__init__()
@@ -76,6 +78,10 @@ class MedFuse(nn.Module):
         self.projection = nn.Linear(feat, d)
         self.fusion = nn.LSTM(d, feat, batch_first=True)
         self.classifier = nn.Linear(feat, N_PHENOTYPES)
+        # reads the CXR feature alone during the image warm-up only (MedFuse's uni-modal
+        # pre-training has such a head); built last, so the other parameters' initial values do not
+        # depend on it
+        self.warmup_head = nn.Linear(feat, N_PHENOTYPES)
         if cfg.get("medfuse_init_ehr"):
             load_encoder(self.ehr_encoder, "ehr_encoder", cfg["medfuse_init_ehr"], "medfuse_init_ehr")
         if cfg.get("medfuse_init_cxr"):
@@ -93,6 +99,13 @@ class MedFuse(nn.Module):
         _, (h, _) = self.fusion(packed)
         logits = self.classifier(h[-1])
         return {"logits": logits, "probs": torch.sigmoid(logits)}
+
+    def warmup_loss(self, images: torch.Tensor, labels: torch.Tensor):
+        """The image branch alone (`train.cxr_warmup_epochs`): the CNN read by `warmup_head`, BCE over
+        a batch whose rows all have an image."""
+        logits = self.warmup_head(self.cxr_encoder(images))
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        return loss, {"warmup_pred_cxr": loss.detach()}
 
     def loss(self, outputs: dict, labels, has_cxr=None):
         return losses.bce_loss(outputs["logits"], labels)

@@ -56,6 +56,8 @@ class MMTM(nn.Module):
     uses_cxr = True
     # MedFuse's code never drops an image while training (drfuse.train.run.training_cxr_drop)
     cxr_drop_setting = "baseline_cxr_drop"
+    # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
+    ehr_encoder_prefix = "ehr_encoder"
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -98,6 +100,16 @@ class MMTM(nn.Module):
             "logits_cxr": cxr_logits,
             "logits_joint": joint_logits,
         }
+
+    def warmup_loss(self, images: torch.Tensor, labels: torch.Tensor):
+        """The image branch alone (`train.cxr_warmup_epochs`): the CNN without the MMTM blocks, read
+        by its CXR head, BCE over a batch whose rows all have an image."""
+        x = self.cxr_encoder.stem(images)
+        for layer in self.cxr_encoder.trunk.layers:
+            x = layer(x)
+        logits = self.cxr_head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        return loss, {"warmup_pred_cxr": loss.detach()}
 
     def loss(self, outputs: dict, labels, has_cxr=None):
         parts = {k: losses.bce_per_sample(outputs[f"logits_{k}"], labels).mean() for k in ("ehr", "cxr", "joint")}

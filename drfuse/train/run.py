@@ -181,8 +181,10 @@ def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path) -> dict:
     return summary
 
 
-def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path) -> pl.DataFrame:
-    """Predict the test split of `test_set` with run_dir/best.pt; write out_path (+ .npz)."""
+def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path, split: str = "test") -> pl.DataFrame:
+    """Predict the test split of `test_set` (the full or matched dataset) with run_dir/best.pt; write
+    out_path (+ .npz). `split="val"`: its validation split instead, for model and recipe decisions
+    (benchmarks/model_diagnostics.py), which must never read the test split."""
     import torch
 
     from drfuse.models import build_model
@@ -202,7 +204,7 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
                 f"{meta['model_name']} uses no EHR: it is tested on the matched test set only, not {test_set!r} "
                 "(config experiments)"
             )
-        data = load_split(results_dir, "test", dataset_for(model, test_set))
+        data = load_split(results_dir, split, dataset_for(model, test_set))
         # the architecture (and crop) comes from the checkpoint, the device settings from cfg
         settings = EngineSettings.from_cfg({"train": cfg["train"], "model": meta["model_cfg"]}, device, 0.0)
         model.to(device)
@@ -240,5 +242,5 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("predicted %d %s test stays with %s -> %s", frame.height, test_set, best_path, out_path)
+    log.info("predicted %d %s %s stays with %s -> %s", frame.height, test_set, split, best_path, out_path)
     return frame

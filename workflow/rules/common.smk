@@ -75,10 +75,19 @@ DRFUSE = " ".join(
     ]
 )
 
-# Run names: registry models, and grid-search runs `drfuse-gNN` (DrFuse at one grid point).
+# Run names: registry models, grid-search runs `drfuse-gNN` (DrFuse at one grid point) and the
+# recipe study's variants `drfuse-<change>`, `drfuse_paper+<change>` (drfuse.experiments).
 # Image-only models are predicted on the matched test set only.
 _EHR_MODELS = [m for m in MODELS if m not in IMAGE_ONLY_MODELS]
-EHR_RUN = "|".join(_EHR_MODELS) + r"|drfuse-g\d+"
+_CHANGES = "|".join(CFG.get("recipe", {})) or "(?!)"
+EHR_RUN = "|".join(
+    [
+        *_EHR_MODELS,
+        r"drfuse-g\d+",
+        f"drfuse-(?:{_CHANGES})",
+        f"drfuse_paper\\+(?:{_CHANGES})",
+    ]
+)
 IMAGE_ONLY_RUN = "|".join(sorted(IMAGE_ONLY_MODELS))
 
 PREDICTIONS = [str(R / p) for p in prediction_targets(CFG)]
@@ -125,8 +134,8 @@ def warm_start(wildcards):
 
 
 def table_outputs():
-    """table{1..4}.{csv,md,tex} (the CSVs in the report), the grid search table when enabled,
-    and the data provenance note."""
+    """table{1..4}.{csv,md,tex} (the CSVs in the report), the grid search and recipe study tables
+    when enabled, and the data provenance note."""
     out = {}
     for i in (1, 2, 3, 4):
         for ext in ("csv", "md", "tex"):
@@ -145,6 +154,12 @@ def table_outputs():
         out[f"{name}_md"] = R / "tables" / f"{name}.md"
     if CFG["experiments"]["grid_search"]["enabled"]:
         out["grid"] = R / "tables" / "grid_search.csv"
+    if CFG["experiments"]["recipe_study"]["enabled"]:
+        for ext in ("csv", "md", "tex"):
+            path = R / "tables" / f"recipe.{ext}"
+            if ext == "csv":
+                path = report(path, caption="../report/recipe.rst", category="Tables")
+            out[f"recipe_{ext}"] = path
     out["provenance"] = report(
         R / "tables" / "provenance.md",
         caption="../report/provenance.rst",
