@@ -1,7 +1,8 @@
 """`drfuse <stage>`: one subcommand per pipeline stage; Snakemake rules call exactly these.
 
-Each subcommand reads the merged configuration (`config.yaml` plus the built-in overrides when no
-MIMIC path is set), checked against the schema before anything runs (`drfuse.config.load`),
+Each subcommand reads the merged configuration (`--config`, a partial file merged over the
+project's config.yaml; plus the built-in overrides when no MIMIC path is set), checked against the
+schema before anything runs (`drfuse.config.load`),
 imports its stage module lazily (so `drfuse synth` does not pay for torch) and calls one function.
 Errors that a user can fix (a missing file, a bad table, a bad setting, a folder that cannot be
 written) are reported as one line naming the file or setting at fault, with exit code 1.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from drfuse import config as config_mod
@@ -92,6 +94,17 @@ def cmd_images(args):
     )
 
 
+def _writable_folder(path: Path, flag: str) -> None:
+    """Make `path` and write a file into it now, so that a folder the job cannot write is one line
+    before hours of training, not after."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check."):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc}); choose a folder you can write") from None
+
+
 def _predict_test_sets(run_dir: Path, test_sets: list[str], cfg: dict, results: Path, out_dir: Path) -> None:
     from drfuse.train.run import predict
 
@@ -109,6 +122,8 @@ def cmd_train(args):
     model, cfg = resolve_run(args.model, _cfg(args))
     if model in IMAGE_ONLY_MODELS and set(args.test_set or ()) - {"matched"}:
         raise UserError(f"drfuse train: {model} uses no EHR, so --test-set can only be matched")
+    if args.predict_dir:
+        _writable_folder(Path(args.predict_dir), "--predict-dir")
     cfg = _with_job_resources(cfg, args)
     warm_start = Path(args.warm_start) if args.warm_start else None
     train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out), warm_start=warm_start)
@@ -162,7 +177,12 @@ def cmd_figures(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drfuse", allow_abbrev=False, description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="config.yaml", help="configuration file (default: config.yaml)")
+    parser.add_argument(
+        "--config",
+        default="config.yaml",
+        help="configuration file (default: config.yaml); a partial one, holding only the settings that change (like "
+        f"`snakemake --configfile`), is merged over the project's config.yaml ({config_mod.PROJECT_CONFIG})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -8,6 +8,11 @@ When both MIMIC paths are empty the workflow runs on the built-in synthetic data
 `builtin_overrides` section is merged on top (`resolve`), so the demo runs in minutes on a laptop
 while config.yaml keeps the paper's settings.
 
+`checked_resolve` then checks what the schema cannot say (`check_values`: the split shares sum
+to 1, Table 4's ablations are DrFuse-family models, the experiment plan), so a bad value is refused
+before any job. `load` reads a file for the CLI: a partial one (only the settings that change, like
+`snakemake --configfile`) is merged over the project's config.yaml first.
+
 `OPERATIONAL` lists the settings that change how fast or where a stage runs, never its results:
 rules leave them out of their params, so flipping one re-runs nothing.
 """
@@ -24,6 +29,8 @@ import yaml
 from drfuse.errors import UserError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# The checkout's config.yaml (the Snakefile's `configfile:`): what a partial file is merged over.
+PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
 # section -> settings that never change a result (threads, devices, precision switches, chunking).
 # Threads and memory of a job come from Snakemake (`{threads}`, `mem_mb`), not from here.
@@ -175,15 +182,27 @@ def resolve(cfg: dict) -> dict:
     return resolved
 
 
+def check_values(cfg: dict) -> None:
+    """What the schema cannot say, on the resolved configuration: the split's shares, and the
+    experiment plan (Table 4's ablations are DrFuse-family models, image-only models train on the
+    matched set: `drfuse.experiments.experiment_runs`). A one-line UserError naming the setting."""
+    from drfuse.data.splits import check_settings as check_split
+    from drfuse.experiments import experiment_runs
+
+    check_split(cfg["split"])
+    experiment_runs(cfg)
+
+
 def checked_resolve(cfg: dict, source: str = "config") -> dict:
     """`check` the configuration as written, `resolve` it, and `check` the result again (the
-    overrides may only hold part of a section; the merged whole must be complete)."""
-    return check(resolve(check(cfg, source)), f"{source} (after builtin_overrides)")
+    overrides may only hold part of a section; the merged whole must be complete), then
+    `check_values`."""
+    resolved = check(resolve(check(cfg, source)), f"{source} (after builtin_overrides)")
+    check_values(resolved)
+    return resolved
 
 
-def load(path: str | Path = "config.yaml", overrides: dict[str, Any] | None = None) -> dict:
-    """Read a config file, merge `overrides` (e.g. from the command line), check and resolve it."""
-    path = Path(path)
+def _read(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -193,6 +212,27 @@ def load(path: str | Path = "config.yaml", overrides: dict[str, Any] | None = No
         raise UserError(f"{path}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from exc
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: expected a mapping of sections (data, cohort, ...), got {type(cfg).__name__}")
+    return cfg
+
+
+def is_partial(cfg: dict) -> bool:
+    """True when a required setting is missing somewhere: a file of the settings that change."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    return any(error.validator == "required" for error in validator.iter_errors(coerce(cfg)))
+
+
+def load(path: str | Path = "config.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Read a config file, merge `overrides` (e.g. from the command line), check and resolve it.
+
+    A partial file (a required setting missing) is merged over the project's config.yaml first,
+    as `snakemake --configfile` merges it over the Snakefile's; a complete one (config.yaml
+    itself, the workflow's resolved copies) stands alone."""
+    path = Path(path)
+    cfg = _read(path)
+    if is_partial(cfg) and PROJECT_CONFIG.is_file() and path.resolve() != PROJECT_CONFIG:
+        cfg = deep_merge(_read(PROJECT_CONFIG), cfg)
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return checked_resolve(cfg, str(path))

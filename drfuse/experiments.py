@@ -206,17 +206,33 @@ def study_runs(cfg: dict) -> tuple[list[str], list[str]]:
     return variants, [f"{b}_ours" for b in study["baselines"]]
 
 
+def drfuse_family() -> list[str]:
+    """The registry's DrFuse-family models: what Table 4 may list as ablations."""
+    from drfuse.models import MODELS
+
+    return [model for model in MODELS if in_drfuse_family(model)]
+
+
 def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:
-    """Every (run name, training set, seed) the configured tables need, without duplicates."""
+    """Every (run name, training set, seed) the configured tables need, without duplicates.
+
+    Checked here, so that the Snakefile and the CLI refuse the same plans before any job
+    (`drfuse.config.check_values`): Table 4 compares DrFuse with its ablations, so each must be
+    a DrFuse-family model; an image-only model trains on the matched set only."""
     exp = cfg["experiments"]
+    others = [model for model in exp["table4"]["ablations"] if not in_drfuse_family(model)]
+    if others:
+        raise UserError(
+            f"config experiments.table4.ablations: {', '.join(others)} "
+            f"{'is not a DrFuse-family model' if len(others) == 1 else 'are not DrFuse-family models'} (Table 4 "
+            f"compares DrFuse with its ablations); allowed: {', '.join(drfuse_family())}"
+        )
     runs: list[tuple[str, str]] = []
     for model in exp["table2"]["models"]:
         runs += [(run, train_set) for run in family_runs(model, cfg) for train_set in exp["table2"]["train_sets"]]
     runs += [(run, exp["table3"]["train_set"]) for model in exp["table3"]["models"] for run in family_runs(model, cfg)]
     ablation_set = exp["table4"]["train_set"]
     for ablation in exp["table4"]["ablations"]:
-        if not in_drfuse_family(ablation):
-            raise UserError(f"config experiments.table4.ablations: {ablation} is not an ablation of DrFuse")
         runs += [(run, ablation_set) for run in family_runs(ablation, cfg)]
     if exp["table4"]["ablations"]:
         runs += [(run, ablation_set) for run in drfuse_runs(cfg)]

@@ -321,3 +321,75 @@ def test_cxr_view_setting(tmp_path, cxr_case, cfg):
     build_cohort(out / "db.duckdb", tmp_path, pa_cfg)
     result = pd.read_parquet(tmp_path / "stays.parquet").set_index("stay_id")
     assert result.loc[result.has_cxr, "dicom_id"].to_dict() == {a.stay_id: "a-4", d.stay_id: "d-2"}
+
+
+# ---- issue 26: a cohort no run could train on fails at once, naming the count and the cause ----
+
+@pytest.fixture(scope="module")
+def subset_cohort(tmp_path_factory, demo_subset_dir, cfg) -> pd.DataFrame:
+    """The vendored demo subset's cohort (no CXR metadata: nothing to match, no error)."""
+    out = tmp_path_factory.mktemp("subset")
+    ingest(demo_subset_dir, None, out / "db.duckdb", out / "manifest.json")
+    build_cohort(out / "db.duckdb", out / "cohort", cfg)
+    return pd.read_parquet(out / "cohort" / "stays.parquet")
+
+
+def _ingest_with_cxr(root: Path, demo_subset_dir: Path, rows: list[tuple]) -> Path:
+    """The vendored demo subset ingested with CXR metadata of (dicom_id, subject, view, time) rows."""
+    cxr = root / "cxr"
+    cxr.mkdir(parents=True)
+    with gzip.open(cxr / "mimic-cxr-2.0.0-metadata.csv.gz", "wt") as fh:
+        fh.write("dicom_id,subject_id,study_id,ViewPosition,StudyDate,StudyTime\n")
+        for k, (dicom_id, subject, view, t) in enumerate(rows):
+            fh.write(f"{dicom_id},{subject},{50_000_000 + k},{view},{t:%Y%m%d},{_study_time(t)}\n")
+    ingest(demo_subset_dir, cxr, root / "db.duckdb", root / "manifest.json")
+    return root / "db.duckdb"
+
+
+@pytest.mark.parametrize(
+    "case,cause",
+    [
+        ("other_subjects", "none of the CXR metadata's {n} images is of a cohort subject (data.mimic_cxr_dir holds the "
+                           "metadata of other patients: another MIMIC-CXR copy or a subset?)"),
+        ("other_view", "{n} images are of cohort subjects, none with ViewPosition 'AP' (cohort.cxr_view; their views: "
+                       "LATERAL, PA)"),
+        ("other_dates", "{n} AP images are of cohort subjects, none taken within 48 h after an ICU admission "
+                        "(cohort.hours; MIMIC-IV and MIMIC-CXR of other releases, whose dates are shifted differently?)"),
+    ],
+)
+def test_no_cxr_match_at_all_fails_the_cohort_naming_the_cause(tmp_path, demo_subset_dir, subset_cohort, cfg, case, cause):
+    """Issue-26 probe: a cohort with 0 CXR matches (a wrong mimic_cxr_dir, metadata of other
+    subjects) logged INFO lines; every training run then failed late."""
+    rows = []
+    for k, stay in enumerate(subset_cohort.itertuples()):
+        subject = 19_000_000 + k if case == "other_subjects" else stay.subject_id
+        view = ("PA", "LATERAL")[k % 2] if case == "other_view" else "AP"
+        shift = timedelta(days=400) if case == "other_dates" else timedelta(hours=2)
+        rows.append((f"d{k}", subject, view, pd.Timestamp(stay.intime) + shift))
+    db = _ingest_with_cxr(tmp_path, demo_subset_dir, rows)
+    with pytest.raises(UserError) as err:
+        build_cohort(db, tmp_path / "cohort", cfg)
+    n = len(subset_cohort)
+    assert str(err.value) == (
+        f"{db}: 0 of the cohort's {n} stays has a chest X-ray (view AP) taken within 48 h of ICU admission: " + cause.format(n=n)
+    )
+    assert not (tmp_path / "cohort").exists()
+    # the same metadata shifted into the window matches: the check is about the data, not the code
+    if case == "other_dates":
+        ok = _ingest_with_cxr(tmp_path / "ok", demo_subset_dir, [(d, s, v, t - timedelta(days=400)) for d, s, v, t in rows])
+        build_cohort(ok, tmp_path / "ok" / "cohort", cfg)
+        assert pd.read_parquet(tmp_path / "ok" / "cohort" / "stays.parquet").has_cxr.all()
+
+
+def test_an_empty_split_fails_the_cohort_naming_the_counts(tmp_path, demo_subset_dir, cfg):
+    """The same for an empty train, val or test split of the full dataset: 7 subjects split 98:1:1."""
+    out = tmp_path / "db"
+    out.mkdir()
+    ingest(demo_subset_dir, None, out / "db.duckdb", out / "manifest.json")
+    few = copy.deepcopy(cfg)
+    few["split"]["fractions"] = [0.98, 0.01, 0.01]
+    with pytest.raises(UserError) as err:
+        build_cohort(out / "db.duckdb", tmp_path / "cohort", few)
+    assert str(err.value).startswith("cohort: the val and test splits are empty (train ")
+    assert str(err.value).endswith("split.method random): more subjects, or larger split.fractions for them")
+    assert not (tmp_path / "cohort").exists()

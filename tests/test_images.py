@@ -315,6 +315,41 @@ def test_too_many_missing_images_fail_naming_count_and_paths(cxr_tree, tmp_path)
     assert pl.read_csv(out / "bad_images.csv").height == 4
 
 
+def test_a_split_without_an_image_fails_the_stage_naming_the_counts(cxr_tree, tmp_path):
+    """Issue-26 probe: an empty matched train/val/test split surfaced only when the training runs
+    failed ("no stays in the test split of the matched dataset"). Checked before decoding (no stay
+    of the split has a CXR match) and after (none has a readable image)."""
+    stays = cxr_tree["stays"]
+    # the val split: jpg01's second stay; test: the stay without a path (unreadable), the one without CXR
+    splits = {1: "val", 2: "test", 3: "test"}
+    with_splits = stays.with_columns(split=pl.col("stay_id").replace_strict(splits, default="train"))
+    unreadable = tmp_path / "unreadable.parquet"
+    with_splits.write_parquet(unreadable)
+    out = tmp_path / "images"
+    with pytest.raises(UserError) as err:
+        build_cache(unreadable, cxr_tree["root"], out, size=SIZE, strict=False, workers=1)
+    assert str(err.value) == (
+        f"images: no stay of the test split has a readable chest X-ray (train {len(GOOD)}, val 1, test 0 stays of "
+        f"{unreadable}): the matched dataset needs some in every split; complete the MIMIC-CXR-JPG download "
+        "(cohort/cxr_files.txt lists the files)"
+    )
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+    # no CXR match at all in val and test: refused before any image is decoded
+    unmatched = tmp_path / "unmatched.parquet"
+    with_splits.with_columns(
+        has_cxr=pl.when(pl.col("split") == "train").then(pl.col("has_cxr")).otherwise(False)
+    ).write_parquet(unmatched)
+    with pytest.raises(UserError) as err:
+        build_cache(unmatched, tmp_path / "no-such-root", out, size=SIZE, strict=False, workers=1)
+    assert str(err.value).startswith("images: no stay of the val and test splits has a chest X-ray matched (train ")
+    # every split with a readable image: built
+    with_splits.with_columns(split=pl.col("stay_id").replace_strict({1: "val", 30000000: "test"}, default="train")).write_parquet(
+        unreadable
+    )
+    build_cache(unreadable, cxr_tree["root"], out, size=SIZE, strict=False, workers=1)
+    assert pl.read_parquet(out / "index.parquet").height == len(GOOD)
+
+
 def test_compressed_dicom_without_the_extra_names_it(cxr_samples_dir, tmp_path):
     # pylibjpeg (GPLv3) is an optional extra. Pillow decodes JPEG Baseline DICOM by itself; JPEG
     # Lossless (12-16 bit radiographs) needs the extra: without it the image is a bad image whose

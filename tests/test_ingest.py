@@ -187,3 +187,61 @@ def test_full_size_count_warnings():
     assert _count_warnings("3.x", None, {"icustays": 94_458, "chartevents": 433_020_000, "labevents": 158_400_000}) == []
     # the demo (or any subset) is never compared
     assert _count_warnings("2.x", "2.2", {"icustays": 140, "chartevents": 5, "labevents": 5}) == []
+
+
+@pytest.mark.parametrize("case", ["plain_named_gz", "gzip_named_csv", "bom"])
+def test_misnamed_compression_and_a_byte_order_mark_are_named(tmp_path, demo_subset_dir, case):
+    """Issue-26 probes: a plain CSV named .gz failed with "'utf-8' codec can't decode byte 0x8b", a
+    UTF-8 byte-order mark was reported as a missing column '\\ufeffsubject_id'."""
+    root = _link_demo(demo_subset_dir, tmp_path / "mimic", skip="patients")
+    text = gzip.decompress((demo_subset_dir / "hosp" / "patients.csv.gz").read_bytes())
+    if case == "plain_named_gz":
+        path, expected = root / "hosp" / "patients.csv.gz", "named .gz but not gzip-compressed (a plain CSV?)"
+        path.write_bytes(text)
+    elif case == "gzip_named_csv":
+        path, expected = root / "hosp" / "patients.csv", "gzip-compressed but named .csv: rename it to patients.csv.gz"
+        path.write_bytes(gzip.compress(text))
+    else:
+        path, expected = root / "hosp" / "patients.csv.gz", "the file starts with a UTF-8 byte-order mark (BOM)"
+        path.write_bytes(gzip.compress(b"\xef\xbb\xbf" + text))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UserError) as err:
+        ingest(root, None, out / "mimiciv.duckdb", out / "manifest.json")
+    assert str(err.value).startswith(f"{path}: {expected}") and "\n" not in str(err.value)
+    _assert_nothing_left(out)
+
+
+def _cxr_metadata(folder: Path, rows: list[tuple]) -> Path:
+    """A MIMIC-CXR-JPG metadata file of (dicom_id, subject_id, study_id, ViewPosition, StudyDate,
+    StudyTime) rows."""
+    folder.mkdir()
+    header = "dicom_id,subject_id,study_id,ViewPosition,StudyDate,StudyTime\n"
+    with gzip.open(folder / "mimic-cxr-2.0.0-metadata.csv.gz", "wt") as fh:
+        fh.write(header + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    return folder
+
+
+def test_cxr_metadata_duplicates_identical_dropped_and_counted_conflicting_refused(tmp_path, demo_subset_dir):
+    """Issue-26 probe: conflicting duplicate dicom_ids were loaded silently (a stay's CXR time moved
+    by a day, another stay's image switched)."""
+    rows = [("a", 10000032, 50000001, "AP", 21800101, "120000.000"), ("b", 10000032, 50000002, "AP", 21800102, "4506.968")]
+    cxr = _cxr_metadata(tmp_path / "cxr", rows + [rows[0], rows[0], rows[1]])  # each repeated as it was
+    manifest = ingest(demo_subset_dir, cxr, tmp_path / "db.duckdb", tmp_path / "manifest.json")
+    assert _query(tmp_path / "db.duckdb", "SELECT dicom_id, count(*) FROM cxr_metadata GROUP BY 1 ORDER BY 1") == [("a", 1), ("b", 1)]
+    assert manifest["tables"]["cxr_metadata"]["rows"] == 2
+    assert manifest["tables"]["cxr_metadata"]["duplicate_rows_dropped"] == 3
+    assert f"{cxr / 'mimic-cxr-2.0.0-metadata.csv.gz'}: 3 identical duplicate row(s) dropped" in manifest["warnings"]
+
+    moved = ("a", 10000032, 50000001, "AP", 21800102, "120000.000")  # the same image a day later
+    switched = ("b", 10000084, 50000002, "AP", 21800102, "4506.968")  # another patient's
+    conflicting = _cxr_metadata(tmp_path / "cxr2", rows + [moved, switched, rows[0]])
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UserError) as err:
+        ingest(demo_subset_dir, conflicting, out / "db.duckdb", out / "manifest.json")
+    assert str(err.value) == (
+        f"{conflicting / 'mimic-cxr-2.0.0-metadata.csv.gz'}: 2 dicom_id(s) on metadata rows that differ (time, "
+        "subject or view of the image cannot be told): a (2 rows), b (2 rows); correct or remove those rows"
+    )
+    _assert_nothing_left(out)

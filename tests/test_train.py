@@ -419,7 +419,7 @@ def test_runs_started_after_the_shared_warmup_equal_runs_that_warm_up_themselves
         drop_seconds = lambda f: pl.read_csv(f).drop("seconds")  # noqa: E731
         assert drop_seconds(own / "metrics.csv").equals(drop_seconds(shared / "metrics.csv"))
     # another seed's (or settings') warm-up, or a model without one, is refused
-    with pytest.raises(UserError, match="warm-up of other settings, seed or data"):
+    with pytest.raises(UserError, match=r"warm-up of other settings, seed or data than this run.s \(differing: seed\)"):
         train("drfuse", "matched", 4, cfg, tiny_results, tmp_path / "seed4", warm_start=warmup)
     with pytest.raises(UserError, match="transformer has no image warm-up"):
         train("transformer", "matched", 3, cfg, tiny_results, tmp_path / "tf", warm_start=warmup)
@@ -690,4 +690,53 @@ def test_train_refuses_a_bad_prediction_request_before_training(tiny_results, ti
     code, errors = _cli(_cfg(tiny_cfg, epochs=1), tmp_path, "train", "--train-set", "matched", "--results", tiny_results,
                         "--out", run_dir, *args)
     assert code == 1 and len(errors) == 1 and message in errors[0]
+    assert not run_dir.exists()  # nothing trained
+
+
+def test_predict_refuses_a_results_folder_of_other_data_naming_both(tiny_results, tiny_cfg, tmp_path):
+    """Issue-26 probe: `drfuse predict` with a run trained in results folder A, given folder B with
+    another split.seed, exited 0 with 26 of the 43 "test" stays from the run's training split."""
+    import shutil
+
+    cfg = _cfg(tiny_cfg, epochs=1)
+    run_dir = tmp_path / "run"
+    run = train("transformer", "full", 0, cfg, tiny_results, run_dir)
+    recorded = run["data_fingerprint"]
+    assert set(recorded) == {"split", "cohort", "features", "images"}
+    assert json.loads(checkpoint.load(run_dir / "best.pt")["meta"])["data_fingerprint"] == recorded
+
+    other = tmp_path / "other results"  # a copy: other paths and mtimes, the same content
+    for stage in ("cohort", "features", "images"):
+        shutil.copytree(tiny_results / stage, other / stage)
+    predict(run_dir, "full", cfg, other, tmp_path / "same.parquet")  # the same data: accepted
+
+    stays_path = other / "cohort" / "stays.parquet"
+    stays = pl.read_parquet(stays_path)
+    reshuffled = np.random.default_rng(1).permutation(stays["split"].to_numpy())  # another split.seed
+    stays.with_columns(split=pl.Series(reshuffled)).write_parquet(stays_path)
+    with pytest.raises(UserError) as err:
+        predict(run_dir, "full", cfg, other, tmp_path / "moved.parquet")
+    assert str(err.value) == (
+        f"{run_dir} was trained on other data than results folder {other} holds (split differs; it was trained on "
+        f"{tiny_results}): predict with the results folder it was trained on, or train it again"
+    )
+    stays.write_parquet(stays_path)
+    ehr = np.load(other / "features" / "ehr.npy")
+    np.save(other / "features" / "ehr.npy", ehr * 1.01)  # features rebuilt (another normalisation)
+    code, errors = _cli(cfg, tmp_path, "predict", "--run", run_dir, "--test-set", "full", "--results", other,
+                        "--out-dir", tmp_path / "p")
+    assert code == 1 and len(errors) == 1 and "(features differs;" in errors[0] and str(other) in errors[0]
+    assert not (tmp_path / "p" / "full.parquet").exists() and not (tmp_path / "moved.parquet").exists()
+
+
+def test_an_unwritable_predict_dir_is_refused_before_training(tiny_results, tiny_cfg, tmp_path):
+    """Issue-26 probe: an unwritable --predict-dir was found after training finished."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    run_dir = tmp_path / "run"
+    code, errors = _cli(_cfg(tiny_cfg, epochs=1), tmp_path, "train", "--model", "transformer", "--train-set", "full",
+                        "--results", tiny_results, "--out", run_dir, "--predict-dir", blocker / "p", "--test-set", "full")
+    assert code == 1 and errors == [
+        f"--predict-dir {blocker / 'p'}: cannot write there (Not a directory); choose a folder you can write"
+    ]
     assert not run_dir.exists()  # nothing trained

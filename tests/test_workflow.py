@@ -126,6 +126,17 @@ BAD_CONFIGS = [
     ({"builtin_overrides": {"train": {"epochs": "many"}}}, "builtin_overrides.train.epochs = 'many': must be of type integer"),
     ({"builtin_overrides": {"modle": {"d_model": 8}}}, "builtin_overrides.modle: not a setting; known settings here: cohort, "),
     ({"images": {"max_missing_share": 2}}, "images.max_missing_share = 2: 2 is greater than the maximum of 1"),
+    # issue 26: values the schema cannot judge alone, refused before any job too
+    (
+        {"split": {"fractions": [0.5, 0.5, 0.5]}},
+        "split.fractions = [0.5, 0.5, 0.5]: expected the train, val and test shares, three numbers each in (0, 1) "
+        "summing to 1 (they sum to 1.5)",
+    ),
+    (
+        {"experiments": {"table4": {"ablations": ["drfuse_mse", "transformer"]}}},
+        "experiments.table4.ablations: transformer is not a DrFuse-family model (Table 4 compares DrFuse with its "
+        "ablations); allowed: drfuse, drfuse_no_disentangle, drfuse_mse, drfuse_no_rank",
+    ),
 ]
 
 
@@ -147,6 +158,34 @@ def test_bad_settings_are_one_line_naming_the_setting_in_load_cli_and_snakemake(
     dry = run_snakemake("-n", "--configfile", str(path))
     out = dry.stdout + dry.stderr
     assert dry.returncode != 0 and message in out and "Job stats" not in out
+
+
+def test_a_partial_config_file_is_merged_over_config_yaml_by_the_cli_as_by_snakemake(tmp_path):
+    """Issue-26 probe: `drfuse --config my-run.yaml` with the README's partial file failed with
+    "'data' is a required property (and 21 more problem(s))"."""
+    partial = tmp_path / "my-run.yaml"
+    partial.write_text(yaml.safe_dump({"data": {"results_dir": str(tmp_path / "r")}, "evaluation": {"n_bootstrap": 7}}))
+    cfg = config_mod.load(partial)
+    project = config_mod.load(ROOT / "config.yaml")
+    assert cfg["evaluation"]["n_bootstrap"] == 7 and cfg["data"]["results_dir"] == str(tmp_path / "r")
+    assert {k: v for k, v in cfg.items() if k not in ("data", "evaluation")} == {
+        k: v for k, v in project.items() if k not in ("data", "evaluation")
+    }
+    # the CLI gets past the configuration (to the stage's own input check), and says what it merges over
+    cli = drfuse_cli("--config", str(partial), "cohort", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "c"))
+    assert cli.returncode == 1 and "none.duckdb: database not found" in cli.stderr and "required" not in cli.stderr
+    assert "merged over the project's config.yaml" in " ".join(drfuse_cli("--help").stdout.split())
+    # a partial file is checked like any other: its bad setting named, with the file
+    partial.write_text(yaml.safe_dump({"train": {"epoch": 5}}))
+    with pytest.raises(UserError, match=rf"^{re.escape(str(partial))}: train.epoch: not a setting"):
+        config_mod.load(partial)
+    # a complete file stands alone: one without per_model entries gets none back from config.yaml
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["per_model"] = {}
+    del raw["builtin_overrides"]["per_model"]
+    complete = tmp_path / "complete.yaml"
+    complete.write_text(yaml.safe_dump(raw))
+    assert config_mod.load(complete).get("per_model") == {}
 
 
 def test_strings_from_the_command_line_become_numbers_where_the_schema_says_so(tmp_path):
@@ -358,6 +397,76 @@ def test_unwritable_results_dir_is_one_line_in_cli_and_snakemake(tmp_path):
     assert dry.returncode != 0 and f"data.results_dir: cannot create {blocker / 'results' / 'config'}: Not a directory" in out
 
 
+def test_a_second_workflow_run_into_the_same_results_folder_fails_naming_the_first(tmp_path):
+    """Issue-26 probe: two checkouts with one absolute results_dir ran at once; one failed with
+    "mimiciv.duckdb: database not found" after the other re-ingested."""
+    import socket
+
+    from drfuse.train import locks
+
+    results = tmp_path / "results"
+    conf = results_config(tmp_path, results=results)
+    fd = locks.take_results_lock(results)  # this process stands for the first run
+    try:
+        run = run_snakemake("--cores", "1", "--configfile", str(conf))
+        out = run.stdout + run.stderr
+        assert run.returncode != 0 and "Job stats" in out  # planned, then refused before its first job
+        assert f"data.results_dir {results} is in use by another workflow run (pid {os.getpid()} on host " in out
+        assert f"{socket.gethostname()}, started " in out and str(results / ".workflow.lock") in out
+        assert not (results / "synth").exists() and not (results / "logs").exists()
+        assert planned_jobs(run_snakemake("-n", "--configfile", str(conf)))["synth"] == 1  # a dry run takes no lock
+    finally:
+        locks.unlock(fd)
+    assert locks.holder(results / ".workflow.lock").startswith(f"pid {os.getpid()} ")  # nobody took it meanwhile
+
+
+def _mimic_copy(root: Path, demo_subset_dir: Path) -> tuple[Path, Path]:
+    """A writable copy of the vendored MIMIC-IV demo subset and CXR metadata for its stays."""
+    import gzip
+    import shutil
+
+    iv, cxr = root / "mimic-iv", root / "mimic-cxr-jpg"
+    shutil.copytree(demo_subset_dir, iv)
+    cxr.mkdir()
+    stays = pl.read_csv(iv / "icu" / "icustays.csv.gz", try_parse_dates=True)
+    with gzip.open(cxr / "mimic-cxr-2.0.0-metadata.csv.gz", "wt") as fh:
+        fh.write("dicom_id,subject_id,study_id,ViewPosition,StudyDate,StudyTime\n")
+        for k, (subject, intime) in enumerate(stays.select("subject_id", "intime").iter_rows()):
+            fh.write(f"d{k},{subject},{50_000_000 + k},AP,{intime:%Y%m%d},{intime:%H%M%S}.000\n")
+    return iv, cxr
+
+
+def test_a_mimic_file_changed_added_or_removed_in_place_reruns_ingest(tmp_path, demo_subset_dir):
+    """Issue-26 probe: a MIMIC file edited or removed in place left `snakemake -n` saying "Nothing to
+    be done" (the folders are ancient() inputs): stale results, a missing table unnoticed."""
+    iv, cxr = _mimic_copy(tmp_path, demo_subset_dir)
+    results = tmp_path / "results"
+    conf = tmp_path / "my-run.yaml"
+    conf.write_text(yaml.safe_dump({"data": {"mimic_iv_dir": str(iv), "mimic_cxr_dir": str(cxr), "results_dir": str(results)}}))
+    db = str(results / "mimiciv.duckdb")
+    run = run_snakemake(db, "--cores", "1", "--configfile", str(conf))
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    manifest = json.loads((results / "ingest" / "manifest.json").read_text())
+    patients = iv / "hosp" / "patients.csv.gz"
+    assert manifest["source_files"][str(patients)] == [patients.stat().st_size, patients.stat().st_mtime_ns]
+    assert str(cxr / "mimic-cxr-2.0.0-metadata.csv.gz") in manifest["source_files"]
+
+    def dry() -> dict[str, int]:
+        return planned_jobs(run_snakemake(db, "-n", "--configfile", str(conf)))
+
+    assert dry() == {}  # unchanged: nothing to do
+    stat = patients.stat()
+    os.utime(patients, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # edited in place (same size)
+    assert dry() == {"ingest": 1}
+    os.utime(patients, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert dry() == {}
+    (iv / "hosp" / "admissions.csv").write_text("subject_id\n")  # a second candidate for a table: added
+    assert dry() == {"ingest": 1}
+    (iv / "hosp" / "admissions.csv").unlink()
+    (iv / "icu" / "chartevents.csv.gz").unlink()  # removed
+    assert dry() == {"ingest": 1}
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """The whole workflow once, into a results folder whose path holds a space and `$(...)`."""
@@ -503,6 +612,9 @@ RERUNS = [
         {"train": 6, **EVAL},
     ),
     ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}}, {"evaluate": 1, "tables": 1, "all": 1}),
+    # issue 26: the planted check's thresholds are the planted rule's alone; the seed is also t-SNE's
+    ("evaluation.planted", {"evaluation": {"planted": {"min_prauc_ratio": 0.8}}}, {"planted": 1, "all": 1}),
+    ("evaluation.seed", {"evaluation": {"seed": 1}}, {"evaluate": 1, "tables": 1, "figures": 1, "all": 1}),
     ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}}, {"train": 2, **EVAL}),
 ]
 

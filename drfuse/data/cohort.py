@@ -11,7 +11,9 @@ Reads the ingested DuckDB file (read-only) and, in SQL (`sql/cohort.sql`, `label
 3. matches each stay's chest X-ray (`cxr_match.py`);
 4. splits subjects (`splits.py`: split.method random 7:1:2 or MedFuse's lists);
 and writes `stays.parquet` per the contract in docs/architecture.md. Every file is written to a
-temporary name and renamed, so a failed run leaves no finished-looking output.
+temporary name and renamed, so a failed run leaves no finished-looking output. A cohort no run
+could train on fails here, at once: an empty split, or CXR metadata that matched no stay (with
+the likely cause: `cxr_match.no_match_cause`).
 """
 
 from __future__ import annotations
@@ -128,6 +130,23 @@ def _split(con, split_cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     return subjects, names, {"method": method, **report}
 
 
+def _check_splits(report: dict) -> None:
+    """Every split of the full dataset holds a stay (else every training run fails late)."""
+    counts = report["stays"]
+    empty = [name for name in splits.SPLITS if not counts[name]]
+    if not empty:
+        return
+    if report["method"] == "medfuse":
+        remedy = "none of their subjects is in MedFuse's lists for them: use split.method random"
+    else:
+        remedy = "more subjects, or larger split.fractions for them"
+    raise UserError(
+        f"cohort: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+        f"({', '.join(f'{s} {n}' for s, n in counts.items())} stays of {report['subjects']} subjects, split.method "
+        f"{report['method']}): {remedy}"
+    )
+
+
 def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | None = None) -> None:
     """Cohort, labels, CXR match and splits from the ingested database -> `out_dir` files, and
     label_modes.{csv,md,tex} -> `tables_dir` (default: `out_dir`)."""
@@ -163,6 +182,13 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | Non
         reports = {source: report for source, (_, report) in labelled.items()}
         labels.log_summary(reports, used)
         n_cxr = cxr_match.match_cxr(con, cohort_cfg["cxr_view"], cohort_cfg["hours"])
+        if n_cxr == 0 and cxr_match.has_table(con, "cxr_metadata"):
+            # every matched-set run would start and fail late: say so now, before any training
+            raise UserError(
+                f"{db_path}: 0 of the cohort's {attrition[-1][1]:,} stays has a chest X-ray (view {cohort_cfg['cxr_view']}) "
+                f"taken within {cohort_cfg['hours']:g} h of ICU admission: "
+                f"{cxr_match.no_match_cause(con, cohort_cfg['cxr_view'], cohort_cfg['hours'])}"
+            )
         subjects, _, split_report = _split(con, split_cfg)
         stays = con.sql(read_sql("cohort_export.sql")).to_arrow_table()
 
@@ -176,6 +202,7 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | Non
     split_names = np.asarray(table["split"].to_pylist())
     split_report["stays"] = {s: int(np.sum(split_names == s)) for s in splits.SPLITS}
     split_report["subjects"] = len(subjects)
+    _check_splits(split_report)
     mapping = reports[used]
     mapping["stays"] = table.num_rows
     mapping["prevalence"] = {name: float(matrix[:, k].mean()) for k, name in enumerate(PHENOTYPES)}

@@ -9,6 +9,11 @@ rows of the whole file, checked against the release's published counts, come fro
 DuckDB's profiler reports how many rows its CSV reader scanned, so no second pass over the
 compressed file is needed (gzip decompression is most of a scan's time and runs on one core).
 
+The manifest lists every source file with its size and mtime (`mimic_version.source_files`, also
+the ingest rule's params: a file changed, added or removed in place makes Snakemake re-ingest).
+Identical duplicate rows of the CXR metadata are dropped and counted (a warning); a dicom_id on rows
+that differ is an error naming the ids.
+
 The version is detected, never assumed: layout from the folders (v1.0 has core/), v3.x from its
 '2020 - 2022' anchor year group, v2.2 from chartevents.caregiver_id. The manifest records it, the
 row counts and any warning (e.g. a full-size table whose count differs from the published one).
@@ -31,12 +36,14 @@ from tqdm import tqdm
 from drfuse.data import duckdb_limits, items
 from drfuse.data import mimic_version as mv
 from drfuse.data.sql_files import read_sql as _sql
-from drfuse.data.sql_files import scalar
+from drfuse.data.sql_files import run_sql, scalar
 from drfuse.errors import UserError
 
 log = logging.getLogger(__name__)
 
 EVENT_ITEMS = {"chartevents": items.chart_itemids, "labevents": items.lab_itemids}
+# Conflicting CXR metadata ids named in the error.
+SHOW_IDS = 10
 # Small tables first: icustays tells whether the data is full size before the big files start.
 LOAD_ORDER = ("icustays", "patients", "admissions", "transfers", "diagnoses_icd", "d_items", "d_labitems",
               "labevents", "chartevents")
@@ -168,6 +175,23 @@ def _count_warnings(version: str, release: str | None, rows: dict[str, int]) -> 
     ]
 
 
+def _deduplicate_cxr(con, path: Path) -> int:
+    """Drop the CXR metadata's identical duplicate rows, returning how many; a dicom_id on rows
+    that differ is a UserError naming the ids (which row is the image's cannot be told)."""
+    before = scalar(con, "SELECT count(*) FROM cxr_metadata")
+    run_sql(con, "ingest_cxr_distinct.sql")
+    dropped = before - scalar(con, "SELECT count(*) FROM cxr_metadata")
+    conflicts = con.execute(_sql("ingest_cxr_conflicts.sql")).fetchall()
+    if conflicts:
+        shown = ", ".join(f"{dicom_id} ({n} rows)" for dicom_id, n in conflicts[:SHOW_IDS])
+        more = f" and {len(conflicts) - SHOW_IDS} more" if len(conflicts) > SHOW_IDS else ""
+        raise UserError(
+            f"{path}: {len(conflicts)} dicom_id(s) on metadata rows that differ (time, subject or view of the image "
+            f"cannot be told): {shown}{more}; correct or remove those rows"
+        )
+    return dropped
+
+
 def _write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
@@ -237,6 +261,7 @@ def ingest(
     mimic_iv_dir, db_path, manifest_path = Path(mimic_iv_dir), Path(db_path), Path(manifest_path)
     mimic_cxr_dir = Path(mimic_cxr_dir) if mimic_cxr_dir else None
     layout = mv.detect_layout(mimic_iv_dir)
+    sources = mv.source_files(mimic_iv_dir, mimic_cxr_dir)  # as they were before loading
     plan, warnings = _plan(mimic_iv_dir, mimic_cxr_dir, layout)
     log.info("MIMIC-IV layout v%s at %s; loading %d tables into %s", layout, mimic_iv_dir, len(plan), db_path)
 
@@ -251,6 +276,11 @@ def ingest(
             tables = _load_all(con, plan, layout)
             version, release, evidence = _detect_version(con, layout, plan)
             if "cxr_metadata" in tables:
+                cxr_path = plan["cxr_metadata"][0]
+                dropped = _deduplicate_cxr(con, cxr_path)
+                if dropped:
+                    tables["cxr_metadata"].update(rows=tables["cxr_metadata"]["rows"] - dropped, duplicate_rows_dropped=dropped)
+                    warnings.append(f"{cxr_path}: {dropped} identical duplicate row(s) dropped")
                 bad = scalar(con, "SELECT count(*) FROM cxr_metadata WHERE study_datetime IS NULL")
                 if bad:
                     warnings.append(f"{plan['cxr_metadata'][0]}: {bad} rows with unreadable StudyDate/StudyTime")
@@ -268,6 +298,7 @@ def ingest(
             "version_evidence": evidence,
             "full_size": rows["icustays"] >= mv.FULL_SIZE_MIN_ICUSTAYS,
             "tables": tables,
+            "source_files": sources,
             "item_filter": {t: list(f()) for t, f in EVENT_ITEMS.items()},
             "excluded_items": {str(k): v for k, v in items.EXCLUDED_ITEMS.items()},
             "duckdb": {"version": duckdb.__version__, "threads": threads, "memory_limit": memory_limit},

@@ -160,14 +160,68 @@ def table_path(mimic_iv_dir: Path, layout: str, table: str) -> Path:
     return locate(mimic_iv_dir / folder, table, f"the MIMIC-IV table {table} of a v{layout} layout")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _check_compression(path: Path) -> None:
+    """The file's first bytes agree with its name: DuckDB decompresses by the name alone."""
+    try:
+        with open(path, "rb") as fh:
+            start = fh.read(2)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not start:
+        raise UserError(f"{path}: empty file, expected a CSV header line")
+    gzipped = start == GZIP_MAGIC
+    named_gz = path.name.endswith(".gz")
+    if named_gz and not gzipped:
+        raise UserError(f"{path}: named .gz but not gzip-compressed (a plain CSV?): compress it with gzip or drop the .gz")
+    if gzipped and not named_gz:
+        raise UserError(f"{path}: gzip-compressed but named {path.suffix or 'without .gz'}: rename it to {path.name}.gz")
+
+
+def source_files(mimic_iv_dir: Path, mimic_cxr_dir: Path | None) -> dict[str, list[int]]:
+    """Every file ingest may read, path -> [size in bytes, mtime in ns]: each table's .csv.gz and
+    .csv in the folder of either layout, and the MIMIC-CXR-JPG metadata. A file changed, added or
+    removed in place changes this listing: it is the ingest rule's params (the folders are inputs
+    `ancient()`, whose mtimes say nothing about the files in them) and goes into the manifest."""
+    mimic_iv_dir = Path(mimic_iv_dir)
+    stems = [
+        mimic_iv_dir / folder / table
+        for table, spec in TABLES.items()
+        for folder in dict.fromkeys((spec.folder(LAYOUT_V1), spec.folder(LAYOUT_V2)))
+    ]
+    if mimic_cxr_dir is not None:
+        stems.append(Path(mimic_cxr_dir) / CXR_METADATA_STEM)
+    listing = {}
+    for stem in stems:
+        for path in (stem.with_name(stem.name + ".csv.gz"), stem.with_name(stem.name + ".csv")):
+            try:
+                stat = path.stat()
+            except OSError:  # not there (or unreadable: ingest names it when it needs it)
+                continue
+            listing[str(path)] = [stat.st_size, stat.st_mtime_ns]
+    return listing
+
+
 def read_header(path: Path) -> list[str]:
-    """The column names on the first line of a .csv or .csv.gz file."""
+    """The column names on the first line of a .csv or .csv.gz file (whose compression must match
+    its name, and which must not start with a byte-order mark)."""
+    _check_compression(path)
     try:
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", newline="") as fh:
-            line = fh.readline()
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        with opener(path, "rb") as fh:
+            raw = fh.readline()
+    except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"{path}: cannot read the header line: {exc}") from exc
+    if raw.startswith(UTF8_BOM):
+        # DuckDB would keep it as part of the first column's name ('\ufeffsubject_id')
+        raise UserError(f"{path}: the file starts with a UTF-8 byte-order mark (BOM) before its header: save it without one")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: the header line is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     names = [name.strip().strip('"') for name in line.rstrip("\r\n").split(",")]
     if not line or names == [""]:
         raise UserError(f"{path}: empty file, expected a CSV header line")

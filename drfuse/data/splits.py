@@ -39,8 +39,12 @@ def check_fractions(fractions) -> tuple[float, float, float]:
         values = tuple(float(f) for f in fractions)
     except (TypeError, ValueError):
         values = ()
-    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
-        raise UserError(f"config split.fractions: expected three non-negative numbers summing to 1, got {fractions!r}")
+    if len(values) != 3 or not all(0 < v < 1 for v in values) or abs(sum(values) - 1) > 1e-6:
+        total = f" (they sum to {sum(values):g})" if len(values) == 3 else ""
+        raise UserError(
+            f"config split.fractions = {fractions!r}: expected the train, val and test shares, three numbers "
+            f"each in (0, 1) summing to 1{total}"
+        )
     return values
 
 

@@ -11,7 +11,8 @@ behind on failure):
 - `bad_images.csv`: `dicom_id, path, reason` for missing, truncated or unreadable files
   (with `strict`, the first such file raises `UserError` instead). When more than
   `max_missing_share` of the cohort's images are bad (an incomplete MIMIC-CXR-JPG download), the
-  stage fails naming how many and the first few paths, and writes nothing.
+  stage fails naming how many and the first few paths, and writes nothing. So does a split (train,
+  val, test) without a stay with a (readable) image: the matched dataset needs every split.
 
 A killed run leaves its temp files (`.cxr.u8.tmp<pid>`, ...): the next run removes those of
 processes that are gone. Decoding workers watch their parent and exit when it dies (drfuse.workers).
@@ -74,6 +75,31 @@ def _read_tasks(stays_path: Path) -> list[tuple[str, str | None]]:
     return list(wanted.iter_rows())
 
 
+def _check_matched_splits(stays_path: Path, readable: set[str] | None = None) -> None:
+    """Every split of the matched dataset holds a stay: with `has_cxr` (before decoding), and with a
+    readable image (`readable`: the dicom_ids decoded). Else every run on the matched set fails
+    late. Skipped for a stays table without splits (made by hand, not by the cohort stage)."""
+    if "split" not in pl.read_parquet_schema(stays_path):
+        return
+    stays = pl.read_parquet(stays_path, columns=["split", "has_cxr", "dicom_id"]).filter(pl.col("has_cxr").fill_null(False))
+    if readable is not None:
+        stays = stays.filter(pl.col("dicom_id").is_in(list(readable)))
+    counts = {name: stays.filter(pl.col("split") == name).height for name in ("train", "val", "test")}
+    empty = [name for name, n in counts.items() if not n]
+    if not empty:
+        return
+    what, remedy = (
+        ("a chest X-ray matched", "more subjects with a CXR, or other split.fractions / split.seed")
+        if readable is None
+        else ("a readable chest X-ray", "complete the MIMIC-CXR-JPG download (cohort/cxr_files.txt lists the files)")
+    )
+    per_split = ", ".join(f"{name} {n}" for name, n in counts.items())
+    raise UserError(
+        f"images: no stay of the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} has {what} ({per_split} "
+        f"stays of {stays_path}): the matched dataset needs some in every split; {remedy}"
+    )
+
+
 def _write_index(path: Path, ids: list[str], sources: list[str], size: int) -> None:
     table = pa.table(
         {
@@ -134,6 +160,7 @@ def build_cache(
         raise UserError(f"images.cache_size must be a positive integer, got {size!r}")
     stays_path, cxr_root, out_dir = Path(stays_path), Path(cxr_root), Path(out_dir)
     wanted = _read_tasks(stays_path)
+    _check_matched_splits(stays_path)  # at once, before an hour of decoding
     if wanted and not cxr_root.is_dir():
         raise UserError(f"CXR image root not found: {cxr_root} (data.mimic_cxr_dir)")
     tasks = [(dicom_id, rel, str(cxr_root), size) for dicom_id, rel in wanted]
@@ -161,6 +188,7 @@ def build_cache(
                 ids.append(dicom_id)
                 sources.append(source)
         _check_missing_share(bad, len(tasks), cxr_root, max_missing_share)
+        _check_matched_splits(stays_path, set(ids))
         _write_index(tmp[INDEX_FILE], ids, sources, size)
         pl.DataFrame(
             {"dicom_id": [b[0] for b in bad], "path": [b[1] for b in bad], "reason": [b[2] for b in bad]},

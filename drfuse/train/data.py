@@ -112,3 +112,59 @@ def fingerprint(split: SplitData) -> str:
         h.update(np.ascontiguousarray(arr).tobytes())
     h.update(str(split.images.shape).encode())
     return h.hexdigest()
+
+
+# `data_fingerprint`: files larger than this are digested by size and evenly spread blocks.
+SAMPLE_BLOCKS, BLOCK_BYTES = 64, 1 << 16
+
+
+def _columns_digest(frame: pl.DataFrame) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name in frame.columns:
+        column = frame[name]
+        h.update(name.encode() + b"\0")
+        if column.dtype == pl.String:
+            h.update("\0".join("\1" if v is None else v for v in column.to_list()).encode())
+        else:
+            h.update(column.is_null().to_numpy().tobytes())
+            h.update(np.ascontiguousarray(column.fill_null(0).to_numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    """The whole file up to 4 MiB; a larger one (ehr.npy, the image cache: GBs on MIMIC) by its
+    size and 64 blocks of 64 KiB spread evenly over it: a rebuilt file differs in nearly every
+    block (new normalisation, other stays, another image size) at a few ms per check."""
+    h = hashlib.blake2b(digest_size=16)
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with path.open("rb") as fh:
+        if size <= SAMPLE_BLOCKS * BLOCK_BYTES:
+            h.update(fh.read())
+        else:
+            for k in range(SAMPLE_BLOCKS):
+                fh.seek(k * (size - BLOCK_BYTES) // (SAMPLE_BLOCKS - 1))
+                h.update(fh.read(BLOCK_BYTES))
+    return h.hexdigest()
+
+
+def data_fingerprint(results_dir: Path) -> dict[str, str]:
+    """What a run was trained on, read from the results folder: `split` (each stay's split),
+    `cohort` (the stays, labels and CXR matches), `features` (EHR matrix and its index), `images`
+    (the cache and its index). Recorded in best.pt and run.json; `predict` compares it with the
+    folder it is given, so a run is never tested on stays it was trained on."""
+    results_dir = Path(results_dir)
+    stays_path = results_dir / "cohort" / "stays.parquet"
+    if not stays_path.is_file():
+        raise UserError(f"cohort file not found: {stays_path} (run `drfuse cohort`)")
+    stays = pl.read_parquet(stays_path).sort("stay_id")
+    features, images = results_dir / "features", results_dir / "images"
+    for path in (features / "index.parquet", features / "ehr.npy", images / "index.parquet", images / "cxr.u8"):
+        if not path.is_file():
+            raise UserError(f"{path} not found: run the stage that writes it")
+    return {
+        "split": _columns_digest(stays.select("stay_id", "split")),
+        "cohort": _columns_digest(stays.select("stay_id", "has_cxr", "dicom_id", *PHENOTYPES)),
+        "features": "+".join(_file_digest(features / name) for name in ("index.parquet", "ehr.npy")),
+        "images": "+".join(_file_digest(images / name) for name in ("index.parquet", "cxr.u8")),
+    }

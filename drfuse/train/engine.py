@@ -481,9 +481,14 @@ def fit(
         path, expected = warm_start
         state = checkpoint.load(path, map_location=device, remedy="delete it and run `drfuse warmup` again")
         if state.get("fingerprint") != json.dumps(expected, sort_keys=True, default=str):
+            stored = json.loads(state.get("fingerprint") or "{}")
+            expected = json.loads(json.dumps(expected, default=str))
+            # the parts of drfuse.train.run's warm-up fingerprint: settings ("warmup"), seed, data
+            differ = [{"warmup": "settings"}.get(part, part) for part in expected if stored.get(part) != expected[part]]
             raise UserError(
-                f"{path} is the image warm-up of other settings, seed or data than this run's: run `drfuse warmup` "
-                "again with this run's settings, or train without --warm-start"
+                f"{path} is the image warm-up of other settings, seed or data than this run's (differing: "
+                f"{', '.join(differ)}): run `drfuse warmup` again with this run's settings and results folder, or "
+                "train without --warm-start"
             )
         history = _restore(state, model, optimizer, scheduler, generator)
         start_epoch = state["epoch"]

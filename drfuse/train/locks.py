@@ -7,6 +7,12 @@ While held, the file names its holder (pid, host, start time) for the next taker
 `train_dir_lock(out_dir)`: `drfuse train` holds `out_dir/.train.lock` for the whole run, so a
 second `drfuse train` into the same folder fails at once, naming the first, instead of both
 silently replacing each other's checkpoints.
+
+`take_results_lock(results_dir)`: a Snakemake run holds `results_dir/.workflow.lock` from its start
+(common.smk's `onstart`, never in a dry run) to its end, so a second run into the same results
+folder (another checkout with the same absolute `data.results_dir`) fails before its first job,
+naming the first, instead of re-ingesting under its feet. Snakemake's own lock covers one working
+directory only.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from drfuse.errors import UserError
 
 TRAIN_LOCK = ".train.lock"
+WORKFLOW_LOCK = ".workflow.lock"
 
 
 def holder_note() -> str:
@@ -72,3 +79,18 @@ def train_dir_lock(out_dir: Path):
         yield path
     finally:
         unlock(fd)
+
+
+def take_results_lock(results_dir: Path) -> int:
+    """Hold `results_dir/.workflow.lock` until `unlock` or the end of this process (the descriptor
+    returned); a UserError naming the holder if another workflow run has it."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / WORKFLOW_LOCK
+    fd = try_lock(path)
+    if fd is None:
+        raise UserError(
+            f"data.results_dir {results_dir} is in use by another workflow run ({holder(path)}; lock file {path}): "
+            "wait for it to finish or give this run another data.results_dir"
+        )
+    return fd

@@ -12,9 +12,11 @@ that does its own warm-up: the workflow warms up once per seed for the family's 
 warm-up settings are DrFuse's (`drfuse.experiments.shares_warmup`), not once per run.
 
 `predict` rebuilds the model from best.pt (the best-validation weights, never the last epoch's),
-predicts the test split of the full or matched dataset and writes the predictions table per the
-contract in docs/architecture.md, plus a `.npz` beside it: the stay ids and, for models that
-output them (DrFuse), the four representations.
+after checking that the results folder holds the data the run was trained on (the split, cohort,
+features and images fingerprinted in best.pt: `data.data_fingerprint`), predicts the test split
+of the full or matched dataset and writes the predictions table per the contract in
+docs/architecture.md, plus a `.npz` beside it: the stay ids and, for models that output them
+(DrFuse), the four representations.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from drfuse.errors import UserError
 from drfuse.experiments import warmup_settings
 from drfuse.phenotypes import PHENOTYPES
 from drfuse.train import checkpoint, gpu_lease, locks
-from drfuse.train.data import dataset_for, fingerprint, load_split
+from drfuse.train.data import data_fingerprint, dataset_for, fingerprint, load_split
 from drfuse.train.engine import BEST, LAST, REPRESENTATIONS, DeviceData, EngineSettings, fit, predict_outputs, resolve_device
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,8 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
             "dataset": dataset,
             "val_dataset": val_dataset,
             "seed": seed,
+            # in best.pt: `predict` refuses a results folder of other data (another split, say)
+            "data_fingerprint": data_fingerprint(results_dir),
         }
         fp = {
             **meta,
@@ -181,6 +185,27 @@ def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path) -> dict:
     return summary
 
 
+def _check_trained_on(run_dir: Path, meta: dict, results_dir: Path) -> None:
+    """The run was trained on the data `results_dir` holds (its recorded `data_fingerprint`), so
+    that no test stay was one of its training stays; a UserError naming both folders if not."""
+    recorded = meta.get("data_fingerprint")
+    if recorded is None:  # a best.pt from before fingerprints were recorded
+        log.warning("%s records no fingerprint of its data: cannot check it was trained on %s", run_dir / BEST, results_dir)
+        return
+    current = data_fingerprint(results_dir)
+    differ = [part for part in recorded if recorded[part] != current.get(part)]
+    if differ:
+        try:
+            origin = json.loads((run_dir / "run.json").read_text())["results_dir"]
+        except (OSError, ValueError, KeyError):
+            origin = "see its run.json"
+        raise UserError(
+            f"{run_dir} was trained on other data than results folder {results_dir} holds ({' and '.join(differ)} "
+            f"differ{'s' if len(differ) == 1 else ''}; it was trained on {origin}): predict with the results folder it "
+            "was trained on, or train it again"
+        )
+
+
 def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path, split: str = "test") -> pl.DataFrame:
     """Predict the test split of `test_set` (the full or matched dataset) with run_dir/best.pt; write
     out_path (+ .npz). `split="val"`: its validation split instead, for model and recipe decisions
@@ -197,6 +222,7 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
         device = resolve_device(cfg["train"])
         state = checkpoint.load(best_path, remedy=f"delete the run folder {run_dir} and train it again")
         meta = json.loads(state["meta"])
+        _check_trained_on(run_dir, meta, results_dir)
         model = build_model(meta["model_name"], meta["model_cfg"])
         model.load_state_dict(state["model"])
         if not model.uses_ehr and test_set != "matched":

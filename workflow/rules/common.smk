@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from drfuse import config as drfuse_config
+from drfuse.data.mimic_version import source_files
 from drfuse.errors import UserError
 from drfuse.experiments import (
     IMAGE_ONLY_MODELS,
@@ -22,6 +23,7 @@ from drfuse.experiments import (
     warmup_settings,
 )
 from drfuse.models import MODELS
+from drfuse.train import locks
 
 # The configuration is checked (unknown keys, types, model names; the same code as `drfuse
 # --config`) and resolved (built-in demo overrides) before any job is planned.
@@ -49,9 +51,31 @@ except OSError as exc:
     ) from None
 
 
+# One workflow run at a time per results folder (two checkouts may name the same absolute
+# results_dir): held from the start of a real run (not a dry run) to its end, naming its holder.
+RESULTS_LOCK = []
+
+
 onstart:
+    try:
+        RESULTS_LOCK.append(locks.take_results_lock(R))
+    except UserError as exc:
+        raise WorkflowError(str(exc)) from None
     if not CONFIG_FILE.exists():
         CONFIG_FILE.write_text(_cfg_text)
+
+
+onsuccess:
+    release_results_lock()
+
+
+onerror:
+    release_results_lock()
+
+
+def release_results_lock():
+    while RESULTS_LOCK:
+        locks.unlock(RESULTS_LOCK.pop())
 
 
 if BUILTIN:

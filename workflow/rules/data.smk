@@ -45,6 +45,11 @@ rule ingest:
     threads: workflow.cores
     resources:
         mem_mb=16000,
+    params:
+        # each MIMIC file's size and mtime: one changed, added or removed in place re-runs ingest
+        # (the folders are ancient(), their mtimes say nothing about the files in them); the
+        # built-in data's files are the synth rule's outputs, which Snakemake tracks itself
+        sources={} if BUILTIN else source_files(MIMIC_IV_DIR, MIMIC_CXR_DIR),
     shell:
         "{DRFUSE} ingest --mimic-iv {input.mimic_iv:q} --mimic-cxr {input.mimic_cxr:q}"
         " --db {output.db:q} --manifest {output.manifest:q}"

@@ -25,7 +25,8 @@ rule evaluate:
     conda:
         CONDA_ENV
     params:
-        settings=CFG["evaluation"],
+        # what the bootstrap reads: not evaluation.planted (the planted rule's)
+        settings={k: v for k, v in CFG["evaluation"].items() if k != "planted"},
     shell:
         "{DRFUSE} evaluate --predictions {input.predictions:q} --out {output.bootstrap:q}"
         " --resamples {output.resamples:q} > {log:q} 2>&1"
@@ -84,6 +85,7 @@ rule figures:
     conda:
         CONDA_ENV
     params:
+        tsne_seed=CFG["evaluation"]["seed"],
         results=R,
         out=lambda wildcards, output: Path(output.tsne).parent,
     shell:
