@@ -310,9 +310,9 @@ def _autocast_probs(ck: Check, run_dir: Path) -> np.ndarray:
     probs = []
     with torch.no_grad(), torch.autocast(ck.mode, dtype=torch.bfloat16):
         for start in range(0, data.n, settings.batch_size):
-            idx = torch.arange(start, min(start + settings.batch_size, data.n), device=device)
-            ehr, lengths, images, has_cxr, _ = make_batch(data, idx, settings, False, None, True)
-            probs.append(torch.sigmoid(run_forward(model, ehr, lengths, images, has_cxr, settings)["logits"]).float().cpu())
+            batch = make_batch(data, torch.arange(start, min(start + settings.batch_size, data.n)), settings, False, None, True)
+            logits = run_forward(model, batch.ehr, batch.lengths, batch.images, batch.has_cxr, settings)["logits"]
+            probs.append(torch.sigmoid(logits).float().cpu())
     return torch.cat(probs).numpy()
 
 

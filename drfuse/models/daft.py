@@ -79,7 +79,7 @@ class DAFT(nn.Module):
         logits = self.classifier(self.ehr_encoder.dropout(h))
         return {"logits": logits, "probs": torch.sigmoid(logits)}
 
-    def loss(self, outputs: dict, labels, has_cxr=None):
+    def loss(self, outputs: dict, labels, has_cxr=None, paired_rows=None):
         return losses.bce_loss(outputs["logits"], labels)
 
 

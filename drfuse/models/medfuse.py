@@ -94,7 +94,7 @@ class MedFuse(nn.Module):
         logits = self.classifier(h[-1])
         return {"logits": logits, "probs": torch.sigmoid(logits)}
 
-    def loss(self, outputs: dict, labels, has_cxr=None):
+    def loss(self, outputs: dict, labels, has_cxr=None, paired_rows=None):
         return losses.bce_loss(outputs["logits"], labels)
 
 
