@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -349,14 +350,78 @@ def test_environments_list_the_pins_of_requirements():
     req = _pins((ROOT / "requirements.txt").read_text())
     env_text = (ROOT / "envs" / "drfuse.yaml").read_text()
     env = _pins(env_text)
-    docker = _pins((ROOT / "Dockerfile").read_text())
     workflow_only = {"snakemake", "snakemake-executor-plugin-slurm"}
-    assert docker == req
     assert env == {k: v for k, v in req.items() if k not in workflow_only}
     assert "-e " not in env_text and ".." not in env_text  # no relative editable install
     deps = [re.split(r"[<>=\[]", d)[0].lower() for d in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
     assert set(deps) <= set(req), set(deps) - set(req)  # every dependency is pinned
-    assert "pylibjpeg" not in " ".join(deps)  # GPLv3: an optional extra only
+    # pylibjpeg-libjpeg is GPLv3: in the optional dicom extra only, never in a default, test or image install
+    extras = __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "pylibjpeg" not in " ".join(deps) and "pylibjpeg" not in " ".join(extras["test"])
+    assert "pylibjpeg-libjpeg>=2.1" in extras["dicom"] and "pylibjpeg" not in (ROOT / "requirements.txt").read_text()
+    assert "-e .[test]" in (ROOT / "requirements.txt").read_text()
+
+
+def _fake_command(folder: Path, name: str, script: str) -> dict:
+    """A stand-in executable `name` in folder; the environment that puts it (and this Python) first."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\n" + script)
+    (folder / name).chmod(0o755)
+    return {"PATH": os.pathsep.join([str(folder), str(Path(sys.executable).parent), os.environ["PATH"]])}
+
+
+def test_containers_install_every_pin_of_requirements_and_torch_from_the_chosen_index(tmp_path):
+    """Dockerfile and drfuse.def install through envs/container-install.sh, run here with a
+    stand-in pip that records what it is asked to install."""
+    record = tmp_path / "pip.log"
+    env = _fake_command(tmp_path / "bin", "pip", f'echo "ARGS $*" >> {record}\n'
+                        f'for a; do if [ -f "$a" ]; then cat "$a" >> {record}; fi; done\n')
+    cpu_index = "https://download.pytorch.org/whl/cpu"
+    result = subprocess.run(["sh", str(ROOT / "envs" / "container-install.sh"), cpu_index], capture_output=True,
+                            text=True, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    calls = record.read_text().split("ARGS ")[1:]
+    assert len(calls) == 2
+    assert "--index-url" not in calls[0] and f"--index-url {cpu_index} -r" in calls[1]
+    installed = [_pins(call) for call in calls]
+    assert set(installed[1]) == {"torch", "torchvision"} and installed[0].keys().isdisjoint(installed[1])
+    assert {**installed[0], **installed[1]} == _pins((ROOT / "requirements.txt").read_text())
+    assert all("-e " not in call and "pylibjpeg" not in call for call in calls)  # no test extras, no GPLv3 code
+    for name in ("Dockerfile", "drfuse.def"):
+        text = (ROOT / name).read_text()
+        assert "envs/container-install.sh" in text and "pip install --no-cache-dir --no-deps /opt/drfuse" in text, name
+        assert "TORCH_INDEX=https://pypi.org/simple" in text and "driver >= 580" in text, name
+    assert re.search(r"^%files\n(    \S+ /opt/drfuse/\S+\n)+", (ROOT / "drfuse.def").read_text(), re.M)
+
+
+APPTAINER_BUILD = "apptainer build drfuse.sif drfuse.def"
+APPTAINER_RECIPE = ('snakemake --cores all --resources gpu=4 --configfile my-run.yaml --sdm apptainer '
+                    '--apptainer-args "--nv --bind /data/mimiciv/2.2,/data/mimic-cxr-jpg/2.0.0"')
+
+
+def test_apptainer_recipe_runs_jobs_in_the_image_with_the_gpu_driver_and_the_data_bound(tmp_path):
+    """The README's line, run on one stage with a stand-in `apptainer` that records how Snakemake
+    calls it and then runs the job's command on the host."""
+    assert APPTAINER_BUILD in README and APPTAINER_RECIPE in README and "`container: drfuse.sif`" in README
+    record = tmp_path / "apptainer.log"
+    env = _fake_command(tmp_path / "bin", "apptainer", 'if [ "$1" = --version ]; then echo "apptainer version 1.3.4"; exit 0; fi\n'
+                        f'printf "%s\\n" "$*" >> {record}\n'
+                        'for command; do :; done\n'  # the last argument: the job's command
+                        'exec bash -c "$command"\n')
+    image = tmp_path / "drfuse.sif"
+    image.write_text("a stand-in image\n")
+    results = tmp_path / "results"
+    run_config = tmp_path / "my-run.yaml"
+    run_config.write_text(yaml.safe_dump({"container": str(image), "data": {"results_dir": str(results)},
+                                          "builtin_overrides": {"synth": {"n_subjects": 60, "image_size": [48, 40]}}}))
+    args = [str(run_config) if a == "my-run.yaml" else a for a in shlex.split(APPTAINER_RECIPE)[1:]]
+    result = run_snakemake(*args, str(results / "synth" / "answer_key" / "label_groups.csv"), env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    calls = record.read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith(f"exec --home {ROOT}")
+    assert " --nv --bind /data/mimiciv/2.2,/data/mimic-cxr-jpg/2.0.0 " in calls[0] and f" {image} bash -c " in calls[0]
+    assert f"PYTHONPATH={ROOT} python -m drfuse --config" in calls[0] and " synth --out " in calls[0]
+    assert (results / "synth" / "answer_key" / "label_groups.csv").is_file()
 
 
 def test_every_rule_has_a_log_a_benchmark_and_the_conda_env():
