@@ -21,9 +21,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/images.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/targets.smk"
 
 
 rule all:
+    """Everything: Tables 1-4, seeds, paired comparison, figures and the planted-structure check."""
     default_target: True
     input:
         FINAL_OUTPUTS,

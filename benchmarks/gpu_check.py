@@ -1,37 +1,43 @@
 """The GPU path, proven by one command: `python benchmarks/gpu_check.py` (writes gpu_check.json).
 
 Run once on a machine with one CUDA GPU, from a fresh clone with the README's install; it builds
-its own data in a temporary folder and takes under 8 minutes on one H100/H200 (each part has a
-time budget, enforced: a part that runs over stops and FAILs with what it measured so far).
+its own data in a temporary folder and fits 8 minutes on one H100 (each part has a time budget,
+enforced: a part that runs over stops and FAILs with what it measured so far). A part's budget
+covers what it trains: DrFuse's epochs are those `drfuse train` resolves for the check's config
+(`drfuse.experiments.resolve_run`: the 20-epoch image warm-up, then the joint epochs), and the
+check prints them beside each part (`--plan` prints budgets and training without running).
 Parts, each printing PASS/FAIL with its figure:
 
 1. data        `drfuse synth` + ingest, cohort, features, images at the built-in demo's size
-               (2,500 subjects; `--cpu`: 240).
+               (2,500 subjects; `--cpu`: 240). Trains nothing.
 2. graph       the padded DrFuse forward traces as one graph (no graph break: what CUDA graphs
                need); the gathered (unpadded) forward's breaks are the figure beside it.
 3. throughput  DrFuse train steps at the paper's sizes (ResNet50, d = 256, crop 224, 7,600
                matched stays resident on the GPU, 30 % CXR drop) at batch 16, 64 and 128: eager
-               bf16 and fp32, eager padded, and at batch 16 torch.compile default and
-               reduce-overhead (padded); stays/s, images/s and the ratio to the bare two-trunk
-               ResNet50 forward + backward + Adam ceiling measured beside each row. PASS: every
-               row measured and, on CUDA, reduce-overhead beats eager at batch 16.
-4. train       real `drfuse train` + `drfuse predict` (matched test set) of DrFuse and MedFuse on
-               the device (amp on, image padding on), the same runs on the CPU, and DrFuse with
-               `train.compile: reduce-overhead` on the device. PASS: each device run's macro
+               bf16 and fp32, eager padded, and at batch 16 torch.compile reduce-overhead
+               (padded); stays/s, images/s and the ratio to the bare two-trunk ResNet50 forward +
+               backward + Adam ceiling measured beside each row, and whether CUDA graphs were
+               skipped (and why). PASS: every row measured and, on CUDA, reduce-overhead beats
+               eager at batch 16. Trains steps, not epochs.
+4. train       real `drfuse train` + `drfuse predict` (matched test set) of DrFuse (its image
+               warm-up, then the joint epochs) and MedFuse on the device (amp on, image padding
+               on), the same runs on the CPU, and DrFuse with `train.compile: reduce-overhead` on
+               the device (CUDA graphs skipped or not, and why). PASS: each device run's macro
                PRAUC within 0.05 of the CPU run's (same seed: close, not equal).
 5. amp         `drfuse predict` of the device DrFuse run with train.amp on and off: scores agree
                to 1e-3 and have no more ties than with amp off (predictions are float32 whatever
                train.amp says); the ties a bf16-autocast forward would give are the figure beside.
-6. lease       two `drfuse train` processes started while the check holds the one visible GPU's
-               lease: both wait; once it is released they take turns (the later one starts
-               after the earlier one finished, by their run.json) and both finish; peak GPU memory
-               of each.
+6. lease       two `drfuse train` processes (the Transformer: the lease is what is checked)
+               started while the check holds the one visible GPU's lease: both wait; once it is
+               released they take turns (the later one starts after the earlier one finished, by
+               their run.json) and both finish; peak GPU memory of each.
 
 Without CUDA it says so and exits 2; `--cpu` runs every part at toy sizes on the CPU (graph,
 throughput without the compiled rows, train with padding on vs off, amp, and the lease on a fake
 GPU id), which tests/test_gpu_check.py does. Exit 0 when every part passes, else 1.
 
     python benchmarks/gpu_check.py                       # on a CUDA machine
+    python benchmarks/gpu_check.py --plan                # its budgets and what each part trains
     python benchmarks/gpu_check.py --cpu                 # anywhere, about a minute
 """
 
@@ -63,12 +69,24 @@ import train_throughput as tp  # benchmarks/ is on sys.path when this file runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("data", "graph", "throughput", "train", "amp", "lease")
-# Seconds per part. CUDA: estimates for one H100/H200 (docs/performance.md, "GPU") with a margin,
-# 480 s in all; CPU: toy sizes on a busy 2-core machine.
-BUDGET_S = {
-    "cuda": {"data": 25, "graph": 20, "throughput": 250, "train": 120, "amp": 20, "lease": 45},
-    "cpu": {"data": 60, "graph": 60, "throughput": 60, "train": 90, "amp": 30, "lease": 90},
+# Time budgets. A part's budget is its fixed work plus, for each DrFuse run it trains, that run's
+# epochs at the seconds per epoch below (`part_budget`). CUDA: estimates for one H100 with a margin
+# (no GPU has run the check yet: docs/performance.md, "GPU"), within TOTAL_CUDA_S with the 20-epoch
+# warm-up; CPU: toy sizes on a busy 2-core machine.
+FIXED_S = {
+    # throughput: eager rows ~40 s, compiling DrFuse (paper sizes) and the two-trunk ceiling with
+    # reduce-overhead ~100 + ~60 s; train: compiling the demo DrFuse (training and evaluation
+    # graphs) ~70 s, MedFuse on the device and the CPU, five predictions ~40 s
+    "cuda": {"data": 20, "graph": 20, "throughput": 220, "train": 110, "amp": 10, "lease": 30},
+    "cpu": {"data": 60, "graph": 60, "throughput": 60, "train": 50, "amp": 30, "lease": 90},
 }
+# Seconds per DrFuse epoch (image warm-up epoch, joint epoch with its validation) of the check's
+# data by where the run trains. CUDA check, demo data (295 matched training stays, batch 16): on the
+# GPU an eager step is launch-bound, ~10 ms for the image branch and ~25 ms for the whole model (19
+# steps an epoch); on the host's CPU, this project's one-thread figures (docs/performance.md: the
+# 20-epoch warm-up job 25 s, ~8 s of it start-up; a joint epoch 3.1 s), no gain assumed from threads.
+EPOCH_S = {"cuda": {"gpu": (0.5, 1.5), "cpu": (1.0, 3.0)}, "cpu": {"cpu": (0.5, 1.0)}}
+TOTAL_CUDA_S = 480  # the whole check on one H100
 # Data and training settings, merged into config.yaml's builtin_overrides (the demo's).
 DATA = {
     "cuda": {"train": {"epochs": 4, "patience": 4, "num_threads": 0}, "model": {"dropout": 0.0}},
@@ -87,6 +105,7 @@ THROUGHPUT = {
             "steps": 2, "warmup": 1, "small": True},
 }
 TRAIN_MODELS = ("drfuse", "medfuse")
+LEASE_MODEL, LEASE_EPOCHS = "transformer", 2
 PRAUC_TOLERANCE = 0.05
 AMP_TOLERANCE = 1e-3
 LEASE_WAIT = "waiting for one to be released"  # what drfuse.train.gpu_lease logs when it queues
@@ -112,13 +131,40 @@ class Check:
     def results(self) -> Path:
         return self.work / "results"
 
-    def config(self, name: str, **train) -> Path:
-        """A config file for `drfuse --config`: the check's base config with `train` settings."""
+    def write_base_config(self) -> Path:
+        """config.yaml with the check's data and training settings (`DATA`) and its results folder."""
+        from drfuse import config as config_mod
+
+        cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+        cfg = config_mod.deep_merge(cfg, {"data": {"results_dir": str(self.results)}, "builtin_overrides": DATA[self.mode]})
+        # every model trains by the check's few epochs: the baselines' own recipes (per_model) would
+        # give them other epochs and an AUROC selection that float rounding can tip between epochs
+        cfg["per_model"] = {}
+        cfg["builtin_overrides"].pop("per_model", None)
+        path = self.work / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def raw_config(self, **train) -> dict:
         base = yaml.safe_load((self.work / "config.yaml").read_text())
         base["builtin_overrides"].setdefault("train", {}).update(train)
+        return base
+
+    def config(self, name: str, **train) -> Path:
+        """A config file for `drfuse --config`: the check's base config with `train` settings."""
         path = self.work / f"config-{name}.yaml"
-        path.write_text(yaml.safe_dump(base))
+        path.write_text(yaml.safe_dump(self.raw_config(**train)))
         return path
+
+    def epochs(self, model: str, **train) -> tuple[int, int]:
+        """(image warm-up epochs, joint epochs) of a `drfuse train --model model` run of the check's
+        config with `train` settings, resolved as `drfuse train` resolves them (resolve_run; the
+        warm-up is 0 for models without one)."""
+        from drfuse import config as config_mod
+        from drfuse.experiments import in_drfuse_family, resolve_run
+
+        run = resolve_run(model, config_mod.checked_resolve(self.raw_config(**train), "gpu_check config"))[1]["train"]
+        return (int(run["cxr_warmup_epochs"]) if in_drfuse_family(model) else 0), int(run["epochs"])
 
 
 @contextlib.contextmanager
@@ -146,6 +192,92 @@ def drfuse(config: Path, *args) -> None:
         raise RuntimeError(f"`drfuse {args[0]}` exited {code} (its error is in the log beside the JSON)")
 
 
+def _drfuse_runs(ck: Check, name: str) -> list[tuple[str, int, int]]:
+    """(where it trains: gpu | cpu, warm-up epochs, joint epochs) of each DrFuse run of a part."""
+    runs = []
+    if name == "train":
+        for model, variant, train in _variants(ck):
+            if model == "drfuse":
+                runs.append(("gpu" if ck.cuda and variant != "cpu" else "cpu", *ck.epochs(model, **train)))
+    return runs
+
+
+def _epochs(n: int, kind: str = "") -> str:
+    return f"{n} {kind}epoch{'' if n == 1 else 's'}"
+
+
+def trains(ck: Check, name: str) -> str:
+    """What a part trains, in words, with the epochs `drfuse train` resolves for its config."""
+    if name == "throughput":
+        size = THROUGHPUT[ck.mode]
+        return f"DrFuse train steps, no epochs: {len(_throughput_plan(ck))} rows of {size['warmup']} + {size['steps']} steps"
+    if name == "train":
+        by_model: dict[str, list[str]] = {}
+        for model, variant, train in _variants(ck):
+            by_model.setdefault(model, []).append(variant)
+        parts = []
+        for model, variants in by_model.items():
+            warmup, joint = ck.epochs(model)
+            epochs = f"{warmup} warm-up + {_epochs(joint, 'joint ')}" if warmup else _epochs(joint)
+            parts.append(f"{'DrFuse' if model == 'drfuse' else 'MedFuse'} {epochs} x {len(variants)} ({', '.join(variants)})")
+        return "; ".join(parts)
+    if name == "lease":
+        _, joint = ck.epochs(LEASE_MODEL, epochs=LEASE_EPOCHS)
+        return f"Transformer {_epochs(joint)} x 2 processes, one after the other"
+    return {"data": "nothing (builds the data)", "graph": "nothing (traces the DrFuse forward)",
+            "amp": "nothing (predicts with the train part's DrFuse)"}[name]
+
+
+def part_budget(ck: Check, name: str) -> float:
+    """A part's time budget: its fixed work plus its DrFuse runs' epochs (`FIXED_S`, `EPOCH_S`)."""
+    seconds = FIXED_S[ck.mode][name]
+    for where, warmup, joint in _drfuse_runs(ck, name):
+        per_warmup, per_joint = EPOCH_S[ck.mode][where]
+        seconds += warmup * per_warmup + joint * per_joint
+    return seconds * ck.budget_scale
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record):
+        self.into.append(record.getMessage())
+
+
+# torch.compile's reduce-overhead mode says here (a warning) why it ran a graph without CUDA graphs
+CUDAGRAPH_LOG = "torch._inductor.cudagraph_utils.__cudagraphs"
+
+
+@contextlib.contextmanager
+def cudagraph_skips(report: dict):
+    """Counts the graphs torch.compile ran without CUDA graphs while the block runs (inductor's
+    `cudagraph_skips` counter) and the reasons it logged, into report["cudagraphs"]."""
+    from torch._dynamo.utils import counters
+
+    reasons: list[str] = []
+    handler = _Collect(reasons)
+    logger = logging.getLogger(CUDAGRAPH_LOG)
+    logger.addHandler(handler)
+    before = counters["inductor"]["cudagraph_skips"]
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        report["cudagraphs"] = {"skipped": counters["inductor"]["cudagraph_skips"] - before,
+                                "reasons": sorted(set(reasons))}
+
+
+def cudagraph_text(info: dict | None) -> str:
+    if info is None:
+        return ""
+    if not info["skipped"]:
+        return "CUDA graphs used"
+    why = "; ".join(info["reasons"]) or "no reason logged (a graph not on the GPU)"
+    return f"CUDA graphs skipped {info['skipped']}x: {why}"
+
+
 # --------------------------------------------------------------------------------------------
 # parts: each fills `report` (figure, details) as it goes and returns whether it passed
 
@@ -153,14 +285,7 @@ def drfuse(config: Path, *args) -> None:
 def part_data(ck: Check, report: dict) -> bool:
     from drfuse import config as config_mod
 
-    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg = config_mod.deep_merge(cfg, {"data": {"results_dir": str(ck.results)}, "builtin_overrides": DATA[ck.mode]})
-    # every model trains by the check's few epochs: the baselines' own recipes (per_model) would
-    # give them other epochs and an AUROC selection that float rounding can tip between epochs
-    cfg["per_model"] = {}
-    cfg["builtin_overrides"].pop("per_model", None)
-    config = ck.work / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg))
+    config = ck.work / "config.yaml"  # Check.write_base_config
     synth, r = ck.work / "synth", ck.results
     drfuse(config, "synth", "--out", synth)
     drfuse(config, "ingest", "--mimic-iv", synth / "mimic-iv", "--mimic-cxr", synth / "mimic-cxr-jpg",
@@ -213,20 +338,17 @@ def part_throughput(ck: Check, report: dict) -> bool:
     if not ck.cuda:
         torch.set_num_threads(1)
     data = DeviceData(tp.synthetic_split(size["n"], size["cache"]), device, with_images=True)
-    plan = []  # (batch, amp, compile mode, pad), the most telling rows first
-    plan += [(b, True, None, False) for b in size["batches"]]
-    plan += [(size["batches"][0], True, None, True)]
-    plan += [(b, False, None, False) for b in size["fp32_batches"]]
-    plan += [(b, True, mode, True) for mode in ("reduce-overhead", "default") for b in size["compile_batches"]]
+    plan = _throughput_plan(ck)
     rows = report.setdefault("rows", [])
     report["planned_rows"] = len(plan)
-    # One ceiling per batch, precision and eager/compiled (compiled: in the first compiled row's
-    # mode, reduce-overhead, the fastest; one compile of the two trunks fewer)
-    ceilings = {}
+    ceilings = {}  # one per batch, precision and eager/compiled
     for batch, amp, mode, pad in plan:
         settings = tp.engine_settings(cfg, device, batch, amp, mode, pad)
         key = (batch, amp, mode is not None)
-        row = tp.measure_row(cfg, data, settings, size["warmup"], size["steps"], ceilings.get(key))
+        graphs: dict = {}  # the row's CUDA-graph skips, DrFuse's and the ceiling's, when compiled so
+        with cudagraph_skips(graphs) if mode == "reduce-overhead" else contextlib.nullcontext():
+            row = tp.measure_row(cfg, data, settings, size["warmup"], size["steps"], ceilings.get(key))
+        row["cudagraphs"] = graphs.get("cudagraphs")
         ceilings.setdefault(key, (row["ceiling_stays_s"], row["ceiling_compile"]))
         rows.append(row)
         log.info("throughput row %s", row)
@@ -236,10 +358,22 @@ def part_throughput(ck: Check, report: dict) -> bool:
     figure = f"batch {b16}: eager {eager['stays_s']:.0f} stays/s ({eager['ratio']:.2f} of ceiling)"
     graphs = by.get((b16, "bf16", "reduce-overhead", True))
     if graphs:
-        figure += f", reduce-overhead {graphs['stays_s']:.0f} ({graphs['ratio']:.2f})"
+        figure += f", reduce-overhead {graphs['stays_s']:.0f} ({graphs['ratio']:.2f}; {cudagraph_text(graphs['cudagraphs'])})"
     best = max(rows, key=lambda r: r["stays_s"])
     report["figure"] = figure + f"; best {best['stays_s']:.0f} stays/s at batch {best['batch']} {best['compile']} {best['precision']}"
     return len(rows) == len(plan) and (graphs is None or graphs["stays_s"] > eager["stays_s"])
+
+
+def _throughput_plan(ck: Check) -> list[tuple[int, bool, str | None, bool]]:
+    """(batch, amp, compile mode, pad) of each throughput row, the most telling first. The compiled
+    row is reduce-overhead alone (CUDA graphs: what padding is for); with `default` too the part
+    compiled DrFuse twice at the paper's sizes, over a minute more than the 8 minutes allow."""
+    size = THROUGHPUT[ck.mode]
+    plan = [(b, True, None, False) for b in size["batches"]]
+    plan += [(size["batches"][0], True, None, True)]
+    plan += [(b, False, None, False) for b in size["fp32_batches"]]
+    plan += [(b, True, "reduce-overhead", True) for b in size["compile_batches"]]
+    return plan
 
 
 def _variants(ck: Check) -> list[tuple[str, str, dict]]:
@@ -270,16 +404,21 @@ def part_train(ck: Check, report: dict) -> bool:
         run_dir = ck.work / "train" / f"{model}-{variant}"
         out_dir = ck.work / "predict" / f"{model}-{variant}"
         out = out_dir / "matched.parquet"
-        drfuse(config, "train", "--model", model, "--train-set", "matched", "--seed", 0, "--results", ck.results, "--out", run_dir)
+        graphs: dict = {}
+        with cudagraph_skips(graphs) if train["compile"] == "reduce-overhead" else contextlib.nullcontext():
+            drfuse(config, "train", "--model", model, "--train-set", "matched", "--seed", 0, "--results", ck.results,
+                   "--out", run_dir)
         drfuse(config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out-dir", out_dir)
         run = json.loads((run_dir / "run.json").read_text())
         runs.append({"model": model, "variant": variant, "prauc": _prauc(out), "seconds": time.perf_counter() - t0,
-                     "epochs": run["epochs_run"], "device": run["device"], "peak_gpu_memory_mb": run["peak_gpu_memory_mb"]})
+                     "epochs": run["epochs_run"], "device": run["device"], "peak_gpu_memory_mb": run["peak_gpu_memory_mb"],
+                     "cudagraphs": graphs.get("cudagraphs")})
         log.info("train run %s", runs[-1])
     cpu = {r["model"]: r["prauc"] for r in runs if r["variant"] == "cpu"}
     gaps = {f"{r['model']} {r['variant']}": r["prauc"] - cpu[r["model"]] for r in runs if r["variant"] != "cpu"}
     report["figure"] = "PRAUC device - CPU: " + ", ".join(f"{k} {v:+.3f}" for k, v in gaps.items()) + \
-        " (CPU: " + ", ".join(f"{m} {v:.3f}" for m, v in cpu.items()) + ")"
+        " (CPU: " + ", ".join(f"{m} {v:.3f}" for m, v in cpu.items()) + ")" + \
+        "".join(f"; {r['model']} {r['variant']}: {cudagraph_text(r['cudagraphs'])}" for r in runs if r["cudagraphs"])
     return len(runs) == len(_variants(ck)) and all(abs(g) <= PRAUC_TOLERANCE for g in gaps.values())
 
 
@@ -310,9 +449,9 @@ def _autocast_probs(ck: Check, run_dir: Path) -> np.ndarray:
     probs = []
     with torch.no_grad(), torch.autocast(ck.mode, dtype=torch.bfloat16):
         for start in range(0, data.n, settings.batch_size):
-            idx = torch.arange(start, min(start + settings.batch_size, data.n), device=device)
-            ehr, lengths, images, has_cxr, _ = make_batch(data, idx, settings, False, None, True)
-            probs.append(torch.sigmoid(run_forward(model, ehr, lengths, images, has_cxr, settings)["logits"]).float().cpu())
+            batch = make_batch(data, torch.arange(start, min(start + settings.batch_size, data.n)), settings, False, None, True)
+            logits = run_forward(model, batch.ehr, batch.lengths, batch.images, batch.has_cxr, settings)["logits"]
+            probs.append(torch.sigmoid(logits).float().cpu())
     return torch.cat(probs).numpy()
 
 
@@ -345,13 +484,15 @@ def part_lease(ck: Check, report: dict, seconds: float) -> bool:
 
     env = {**os.environ, "DRFUSE_GPU_LOCK_DIR": str(ck.work / "leases"), "DRFUSE_GPU_LEASE_TIMEOUT": str(int(seconds)),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # The lease is what is checked here: the quickest model will do (the train part reports
+    # DrFuse's peak GPU memory).
+    model = LEASE_MODEL
     if ck.cuda:
-        config, model, ids = ck.config("lease", device="cuda", epochs=2), "drfuse", gpu_lease.candidate_ids()
+        config, ids = ck.config("lease", device="cuda", epochs=LEASE_EPOCHS), gpu_lease.candidate_ids()
     else:
-        # a fake GPU id: the lease works as with one GPU; as CUDA_VISIBLE_DEVICES it hides any real
-        # one. The lease is what is checked here: the quickest model will do.
+        # a fake GPU id: the lease works as with one GPU; as CUDA_VISIBLE_DEVICES it hides any real one
         env.update(DRFUSE_GPU_IDS="cpu-check")
-        config, model, ids = ck.config("lease", device="auto"), "transformer", ["cpu-check"]
+        config, ids = ck.config("lease", device="auto", epochs=LEASE_EPOCHS), ["cpu-check"]
     logs = [ck.work / f"lease-{i}.log" for i in range(2)]
     runs = [ck.work / "lease" / f"run{i}" / "run.json" for i in range(2)]
     # The check holds the GPU's lease while both processes start, so both must queue whatever their
@@ -397,8 +538,8 @@ def part_lease(ck: Check, report: dict, seconds: float) -> bool:
 
 
 def run_part(ck: Check, name: str) -> dict:
-    seconds = BUDGET_S[ck.mode][name] * ck.budget_scale
-    report: dict = {"budget_s": seconds}
+    seconds = part_budget(ck, name)
+    report: dict = {"budget_s": round(seconds, 1), "trains": trains(ck, name)}
     t0 = time.perf_counter()
     log.info("part %s (budget %.0f s)", name, seconds)
     try:
@@ -447,6 +588,7 @@ def print_table(result: dict) -> None:
           f"{', driver ' + result['machine']['driver'] if 'driver' in result['machine'] else ''}")
     for name, part in result["parts"].items():
         print(f"{part['status']:<4}  {name:<10} {part['seconds']:>6.1f} s / {part['budget_s']:>4.0f}  {part.get('figure', '')}")
+        print(f"{'':<17}trains: {part['trains']}")
     rows = result["parts"].get("throughput", {}).get("rows", [])
     if rows:
         print(f"\n{'batch':>5} {'precision':>9} {'compile':>15} {'pad':>5} {'stays/s':>9} {'images/s':>9} "
@@ -465,6 +607,20 @@ def print_table(result: dict) -> None:
     print(f"\n{'ALL PASS' if result['passed'] else 'SOME PARTS FAILED'} in {result['seconds']:.0f} s")
 
 
+def print_plan(mode: str, budget_scale: float = 1.0) -> int:
+    """Each part's budget and what it trains, from the check's config (builds no data)."""
+    with tempfile.TemporaryDirectory(prefix="drfuse-gpu-check-plan-") as work:
+        ck = Check(mode, Path(work), budget_scale)
+        ck.write_base_config()
+        plan = {name: (part_budget(ck, name), trains(ck, name)) for name in PARTS}
+    print(f"gpu_check plan ({mode}{', budgets x %g' % budget_scale if budget_scale != 1 else ''}):")
+    for name, (seconds, what) in plan.items():
+        print(f"{name:<10} {seconds:>6.0f} s  trains: {what}")
+    total = sum(s for s, _ in plan.values())
+    print(f"{'total':<10} {total:>6.0f} s" + (f" (the check's limit on one H100: {TOTAL_CUDA_S} s)" if mode == "cuda" else ""))
+    return 0
+
+
 def _select_one_gpu() -> None:
     """Use one GPU (the first visible), chosen before anything initialises CUDA."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
@@ -479,7 +635,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="keep the data and runs here (default: a temporary folder, removed)")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every part's time budget (slower GPUs)")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma list, in this order: " + ",".join(PARTS))
+    parser.add_argument("--plan", action="store_true",
+                        help="print each part's budget and what it trains (CUDA, or the CPU with --cpu), run nothing")
     args = parser.parse_args(argv)
+    if args.plan:
+        return print_plan("cpu" if args.cpu else "cuda", args.budget_scale)
 
     import torch
 
@@ -506,6 +666,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     ck = Check(mode, work, args.budget_scale)
+    ck.write_base_config()
     result = {"created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "mode": mode,
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "machine": machine(mode), "parts": {}, "passed": False, "seconds": 0.0}

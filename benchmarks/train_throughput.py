@@ -106,7 +106,7 @@ def drfuse_rate(cfg, data: DeviceData, settings: EngineSettings, warmup: int, st
     model.train()
 
     def step():
-        idx = torch.randint(0, data.n, (settings.batch_size,), generator=generator).to(settings.device)
+        idx = torch.randint(0, data.n, (settings.batch_size,), generator=generator)  # rows on the host, as the engine's
         train_step(model, forward, optimizer, make_batch(data, idx, settings, True, generator, True), settings)
 
     seconds, warm = time_steps(step, settings.device, warmup, steps)

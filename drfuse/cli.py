@@ -68,7 +68,7 @@ def cmd_cohort(args):
     from drfuse.data.cxr_files import FILE_NAME, write_cxr_file_list
 
     out = Path(args.out)
-    build_cohort(Path(args.db), out, _cfg(args), Path(args.tables) if args.tables else None)
+    build_cohort(Path(args.db), out, _cfg(args), Path(args.tables) if args.tables else None, args.threads, args.memory_mb)
     n = write_cxr_file_list(out / "stays.parquet", out / FILE_NAME)
     log.info("%d CXR image paths the cohort needs: %s", n, out / FILE_NAME)
 
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         (["--db"], req),
         (["--out"], req),
         (["--tables"], {"default": None, "help": "folder of label_modes.{csv,md,tex} (default: --out)"}),
+        threads,
+        memory,
     )
     add(
         "features",

@@ -78,3 +78,22 @@ def test_subset_lines_are_copies_of_the_demo(shared_dir, demo_subset_dir):
             assert ours[0] == theirs[0], table
             source = {tuple(r) for r in theirs[1:]}
             assert all(tuple(r) in source for r in ours[1:]), table
+
+
+def test_cohort_runs_duckdb_with_the_jobs_threads_and_memory(subset_run, tiny_cfg, tmp_path, monkeypatch):
+    """`drfuse cohort --threads --memory-mb` (the rule passes its job's): DuckDB gets that many
+    threads and half the memory, as in ingest and features."""
+    from drfuse.data import duckdb_limits
+    from drfuse.data.cohort import build_cohort
+
+    def settings(con):
+        return con.execute("SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()
+
+    seen = []
+    apply = duckdb_limits.apply
+    monkeypatch.setattr(duckdb_limits, "apply", lambda con, *limits: (apply(con, *limits), seen.append(settings(con))))
+    build_cohort(subset_run["out"] / "db.duckdb", tmp_path / "cohort", tiny_cfg, threads=1, memory_mb=1024)
+    expected = duckdb.connect()
+    apply(expected, 1, "512MB")
+    assert seen == [settings(expected)] and seen[0][0] == 1
+    assert pl.read_parquet(tmp_path / "cohort" / "stays.parquet").equals(pl.read_parquet(subset_run["out"] / "cohort" / "stays.parquet"))

@@ -154,7 +154,7 @@ def test_total_follows_eq13_mean_over_all_samples():
     expected = (pred.sum() + 0.7 * orth_e.sum() + jsd + 0.7 * orth_c + 0.5 * (aux + attn)) / 2
     assert torch.isfinite(total)
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert parts["jsd"] == pytest.approx(jsd.item(), rel=1e-6)
+    assert float(parts["jsd"]) == pytest.approx(jsd.item(), rel=1e-6)
     assert parts["paired_share"] == 0.5
 
     no_rank, _ = losses.drfuse_loss(out, labels, has_cxr, {**SETTINGS, "use_ranking": False})
@@ -176,7 +176,7 @@ def test_batch_without_cxr_is_finite_and_has_zero_jsd():
     total, parts = losses.drfuse_loss(out, labels, torch.zeros(3, dtype=torch.bool), SETTINGS)
     total.backward()
     assert torch.isfinite(total)
-    assert parts["jsd"] == 0.0 and parts["orth_cxr"] == 0.0 and parts["attn"] == 0.0
+    assert float(parts["jsd"]) == 0.0 and float(parts["orth_cxr"]) == 0.0 and float(parts["attn"]) == 0.0
     expected = (losses.bce_per_sample(out["logits"], labels) + 0.7 * losses.abs_cos_per_sample(out["ehr_shared"], out["ehr_distinct"])).mean()
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.isfinite(out["ehr_shared"].grad).all()
@@ -205,11 +205,11 @@ def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_row
     }
     batch = {**SETTINGS, "rank_order": "batch"}
     _, parts = losses.drfuse_loss(out, labels, has_cxr, batch)
-    assert parts["attn"] == 0.0  # every ordering the batch's losses ask for holds
+    assert float(parts["attn"]) == 0.0  # every ordering the batch's losses ask for holds
     _, parts = losses.drfuse_loss(out, labels, has_cxr, {**batch, "margin": 0.1})
     # the three pairs in order hold by more than 0.1; the three reverse pairs add max(0, 0.1) each: 0.3 / (2 |C|)
-    assert parts["attn"] == pytest.approx(0.15, abs=1e-6)
+    assert float(parts["attn"]) == pytest.approx(0.15, abs=1e-6)
     _, per_stay = losses.drfuse_loss(out, labels, has_cxr, {**SETTINGS, "rank_order": "sample"})
     # ranked per stay: the negatives put EHR before CXR (a_cxr - a_ehr = 0.5 violated), the positive
     # puts shared before EHR (a_ehr - a_shared = 0.1 violated)
-    assert per_stay["attn"] == pytest.approx((0.1 + 3 * 0.5) / 2 / 4, abs=1e-6)
+    assert float(per_stay["attn"]) == pytest.approx((0.1 + 3 * 0.5) / 2 / 4, abs=1e-6)

@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import socket
 import subprocess
 
@@ -23,7 +24,7 @@ from sklearn.metrics import average_precision_score
 from drfuse import cli
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache
-from drfuse.models import MODELS, build_model
+from drfuse.models import MODELS, build_model, losses
 from drfuse.models.encoders import padded_image_batches
 from drfuse.phenotypes import PHENOTYPES
 from drfuse.train import checkpoint
@@ -32,6 +33,7 @@ from drfuse.train.data import dataset_for, load_split
 from drfuse.train.engine import (
     DeviceData,
     EngineSettings,
+    compile_model,
     make_batch,
     param_groups,
     predict_outputs,
@@ -80,7 +82,8 @@ def test_cxr_drop_sends_samples_down_the_missing_path(tiny_results, tiny_cfg):
     generator = torch.Generator().manual_seed(0)
     idx = torch.arange(20)
     assert data.has_cxr[idx].all()
-    ehr, lengths, images, has_cxr, labels = make_batch(data, idx, settings, True, generator, True)
+    ehr, lengths, images, has_cxr, labels, paired = make_batch(data, idx, settings, True, generator, True)
+    assert paired.tolist() == has_cxr.nonzero().squeeze(1).tolist()  # the rows with an image, found on the host
     assert int((~has_cxr).sum()) == 6  # 30 % of 20
     # the dropped images are not fed: their slot holds zeros, the others hold real images
     assert images[~has_cxr].abs().sum() == 0 and (images[has_cxr].flatten(1).abs().sum(1) > 0).all()
@@ -427,6 +430,75 @@ def test_runs_started_after_the_shared_warmup_equal_runs_that_warm_up_themselves
         warm_up(3, _cfg(tiny_cfg, cxr_warmup_epochs=0), tiny_results, tmp_path / "none")
 
 
+def _drfuse_loss_read_every_step(outputs, labels, has_cxr, settings):
+    """DrFuse's loss as the training step computed it before its parts stayed on the device: the
+    rows with an image by a boolean mask and their count (device reads), every part read back as a
+    Python float after every step."""
+    paired = has_cxr.bool()
+    batch = labels.shape[0]
+    pred = losses.bce_per_sample(outputs["logits"], labels)
+    orth_ehr = losses.abs_cos_per_sample(outputs["ehr_shared"], outputs["ehr_distinct"])
+    total = pred.sum() + settings["lambda_orth"] * orth_ehr.sum()
+    align_fn = losses.jsd_per_sample if settings["alignment"] == "jsd" else losses.mse_per_sample
+    align = orth_cxr = aux = attn = pred.new_zeros(())
+    n_paired = int(paired.sum())
+    if n_paired:
+        y = labels[paired]
+        align_i = align_fn(outputs["ehr_shared"][paired], outputs["cxr_shared"][paired])
+        orth_cxr_i = losses.abs_cos_per_sample(outputs["cxr_shared"][paired], outputs["cxr_distinct"][paired])
+        class_losses = torch.stack([losses.bce_per_class(outputs[k][paired], y) for k in ("aux_ehr", "aux_shared", "aux_cxr")], dim=2)
+        aux_i = class_losses.mean(1).sum(1)
+        order_losses = class_losses
+        if settings.get("rank_order") == "batch":
+            order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
+        attn_i = losses.ranking_per_sample(outputs["attention"][paired], order_losses, settings["margin"], settings.get("rank_gap", 0.0))
+        paired_terms = (
+            settings["lambda_jsd"] * align_i + settings["lambda_orth"] * orth_cxr_i + settings["lambda_attn"] * aux_i
+            + (settings["lambda_attn"] * attn_i if settings["use_ranking"] else 0.0)
+        )
+        total = total + paired_terms.sum()
+        align, orth_cxr, aux, attn = align_i.mean(), orth_cxr_i.mean(), aux_i.mean(), attn_i.mean()
+    total = total / batch
+    names = ("pred", settings["alignment"], "orth_ehr", "orth_cxr", "aux", "attn", "total")
+    values = torch.stack([pred.mean(), align, orth_ehr.mean(), orth_cxr, aux, attn, total]).detach()
+    parts = dict(zip(names, values.float().cpu().tolist()))
+    parts["paired_share"] = n_paired / batch
+    return total, parts
+
+
+@pytest.mark.parametrize("name", ["drfuse", "mmtm"])
+def test_loss_parts_left_on_the_device_train_bit_identically_to_reading_them_every_step(
+    tiny_results, tiny_cfg, tmp_path, monkeypatch, name
+):
+    """The training step keeps its loss parts on the device and finds the rows with an image on the
+    host (no device sync per step, for CUDA graphs): per-epoch metrics and trained weights equal,
+    bit for bit, those of the step that read everything back every step. DrFuse with its image
+    warm-up and the CXR drop of the matched set; MMTM for a baseline's parts."""
+    cfg = _cfg(tiny_cfg, epochs=2, patience=5, cxr_warmup_epochs=1)
+    model_cls = type(build_model(name, cfg["model"]))
+    train(name, "matched", 0, cfg, tiny_results, tmp_path / "device")
+    if name == "drfuse":
+        monkeypatch.setattr(model_cls, "loss", lambda self, outputs, labels, has_cxr, paired_rows=None:
+                            _drfuse_loss_read_every_step(outputs, labels, has_cxr, self.loss_settings))
+    else:
+        loss_on_device = model_cls.loss
+
+        def loss_read_every_step(self, *args, **kwargs):
+            loss, parts = loss_on_device(self, *args, **kwargs)
+            return loss, {key: float(value) for key, value in parts.items()}
+
+        monkeypatch.setattr(model_cls, "loss", loss_read_every_step)
+    train(name, "matched", 0, cfg, tiny_results, tmp_path / "host")
+    metrics = {run: pl.read_csv(tmp_path / run / "metrics.csv").drop("seconds") for run in ("device", "host")}
+    assert metrics["device"].height == (3 if name == "drfuse" else 2)  # DrFuse: its warm-up epoch first
+    parts = [c for c in metrics["device"].columns if c.startswith("train_loss:")]
+    assert len(parts) >= 4 and all(metrics["device"][c].drop_nulls().len() > 0 for c in parts)
+    assert metrics["device"].equals(metrics["host"])
+    for file in ("best.pt", "last.pt"):
+        a, b = checkpoint.load(tmp_path / "device" / file), checkpoint.load(tmp_path / "host" / file)
+        assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"]), file
+
+
 def predict_cxr_only_on_full(tiny_results, tiny_cfg, tmp_path):
     run_dir = tmp_path / "resnet50"
     model = build_model("resnet50", tiny_cfg["model"])
@@ -452,7 +524,7 @@ def test_padded_image_batches_train_like_unpadded_ones(tiny_results, tiny_cfg, n
     settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), cxr_drop=0.0)
     assert not settings.pad_images  # auto: off on the CPU
     idx = torch.arange(16)
-    ehr, lengths, images, has_cxr, labels = _double(make_batch(data, idx, settings, True, torch.Generator().manual_seed(0), True))
+    ehr, lengths, images, has_cxr, labels, _ = _double(make_batch(data, idx, settings, True, torch.Generator().manual_seed(0), True))
     assert 1 < int(has_cxr.sum()) < 8  # most rows are padding
 
     results = []
@@ -494,6 +566,44 @@ def test_padded_forward_is_one_graph(tiny_cfg):
             breaks[pad] = torch._dynamo.explain(model)(*args).graph_break_count
     torch._dynamo.reset()
     assert breaks[True] == 0 and breaks[False] > 0, breaks
+
+
+@pytest.mark.compiles
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="torch.compile's default backend (inductor) needs a C++ compiler on the CPU: g++ or $CXX")
+def test_compiled_padded_drfuse_step_gives_eager_loss_and_gradients(tiny_results, tiny_cfg):
+    """`train.compile`: the padded DrFuse training step with its forward and backward compiled by
+    the default backend (inductor, as `compile_model` does) traces as one graph and gives eager's
+    loss and gradients within float32 rounding. Compiling takes about 2 minutes on 2 cores from a
+    cold inductor cache (marker `compiles`)."""
+    settings = EngineSettings.from_cfg(_cfg(tiny_cfg, compile="default", pad_images=True), torch.device("cpu"), cxr_drop=0.3)
+    data = DeviceData(load_split(tiny_results, "train", "matched"), torch.device("cpu"), with_images=True)
+    batch = make_batch(data, torch.arange(16), settings, True, torch.Generator().manual_seed(0), True)
+    assert 0 < batch.paired.numel() < 16  # the CXR drop: rows with and without an image
+    torch.manual_seed(0)
+    eager = build_model("drfuse", tiny_cfg["model"]).train()
+    compiled = copy.deepcopy(eager)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    try:
+        results = {}
+        for name, model, forward in (("eager", eager, eager), ("compiled", compiled, compile_model(compiled, settings))):
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            loss, parts = train_step(model, forward, optimizer, batch, settings)
+            results[name] = (loss.detach(), {key: p.grad for key, p in model.named_parameters()})
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+        assert not torch._dynamo.utils.counters["graph_break"]
+    finally:
+        torch._dynamo.reset()
+    (loss_e, grads_e), (loss_c, grads_c) = results["eager"], results["compiled"]
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=0)
+    assert sum(g is not None for g in grads_e.values()) > 50
+    for key, grad in grads_e.items():
+        if grad is None:
+            assert grads_c[key] is None or not grads_c[key].any(), key
+            continue
+        scale = float(grad.abs().max())  # relative to the gradient's scale: sums of many terms
+        torch.testing.assert_close(grads_c[key], grad, rtol=0, atol=1e-4 * scale + 1e-12, msg=lambda m: f"{key}: {m}")
 
 
 def test_predictions_never_use_autocast(tiny_results, tiny_cfg, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ README = (ROOT / "README.md").read_text()
 SLURM_ENV = "export DRFUSE_SLURM_ACCOUNT=myacct DRFUSE_SLURM_PARTITION=cpu DRFUSE_SLURM_GPU_PARTITION=gpu"
 SLURM_RECIPE = "snakemake --profile profiles/slurm"
 GPU_RECIPE = "snakemake --profile profiles/gpu --resources gpu=4"
+GPU_LINE = "snakemake --cores all --resources gpu=4"  # the same without the profile
 CONDA_RECIPE = "snakemake --cores all --sdm conda"
 OVERRIDE_RECIPE = "snakemake --cores all --configfile my-run.yaml"
 
@@ -235,7 +237,7 @@ def test_grid_search_adds_one_run_per_grid_point_with_its_settings():
 
 
 def test_readme_shows_the_tested_recipes():
-    for recipe in (SLURM_ENV, SLURM_RECIPE, GPU_RECIPE, CONDA_RECIPE, OVERRIDE_RECIPE):
+    for recipe in (SLURM_ENV, SLURM_RECIPE, GPU_RECIPE, GPU_LINE, CONDA_RECIPE, OVERRIDE_RECIPE):
         assert recipe in README, recipe
     # nothing on the SLURM command line replaces the profile's resources
     assert "--default-resources slurm" not in README and "--set-resources train:" not in README
@@ -254,12 +256,17 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
     assert jobs["train"] + jobs["train_image_only"] == 21 and "predict" not in jobs  # a training job predicts too
     blocks = job_blocks(dry)
     expected = {  # rule -> what the profile sets (README recipe: account and partitions from env)
+        "synth": ("threads: 8", "mem_mb=8000", "runtime=60", "slurm_partition=cpu"),
         "ingest": ("threads: 8", "mem_mb=24000", "runtime=120", "slurm_partition=cpu"),
+        "cohort": ("threads: 8", "mem_mb=16000", "runtime=60", "slurm_partition=cpu"),
         "features": ("threads: 8", "mem_mb=16000", "runtime=60", "slurm_partition=cpu"),
         "images": ("threads: 16", "runtime=120", "slurm_partition=cpu"),
         "warmup": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
         "train": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
         "train_image_only": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
+        # the bootstrap and the t-SNE take minutes on MIMIC: cluster jobs, not the submit host's
+        "evaluate": ("mem_mb=8000", "runtime=60", "slurm_partition=cpu"),
+        "figures": ("mem_mb=8000", "runtime=60", "slurm_partition=cpu"),
     }
     for rule, wanted in expected.items():
         for block in blocks[rule]:
@@ -267,21 +274,72 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
                 assert item in block, (rule, item, block)
     assert "--threads 8 --gpus 1" in blocks["train"][0]  # a GPU job trains on CUDA or fails
     assert "--threads 8 --memory-mb 24000" in blocks["ingest"][0]  # DuckDB gets the job's share
-    # light rules run on the submit host
-    local = re.search(r"^localrules:\n((?:    \w+,\n)+)", (ROOT / "workflow" / "rules" / "evaluate.smk").read_text(), re.M)
-    assert set(re.findall(r"\w+", local.group(1))) == {"all", "evaluate", "tables", "figures", "planted"}
-    assert {"evaluate", "tables", "figures"} <= set(blocks)  # planted: only with an answer key
+    assert "--threads 8 --memory-mb 16000" in blocks["cohort"][0]
+    assert "--threads 8 " in blocks["synth"][0]  # not the profile's 64 cores
+    # light rules run on the submit host (a dry run does not say which): the tables, the planted
+    # check and the named targets, which run nothing
+    local = set()
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.findall(r"^localrules:\n((?:    \w+,\n)+)", path.read_text(), re.M):
+            local.update(re.findall(r"\w+", block))
+    assert local == {"all", "tables", "planted", "table1", "table2", "table3", "table4", "predictions"}
+    # a job that fails (killed at its time limit) is submitted again with more time: a training run
+    # resumes from its last.pt
+    assert yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["retries"] >= 1
+    again = job_blocks(run_snakemake(*recipe_args(SLURM_RECIPE), "-n", "--attempt", "2", "--configfile",
+                                     str(results_config(tmp_path)), env=env))
+    for rule, runtime in (("train", 1440), ("warmup", 1440), ("ingest", 240), ("cohort", 120), ("evaluate", 120)):
+        assert f"runtime={runtime}," in again[rule][0], (rule, again[rule][0])
 
 
-def test_gpu_recipe_dry_run_gives_every_training_job_one_gpu(tmp_path):
-    dry = run_snakemake(*recipe_args(GPU_RECIPE), "-n", "--configfile", str(results_config(tmp_path)))
-    blocks = job_blocks(dry)
-    for rule in ("warmup", "train", "train_image_only"):
-        for block in blocks[rule]:
-            assert "gpu=1" in block and "--gpus 1" in block, (rule, block)
-    # without a GPU profile nothing asks for a GPU: device auto may fall back (with a warning)
-    plain = job_blocks(run_snakemake("-n", "--cores", "2", "--configfile", str(results_config(tmp_path))))
-    assert all("--gpus 0" in b for b in plain["train"])
+def _gpu_lines(blocks: dict, rule: str) -> set[tuple[str | None, str]]:
+    """(the `gpu` resource, the `--gpus` flag) of each of a dry run's jobs of a rule."""
+    found = set()
+    for block in blocks[rule]:
+        resource = re.search(r"^\s+resources: .*?\bgpu=(\d+)", block, re.M)
+        found.add((resource.group(1) if resource else None, re.search(r"--gpus (\d+)", block).group(1)))
+    return found
+
+
+def test_gpu_recipes_with_and_without_the_profile_give_every_training_job_one_gpu(tmp_path):
+    conf = results_config(tmp_path)
+    for recipe in (GPU_RECIPE, GPU_LINE):
+        blocks = job_blocks(run_snakemake(*recipe_args(recipe), "-n", "--configfile", str(conf)))
+        for rule in ("warmup", "train", "train_image_only"):
+            assert _gpu_lines(blocks, rule) == {("1", "1")}, (recipe, rule)  # counted, and trains on CUDA or fails
+        for rule in ("ingest", "cohort", "features", "images", "evaluate"):
+            assert not any(re.search(r"resources: .*\bgpu=", b) for b in blocks[rule]), rule
+    # without a count nothing asks for a GPU: device auto may fall back (with a warning)
+    plain = job_blocks(run_snakemake("-n", "--cores", "2", "--configfile", str(conf)))
+    assert _gpu_lines(plain, "train") == _gpu_lines(plain, "warmup") == {("0", "0")}
+    # a run set to the CPU is never counted as a GPU job, the others still are
+    cpu_mmtm = tmp_path / "cpu-mmtm.yaml"
+    cpu_mmtm.write_text(yaml.safe_dump({"per_model": {"mmtm": {"train": {"device": "cpu"}}}}))
+    dry = run_snakemake(*recipe_args(GPU_LINE), "-n", "--configfile", str(conf), str(cpu_mmtm))
+    by_model: dict[str, set] = {}
+    for block in job_blocks(dry)["train"]:
+        model = re.search(r"wildcards: model=(\w+)", block).group(1)
+        by_model.setdefault(model, set()).update(_gpu_lines({"train": [block]}, "train"))
+    assert by_model.pop("mmtm") == {("0", "0")} and by_model and all(v == {("1", "1")} for v in by_model.values())
+
+
+def test_every_rule_is_listed_with_a_one_line_description(tmp_path):
+    """`snakemake --list-rules` (the rules' docstrings), the named targets among them."""
+    listed = run_snakemake("--list-rules", "--configfile", str(results_config(tmp_path))).stdout.splitlines()
+    described = dict(re.fullmatch(r"(\w+) \((.+)\)", line).groups() for line in listed)
+    assert len(described) == len(listed) == 18  # 12 stage rules (synth, planted: built-in data), all, 5 named targets
+    assert {"all", "synth", "train", "train_image_only", "warmup", "evaluate", "tables", "figures", "planted",
+            "table1", "table2", "table3", "table4", "predictions"} <= set(described)
+    assert "matched test set" in described["train_image_only"] and "both test sets" in described["train"]
+
+
+def test_named_targets_build_what_they_name(tmp_path):
+    conf = str(results_config(tmp_path))
+    table2 = planned_jobs(run_snakemake("table2", "-n", "--cores", "2", "--configfile", conf))
+    assert table2["table2"] == table2["tables"] == table2["evaluate"] == 1 and "figures" not in table2
+    predictions = planned_jobs(run_snakemake("predictions", "-n", "--cores", "2", "--configfile", conf))
+    assert predictions["train"] + predictions["train_image_only"] == 16 and "evaluate" not in predictions
+    assert "snakemake --cores all table2" in README and "snakemake --cores all predictions" in README
 
 
 def test_training_jobs_are_scheduled_longest_first(tmp_path):
@@ -333,19 +391,84 @@ def test_environments_list_the_pins_of_requirements():
     req = _pins((ROOT / "requirements.txt").read_text())
     env_text = (ROOT / "envs" / "drfuse.yaml").read_text()
     env = _pins(env_text)
-    docker = _pins((ROOT / "Dockerfile").read_text())
     workflow_only = {"snakemake", "snakemake-executor-plugin-slurm"}
-    assert docker == req
     assert env == {k: v for k, v in req.items() if k not in workflow_only}
     assert "-e " not in env_text and ".." not in env_text  # no relative editable install
     deps = [re.split(r"[<>=\[]", d)[0].lower() for d in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
     assert set(deps) <= set(req), set(deps) - set(req)  # every dependency is pinned
-    assert "pylibjpeg" not in " ".join(deps)  # GPLv3: an optional extra only
+    # pylibjpeg-libjpeg is GPLv3: in the optional dicom extra only, never in a default, test or image install
+    extras = __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "pylibjpeg" not in " ".join(deps) and "pylibjpeg" not in " ".join(extras["test"])
+    assert "pylibjpeg-libjpeg>=2.1" in extras["dicom"] and "pylibjpeg" not in (ROOT / "requirements.txt").read_text()
+    assert "-e .[test]" in (ROOT / "requirements.txt").read_text()
+
+
+def _fake_command(folder: Path, name: str, script: str) -> dict:
+    """A stand-in executable `name` in folder; the environment that puts it (and this Python) first."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\n" + script)
+    (folder / name).chmod(0o755)
+    return {"PATH": os.pathsep.join([str(folder), str(Path(sys.executable).parent), os.environ["PATH"]])}
+
+
+def test_containers_install_every_pin_of_requirements_and_torch_from_the_chosen_index(tmp_path):
+    """Dockerfile and drfuse.def install through envs/container-install.sh, run here with a
+    stand-in pip that records what it is asked to install."""
+    record = tmp_path / "pip.log"
+    env = _fake_command(tmp_path / "bin", "pip", f'echo "ARGS $*" >> {record}\n'
+                        f'for a; do if [ -f "$a" ]; then cat "$a" >> {record}; fi; done\n')
+    cpu_index = "https://download.pytorch.org/whl/cpu"
+    result = subprocess.run(["sh", str(ROOT / "envs" / "container-install.sh"), cpu_index], capture_output=True,
+                            text=True, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    calls = record.read_text().split("ARGS ")[1:]
+    assert len(calls) == 2
+    assert "--index-url" not in calls[0] and f"--index-url {cpu_index} -r" in calls[1]
+    installed = [_pins(call) for call in calls]
+    assert set(installed[1]) == {"torch", "torchvision"} and installed[0].keys().isdisjoint(installed[1])
+    assert {**installed[0], **installed[1]} == _pins((ROOT / "requirements.txt").read_text())
+    assert all("-e " not in call and "pylibjpeg" not in call for call in calls)  # no test extras, no GPLv3 code
+    for name in ("Dockerfile", "drfuse.def"):
+        text = (ROOT / name).read_text()
+        assert "envs/container-install.sh" in text and "pip install --no-cache-dir --no-deps /opt/drfuse" in text, name
+        assert "TORCH_INDEX=https://pypi.org/simple" in text and "driver >= 580" in text, name
+    assert re.search(r"^%files\n(    \S+ /opt/drfuse/\S+\n)+", (ROOT / "drfuse.def").read_text(), re.M)
+
+
+APPTAINER_BUILD = "apptainer build drfuse.sif drfuse.def"
+APPTAINER_RECIPE = ('snakemake --cores all --resources gpu=4 --configfile my-run.yaml --sdm apptainer '
+                    '--apptainer-args "--nv --bind /data/mimiciv/2.2,/data/mimic-cxr-jpg/2.0.0"')
+
+
+def test_apptainer_recipe_runs_jobs_in_the_image_with_the_gpu_driver_and_the_data_bound(tmp_path):
+    """The README's line, run on one stage with a stand-in `apptainer` that records how Snakemake
+    calls it and then runs the job's command on the host."""
+    assert APPTAINER_BUILD in README and APPTAINER_RECIPE in README and "`container: drfuse.sif`" in README
+    record = tmp_path / "apptainer.log"
+    env = _fake_command(tmp_path / "bin", "apptainer", 'if [ "$1" = --version ]; then echo "apptainer version 1.3.4"; exit 0; fi\n'
+                        f'printf "%s\\n" "$*" >> {record}\n'
+                        'for command; do :; done\n'  # the last argument: the job's command
+                        'exec bash -c "$command"\n')
+    image = tmp_path / "drfuse.sif"
+    image.write_text("a stand-in image\n")
+    results = tmp_path / "results"
+    run_config = tmp_path / "my-run.yaml"
+    run_config.write_text(yaml.safe_dump({"container": str(image), "data": {"results_dir": str(results)},
+                                          "builtin_overrides": {"synth": {"n_subjects": 60, "image_size": [48, 40]}}}))
+    args = [str(run_config) if a == "my-run.yaml" else a for a in shlex.split(APPTAINER_RECIPE)[1:]]
+    result = run_snakemake(*args, str(results / "synth" / "answer_key" / "label_groups.csv"), env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    calls = record.read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith(f"exec --home {ROOT}")
+    assert " --nv --bind /data/mimiciv/2.2,/data/mimic-cxr-jpg/2.0.0 " in calls[0] and f" {image} bash -c " in calls[0]
+    assert f"PYTHONPATH={ROOT} python -m drfuse --config" in calls[0] and " synth --out " in calls[0]
+    assert (results / "synth" / "answer_key" / "label_groups.csv").is_file()
 
 
 def test_every_rule_has_a_log_a_benchmark_and_the_conda_env():
+    """Every rule that runs a command; the named targets (targets.smk) run none."""
     text = "\n".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
-    n_rules = text.count("\nrule ") + text.count("\n    rule ")
+    n_rules = len(re.findall(r"^\s+shell:$", text, re.M))
     assert n_rules >= 10
     for directive in ("log", "benchmark", "conda"):
         assert len(re.findall(rf"^\s+{directive}:$", text, re.M)) == n_rules, directive

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from drfuse.data import cxr_match, label_modes, labels, splits
+from drfuse.data import cxr_match, duckdb_limits, label_modes, labels, splits
 from drfuse.data.sql_files import read_sql, run_sql, scalar
 from drfuse.errors import UserError
 from drfuse.phenotypes import PHENOTYPES
@@ -147,9 +147,11 @@ def _check_splits(report: dict) -> None:
     )
 
 
-def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | None = None) -> None:
+def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | None = None,
+                 threads: int | None = None, memory_mb: int | None = None) -> None:
     """Cohort, labels, CXR match and splits from the ingested database -> `out_dir` files, and
-    label_modes.{csv,md,tex} -> `tables_dir` (default: `out_dir`)."""
+    label_modes.{csv,md,tex} -> `tables_dir` (default: `out_dir`). `threads` / `memory_mb`: the
+    job's cores and memory (None: the machine's; see duckdb_limits)."""
     db_path, out_dir = Path(db_path), Path(out_dir)
     tables_dir = out_dir if tables_dir is None else Path(tables_dir)
     cohort_cfg, split_cfg = cfg["cohort"], cfg["split"]
@@ -162,11 +164,13 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | Non
     splits.check_settings(split_cfg)
     if not db_path.is_file():
         raise UserError(f"{db_path}: database not found; run the ingest stage first")
+    limits = duckdb_limits.limits(threads, memory_mb)
     try:
         con = duckdb.connect(str(db_path), read_only=True)
     except duckdb.Error as exc:
         raise UserError(f"{db_path}: cannot open as a DuckDB database: {exc}") from exc
     with con:
+        duckdb_limits.apply(con, *limits)
         missing = [t for t in REQUIRED_TABLES if not cxr_match.has_table(con, t)]
         if missing:
             raise UserError(f"{db_path}: tables {missing} missing; run the ingest stage again")

@@ -1,4 +1,4 @@
-"""Threads and memory of the DuckDB stages (ingest, features).
+"""Threads and memory of the DuckDB stages (ingest, cohort, features).
 
 Under Snakemake they come from the job (`--threads {threads} --memory-mb {resources.mem_mb}`), so a
 job on a shared node uses what SLURM granted it; run by hand they default to the machine's cores

@@ -137,8 +137,8 @@ class DrFuse(nn.Module):
             "aux_cxr": torch.where(paired, self.aux_heads[2](cxr_distinct), nan),
         }
 
-    def loss(self, outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor):
-        return losses.drfuse_loss(outputs, labels, has_cxr, self.loss_settings)
+    def loss(self, outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, paired_rows: torch.Tensor | None = None):
+        return losses.drfuse_loss(outputs, labels, has_cxr, self.loss_settings, paired_rows)
 
     def warmup_loss(self, images: torch.Tensor, labels: torch.Tensor):
         """The image branch alone (`train.cxr_warmup_epochs`): the stem, the CXR-distinct trunk and

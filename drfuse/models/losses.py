@@ -93,16 +93,25 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
-def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, settings: dict):
-    """The total of Eq. 13 and a dict of floats for logging.
+def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, settings: dict,
+                paired_rows: torch.Tensor | None = None):
+    """The total of Eq. 13 and a dict of its parts for logging (0-dim tensors, still on the device,
+    and `paired_share`, a float).
 
     settings: lambda_jsd, lambda_orth, lambda_attn, margin, alignment ('jsd' | 'mse'),
     use_ranking (bool), and optionally the ranking loss's order of the heads, rank_order ('sample'
     | 'batch'), and its pair weights, rank_gap (nats; 0 = Eq. 10's indicator; `ranking_per_sample`).
     Terms that involve the CXR are computed on the paired rows only (their representations are NaN
-    elsewhere) and enter the batch mean with weight 1/B each.
+    elsewhere) and enter the batch mean with weight 1/B each. `paired_rows`: the indices of those
+    rows when the caller knows them without asking the device (the training engine's batches);
+    else they are found from `has_cxr`, which waits for the device.
     """
-    paired = has_cxr.bool()
+    rows = has_cxr.bool().nonzero().squeeze(1) if paired_rows is None else paired_rows
+    n_paired = rows.numel()  # host metadata; the no-CXR batch must skip indexing empty sets
+
+    def paired(key: str) -> torch.Tensor:
+        return outputs[key].index_select(0, rows)
+
     batch = labels.shape[0]
     pred = bce_per_sample(outputs["logits"], labels)
     orth_ehr = abs_cos_per_sample(outputs["ehr_shared"], outputs["ehr_distinct"])
@@ -111,13 +120,12 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
     align_fn = jsd_per_sample if settings["alignment"] == "jsd" else mse_per_sample
     zero = pred.new_zeros(())
     align = orth_cxr = aux = attn = zero
-    n_paired = int(paired.sum())  # one host sync; the no-CXR batch must skip indexing empty sets
     if n_paired:
-        y = labels[paired]
-        align_i = align_fn(outputs["ehr_shared"][paired], outputs["cxr_shared"][paired])
-        orth_cxr_i = abs_cos_per_sample(outputs["cxr_shared"][paired], outputs["cxr_distinct"][paired])
+        y = labels.index_select(0, rows)
+        align_i = align_fn(paired("ehr_shared"), paired("cxr_shared"))
+        orth_cxr_i = abs_cos_per_sample(paired("cxr_shared"), paired("cxr_distinct"))
         class_losses = torch.stack(
-            [bce_per_class(outputs[k][paired], y) for k in ("aux_ehr", "aux_shared", "aux_cxr")], dim=2
+            [bce_per_class(paired(k), y) for k in ("aux_ehr", "aux_shared", "aux_cxr")], dim=2
         )  # (P, C, 3)
         aux_i = class_losses.mean(1).sum(1)  # Eq. 9: the three heads, each a mean over classes
         # the heads are ordered by each sample's own losses (the reference code) or, with
@@ -126,7 +134,7 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
         if settings.get("rank_order") == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
         attn_i = ranking_per_sample(
-            outputs["attention"][paired], order_losses, settings["margin"], settings.get("rank_gap", 0.0)
+            paired("attention"), order_losses, settings["margin"], settings.get("rank_gap", 0.0)
         )
         paired_terms = (
             settings["lambda_jsd"] * align_i
@@ -138,13 +146,13 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
         align, orth_cxr, aux, attn = align_i.mean(), orth_cxr_i.mean(), aux_i.mean(), attn_i.mean()
     total = total / batch
     names = ("pred", settings["alignment"], "orth_ehr", "orth_cxr", "aux", "attn", "total")
-    values = torch.stack([pred.mean(), align, orth_ehr.mean(), orth_cxr, aux, attn, total]).detach()
-    parts = dict(zip(names, values.float().cpu().tolist()))
+    values = torch.stack([pred.mean(), align, orth_ehr.mean(), orth_cxr, aux, attn, total]).detach().float()
+    parts: dict = dict(zip(names, values.unbind()))
     parts["paired_share"] = n_paired / batch
     return total, parts
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor):
-    """The baselines' loss: BCE over samples and classes, and its logging dict."""
+    """The baselines' loss: BCE over samples and classes, and its logging dict (0-dim tensors)."""
     loss = bce_per_sample(logits, labels).mean()
-    return loss, {"pred": float(loss.detach()), "total": float(loss.detach())}
+    return loss, {"pred": loss.detach(), "total": loss.detach()}

@@ -107,7 +107,7 @@ class MedFuse(nn.Module):
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
         return loss, {"warmup_pred_cxr": loss.detach()}
 
-    def loss(self, outputs: dict, labels, has_cxr=None):
+    def loss(self, outputs: dict, labels, has_cxr=None, paired_rows=None):
         return losses.bce_loss(outputs["logits"], labels)
 
 

@@ -111,11 +111,11 @@ class MMTM(nn.Module):
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
         return loss, {"warmup_pred_cxr": loss.detach()}
 
-    def loss(self, outputs: dict, labels, has_cxr=None):
+    def loss(self, outputs: dict, labels, has_cxr=None, paired_rows=None):
         parts = {k: losses.bce_per_sample(outputs[f"logits_{k}"], labels).mean() for k in ("ehr", "cxr", "joint")}
         total = parts["ehr"] + parts["cxr"] + parts["joint"]
-        values = torch.stack([*parts.values(), total]).detach().cpu().tolist()
-        return total, dict(zip(["pred_ehr", "pred_cxr", "pred_joint", "total"], values))
+        values = torch.stack([*parts.values(), total]).detach()  # read once per epoch (engine.train_epoch)
+        return total, dict(zip(["pred_ehr", "pred_cxr", "pred_joint", "total"], values.unbind()))
 
 
 def build_mmtm(cfg: dict) -> MMTM:

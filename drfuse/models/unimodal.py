@@ -35,7 +35,7 @@ class EHRTransformerClassifier(nn.Module):
         logits = self.classifier(h)
         return {"logits": logits, "probs": torch.sigmoid(logits), "features": h}
 
-    def loss(self, outputs: dict, labels, has_cxr=None):
+    def loss(self, outputs: dict, labels, has_cxr=None, paired_rows=None):
         return losses.bce_loss(outputs["logits"], labels)
 
 
@@ -55,7 +55,7 @@ class CXRClassifier(nn.Module):
         logits = self.classifier(h)
         return {"logits": logits, "probs": torch.sigmoid(logits), "features": h}
 
-    def loss(self, outputs: dict, labels, has_cxr=None):
+    def loss(self, outputs: dict, labels, has_cxr=None, paired_rows=None):
         return losses.bce_loss(outputs["logits"], labels)
 
 

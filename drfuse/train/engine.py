@@ -14,8 +14,10 @@ TensorBoard gets the same when it is installed.
 Speed: the whole split (EHR tensor and the uint8 images) is moved to the device once; a batch is
 an index gather on the device, image augmentation runs there too (`augment.prepare_images`), and on
 CUDA the training step uses bf16 autocast, channels_last and optionally torch.compile
-(`train.compile`: default, or reduce-overhead for CUDA graphs). On the CPU the same code runs in
-float32. All randomness of the data side (order, CXR drop, augmentation) comes from one CPU
+(`train.compile`: default, or reduce-overhead for CUDA graphs). No training step reads a value back
+from the device: which rows have an image is known on the host (`make_batch`), and the loss and
+its parts are summed on the device and read once per epoch, so the host queues steps ahead of the
+GPU. On the CPU the same code runs in float32. All randomness of the data side (order, CXR drop, augmentation) comes from one CPU
 generator, so it does not depend on the device. Predictions (validation and test) are always
 computed in float32: under bf16 the heads' logits keep about 3 significant digits, and the ties
 that makes lower AP / AUROC by different amounts for different models.
@@ -50,6 +52,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -267,16 +270,31 @@ def run_forward(forward, ehr, lengths, images, has_cxr, settings: EngineSettings
 
 
 class DeviceData:
-    """A split's arrays as tensors on the training device (moved once)."""
+    """A split's arrays as tensors on the training device (moved once), and on the host which
+    rows have an image and where (`host_has_cxr`, `host_image_rows`): a batch's rows with an image
+    are then found without reading anything back from the device (`make_batch`)."""
 
     def __init__(self, split: SplitData, device: torch.device, with_images: bool):
         self.n = len(split)
+        self.device = device
         self.ehr = torch.from_numpy(split.ehr).to(device)
         self.lengths = torch.from_numpy(split.lengths).to(device)
         self.labels = torch.from_numpy(split.labels).to(device=device, dtype=torch.float32)
-        self.has_cxr = torch.from_numpy(split.has_cxr).to(device)
-        self.image_rows = torch.from_numpy(split.image_rows).to(device)
+        self.host_has_cxr = torch.from_numpy(split.has_cxr)
+        self.host_image_rows = torch.from_numpy(split.image_rows)
+        self.has_cxr = self.host_has_cxr.to(device)
         self.images = torch.from_numpy(split.images).to(device) if with_images else None
+
+
+class Batch(NamedTuple):
+    """A training or evaluation batch on the device (`make_batch`)."""
+
+    ehr: torch.Tensor
+    lengths: torch.Tensor
+    images: torch.Tensor
+    has_cxr: torch.Tensor
+    labels: torch.Tensor
+    paired: torch.Tensor  # indices of the rows with an image, a count known on the host (`numel()`)
 
 
 def make_batch(
@@ -286,44 +304,52 @@ def make_batch(
     train: bool,
     generator: torch.Generator | None,
     uses_cxr: bool,
-):
-    """(ehr, lengths, images, has_cxr, labels) of the samples idx, images prepared on the device."""
-    ehr = data.ehr.index_select(0, idx)
-    lengths = data.lengths.index_select(0, idx)
-    labels = data.labels.index_select(0, idx)
-    has_cxr = data.has_cxr.index_select(0, idx)
+) -> Batch:
+    """The samples `idx` (a CPU tensor of rows), images prepared on the device.
+
+    Which rows have an image (and which lose it to `cxr_drop`) is worked out on the host from
+    `data.host_has_cxr`, so building a batch never waits for the device: a step that reads a value
+    back (`nonzero`, `.item()`) stalls the host until the GPU has caught up, which is what CUDA
+    graphs (`train.compile: reduce-overhead`) are meant to avoid."""
+    idx = idx.cpu()  # a no-op for the CPU tensors the engine passes
+    rows = idx.to(data.device)
+    ehr = data.ehr.index_select(0, rows)
+    lengths = data.lengths.index_select(0, rows)
+    labels = data.labels.index_select(0, rows)
+    has_cxr = data.host_has_cxr.index_select(0, idx)
     b = idx.numel()
     if train and settings.cxr_drop > 0:
         k = int(round(settings.cxr_drop * b))
         if k:
-            dropped = torch.randperm(b, generator=generator)[:k].to(has_cxr.device)
+            dropped = torch.randperm(b, generator=generator)[:k]
             has_cxr = has_cxr.index_fill(0, dropped, False)
+    host_paired = has_cxr.nonzero().squeeze(1)
+    paired = host_paired.to(data.device)
     crop = settings.crop
     if uses_cxr and data.images is not None:
         images = ehr.new_zeros((b, 3, crop, crop))
-        sel = has_cxr.nonzero().squeeze(1)
-        if sel.numel():
-            raw = data.images.index_select(0, data.image_rows.index_select(0, idx.index_select(0, sel)))
-            images.index_copy_(0, sel, prepare_images(raw, crop, train, generator, settings.augment))
+        if host_paired.numel():
+            image_rows = data.host_image_rows.index_select(0, idx.index_select(0, host_paired)).to(data.device)
+            images.index_copy_(0, paired, prepare_images(data.images.index_select(0, image_rows), crop, train,
+                                                         generator, settings.augment))
     else:
         # the model never looks at images: one zero image broadcast, no memory per sample
         images = ehr.new_zeros((1, 3, crop, crop)).expand(b, -1, -1, -1)
     if settings.cuda and settings.channels_last and images.stride(0) != 0:
         images = images.contiguous(memory_format=torch.channels_last)
-    return ehr, lengths, images, has_cxr, labels
+    return Batch(ehr, lengths, images, has_cxr.to(data.device), labels, paired)
 
 
-def train_step(model, forward, optimizer, batch, settings: EngineSettings, warmup: bool = False):
-    """One optimiser step on a batch from `make_batch`: (loss tensor, loss parts). `warmup`: the
-    image branch alone (`model.warmup_loss`, every row has an image); only the parameters that loss
-    reaches change."""
-    ehr, lengths, images, has_cxr, labels = batch
+def train_step(model, forward, optimizer, batch: Batch, settings: EngineSettings, warmup: bool = False):
+    """One optimiser step on a batch from `make_batch`: (loss tensor, loss parts, each a tensor on
+    the device or a Python number). `warmup`: the image branch alone (`model.warmup_loss`, every
+    row has an image); only the parameters that loss reaches change."""
     with settings.autocast():
         if warmup:
-            loss, parts = model.warmup_loss(images, labels)
+            loss, parts = model.warmup_loss(batch.images, batch.labels)
         else:
-            outputs = run_forward(forward, ehr, lengths, images, has_cxr, settings)
-            loss, parts = model.loss(outputs, labels, has_cxr)
+            outputs = run_forward(forward, batch.ehr, batch.lengths, batch.images, batch.has_cxr, settings)
+            loss, parts = model.loss(outputs, batch.labels, batch.has_cxr, paired_rows=batch.paired)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -333,10 +359,14 @@ def train_step(model, forward, optimizer, batch, settings: EngineSettings, warmu
 def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSettings, generator, desc: str,
                 warmup: bool = False):
     """One pass over the data in a random order: (mean loss, mean loss parts). `warmup`: over the
-    stays with an image only, none of them dropped, the image branch alone (`train_step`)."""
+    stays with an image only, none of them dropped, the image branch alone (`train_step`).
+
+    The loss and its parts are summed on the device and read once, at the end of the epoch; the
+    parts in float64, as the Python floats they used to be read into after every step, so the
+    epoch's means are the same to the last bit."""
     model.train()
-    rows = data.has_cxr.nonzero().squeeze(1) if warmup else torch.arange(data.n, device=data.ehr.device)
-    order = rows.index_select(0, torch.randperm(rows.numel(), generator=generator).to(rows.device))
+    rows = data.host_has_cxr.nonzero().squeeze(1) if warmup else torch.arange(data.n)
+    order = rows.index_select(0, torch.randperm(rows.numel(), generator=generator))
     if warmup:
         settings = dataclasses.replace(settings, cxr_drop=0.0)
     n = order.numel()
@@ -345,19 +375,20 @@ def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSet
     if len(starts) > 1 and (tail == 1 or (settings.static_batches and tail < settings.batch_size)):
         # BatchNorm cannot train on a batch of one sample; a compiled model should see one shape
         starts.pop()
-    loss_sum = torch.zeros((), device=data.ehr.device)
-    parts_sum: dict[str, float] = {}
+    loss_sum = torch.zeros((), device=data.device)
+    parts_sum: dict = {}
     seen = 0
     for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=None):
         idx = order[start : start + settings.batch_size]
         batch = make_batch(data, idx, settings, True, generator, model.uses_cxr)
         loss, parts = train_step(model, forward, optimizer, batch, settings, warmup)
         b = idx.numel()
-        loss_sum += loss.detach().float() * b  # no host sync per step
+        loss_sum += loss.detach().float() * b
         for name, value in parts.items():
-            parts_sum[name] = parts_sum.get(name, 0.0) + float(value) * b
+            term = value.detach().double() * b if torch.is_tensor(value) else float(value) * b
+            parts_sum[name] = parts_sum.get(name, 0.0) + term
         seen += b
-    return float(loss_sum) / seen, {name: value / seen for name, value in parts_sum.items()}
+    return float(loss_sum) / seen, {name: float(total) / seen for name, total in parts_sum.items()}
 
 
 @torch.no_grad()
@@ -369,11 +400,11 @@ def predict_outputs(model, forward, data: DeviceData, settings: EngineSettings, 
     b = settings.batch_size
     for start in range(0, data.n, b):
         stop = min(start + b, data.n)
-        idx = torch.arange(start, stop, device=data.ehr.device)
+        idx = torch.arange(start, stop)
         if settings.static_batches and data.n >= b and stop - start < b:
             idx = torch.cat([idx, idx[-1:].expand(b - (stop - start))])  # same shape as every batch
-        ehr, lengths, images, has_cxr, _ = make_batch(data, idx, settings, False, None, model.uses_cxr)
-        outputs = run_forward(forward, ehr, lengths, images, has_cxr, settings)
+        batch = make_batch(data, idx, settings, False, None, model.uses_cxr)
+        outputs = run_forward(forward, batch.ehr, batch.lengths, batch.images, batch.has_cxr, settings)
         rows = stop - start
         chunks.setdefault("prob", []).append(torch.sigmoid(outputs["logits"][:rows].float()).cpu())
         for key in extra:

@@ -157,6 +157,19 @@ def warm_start(wildcards):
     return {"warmup": expand(rules.warmup.output.warmup, seed=wildcards.seed)[0]}
 
 
+# Whether Snakemake counts GPUs: `--resources gpu=N` (command line, profiles/gpu), or inside a
+# cluster job, whose own resources Snakemake passes the same way.
+GPUS_COUNTED = "gpu" in workflow.global_resources
+
+
+def gpus(run_name):
+    """The `gpu` resource of a training job of run_name: 1 where GPUs are counted and the run may
+    use one (its `train.device` is not cpu), else 0 (workflow/rules/train.smk)."""
+    return int(
+        GPUS_COUNTED and resolve_run(run_name, CFG)[1]["train"]["device"] != "cpu"
+    )
+
+
 def table_outputs():
     """table{1..4}.{csv,md,tex} (the CSVs in the report), the grid search and recipe study tables
     when enabled, and the data provenance note."""

@@ -9,6 +9,7 @@
 if BUILTIN:
 
     rule synth:
+        """The built-in MIMIC-shaped synthetic data and its answer key (only without MIMIC paths)."""
         output:
             mimic_iv=directory(R / "synth" / "mimic-iv"),
             mimic_cxr=directory(R / "synth" / "mimic-cxr-jpg"),
@@ -30,6 +31,7 @@ if BUILTIN:
 
 
 rule ingest:
+    """Load MIMIC-IV (and MIMIC-CXR-JPG's metadata) into one DuckDB file; detect the release."""
     input:
         mimic_iv=ancient(MIMIC_IV_DIR),
         mimic_cxr=ancient(MIMIC_CXR_DIR),
@@ -57,6 +59,7 @@ rule ingest:
 
 
 rule cohort:
+    """The cohort: stays, 25 phenotype labels, CXR match, split, attrition; the CXR files it needs."""
     input:
         db=rules.ingest.output.db,
     output:
@@ -79,16 +82,21 @@ rule cohort:
         R / "benchmarks" / "cohort.tsv"
     conda:
         CONDA_ENV
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
     params:
         cohort=drfuse_config.result_settings(CFG, "cohort"),
         split=drfuse_config.result_settings(CFG, "split"),
         out=lambda wildcards, output: Path(output.stays).parent,
         tables=lambda wildcards, output: Path(output.label_modes).parent,
     shell:
-        "{DRFUSE} cohort --db {input.db:q} --out {params.out:q} --tables {params.tables:q} > {log:q} 2>&1"
+        "{DRFUSE} cohort --db {input.db:q} --out {params.out:q} --tables {params.tables:q}"
+        " --threads {threads} --memory-mb {resources.mem_mb} > {log:q} 2>&1"
 
 
 rule features:
+    """The 17 variables binned hourly over the first 48 hours, then the 48 x 76 model input."""
     input:
         db=rules.ingest.output.db,
         stays=rules.cohort.output.stays,

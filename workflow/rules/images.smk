@@ -3,6 +3,7 @@
 
 
 rule images:
+    """Decode the cohort's chest X-rays once into a uint8 cache; list the unreadable ones."""
     input:
         stays=rules.cohort.output.stays,
         cxr_root=ancient(MIMIC_CXR_DIR),

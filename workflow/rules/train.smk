@@ -4,9 +4,14 @@
 # cluster it would be a second GPU job per run for seconds of work. `drfuse predict` re-predicts a
 # finished run by hand.
 #
-# GPUs: a job asks for one only where a profile says so (profiles/gpu, profiles/slurm:
-# set-resources gpu: 1); `--gpus {resources.gpu}` then makes it train on CUDA or fail, instead of
-# silently on the CPU. Lint: {DRFUSE} as in data.smk.
+# GPUs: a job that trains on a GPU when there is one (its run's `train.device` is not cpu) declares
+# gpu=1 wherever Snakemake counts GPUs: `--resources gpu=N` (command line or profiles/gpu) caps how
+# many run at once, and inside a cluster job Snakemake passes the job's own resources the same way.
+# Such a job is given a GPU: `--gpus {resources.gpu}` makes it train on CUDA or fail, never silently
+# on the CPU. Without a count (`snakemake --cores all`) nothing limits GPU jobs, they declare 0 and
+# `train.device: auto` decides (CUDA when it works, else the CPU with a warning in the log), so a
+# laptop without a GPU runs the same command (`gpus` in common.smk). A cluster profile asks for the
+# GPU itself (profiles/slurm: set-resources gpu: 1). Lint: {DRFUSE} as in data.smk.
 
 # CPU threads of one local training job: `train.num_threads`, else up to 4 (a cluster profile sets
 # its own with set-threads). With small models on a laptop, two one-thread jobs side by side beat
@@ -30,6 +35,7 @@ WARMUP_DIR = R / "warmup" / "seed{seed}"
 # training sets and the three ablations) start after it (--warm-start), bit-identical to doing
 # it themselves, instead of each repeating it (on the demo 4 x 20 epochs, about 2 CPU-minutes).
 rule warmup:
+    """DrFuse's image warm-up, once per seed for the family's runs (results/warmup/seed{n}/)."""
     input:
         **TRAIN_INPUTS,
     output:
@@ -44,7 +50,7 @@ rule warmup:
         CONDA_ENV
     threads: TRAIN_THREADS
     resources:
-        gpu=0,
+        gpu=gpus("drfuse"),
         mem_mb=16000,
         runtime=600,
     params:
@@ -57,6 +63,7 @@ rule warmup:
 
 
 rule train:
+    """Train one model on one training set and seed, then predict both test sets with its best.pt."""
     input:
         unpack(warm_start),
         **TRAIN_INPUTS,
@@ -80,7 +87,7 @@ rule train:
         CONDA_ENV
     threads: TRAIN_THREADS
     resources:
-        gpu=0,
+        gpu=lambda wildcards: gpus(wildcards.model),
         mem_mb=16000,
         runtime=600,
     params:
@@ -105,6 +112,7 @@ rule train:
 
 # Image-only models see no EHR: the matched test set only.
 use rule train as train_image_only with:
+    """Train an image-only model (ResNet50) on the matched set and seed; predict the matched test set."""
     output:
         best=RUN_DIR / "best.pt",
         metrics=RUN_DIR / "metrics.csv",
