@@ -207,10 +207,11 @@ def study_runs(cfg: dict) -> tuple[list[str], list[str]]:
 
 
 def drfuse_family() -> list[str]:
-    """The registry's DrFuse-family models: what Table 4 may list as ablations."""
+    """The DrFuse-family models under their plain names (each stands for its runs under every recipe
+    of `experiments.recipes`): what Table 4 may list as ablations."""
     from drfuse.models import MODELS
 
-    return [model for model in MODELS if in_drfuse_family(model)]
+    return [model for model in MODELS if in_drfuse_family(model) and MODELS[model].base is None]
 
 
 def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:

@@ -490,7 +490,7 @@ def test_loss_parts_left_on_the_device_train_bit_identically_to_reading_them_eve
         monkeypatch.setattr(model_cls, "loss", loss_read_every_step)
     train(name, "matched", 0, cfg, tiny_results, tmp_path / "host")
     metrics = {run: pl.read_csv(tmp_path / run / "metrics.csv").drop("seconds") for run in ("device", "host")}
-    assert metrics["device"].height == (3 if name == "drfuse" else 2)  # DrFuse: its warm-up epoch first
+    assert metrics["device"].height == 3  # the fusion models' warm-up epoch first
     parts = [c for c in metrics["device"].columns if c.startswith("train_loss:")]
     assert len(parts) >= 4 and all(metrics["device"][c].drop_nulls().len() > 0 for c in parts)
     assert metrics["device"].equals(metrics["host"])

@@ -338,7 +338,7 @@ def test_named_targets_build_what_they_name(tmp_path):
     table2 = planned_jobs(run_snakemake("table2", "-n", "--cores", "2", "--configfile", conf))
     assert table2["table2"] == table2["tables"] == table2["evaluate"] == 1 and "figures" not in table2
     predictions = planned_jobs(run_snakemake("predictions", "-n", "--cores", "2", "--configfile", conf))
-    assert predictions["train"] + predictions["train_image_only"] == 16 and "evaluate" not in predictions
+    assert predictions["train"] + predictions["train_image_only"] == 21 and "evaluate" not in predictions
     assert "snakemake --cores all table2" in README and "snakemake --cores all predictions" in README
 
 
