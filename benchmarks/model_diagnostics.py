@@ -80,19 +80,25 @@ def describe_run(path: Path) -> dict:
     return {"model": path.parts[-3], "train_set": "matched", "test_set": "matched", "seed": int(path.parts[-2][4:])}
 
 
-def reference_runs(args) -> list[Path]:
-    """The matched validation predictions in --reference of the uni-modal models --models leaves out."""
+def reference_runs(args, optional: bool = True) -> list[Path]:
+    """The matched validation predictions in --reference of the uni-modal models --models leaves out
+    (needed) and, with `optional`, of the fusion baselines there (for the inconsistent labels'
+    comparison with the best one)."""
+    from drfuse.evaluate.inconsistency import FUSION_BASELINES
     from drfuse.evaluate.planted import REFERENCE
 
     if not args.reference:
         return []
-    return [run_dir(Path(args.reference), m, s) / "matched.parquet"
-            for m in REFERENCE.values() if m not in args.models for s in args.seeds]
+    needed = [run_dir(Path(args.reference), m, s) / "matched.parquet"
+              for m in REFERENCE.values() if m not in args.models for s in args.seeds]
+    extra = [run_dir(Path(args.reference), m, s) / "matched.parquet"
+             for m in FUSION_BASELINES if m not in args.models for s in args.seeds] if optional else []
+    return needed + [path for path in extra if path.is_file()]
 
 
 def missing_references(args) -> None:
     """UserError naming the first run that --reference lacks."""
-    for path in reference_runs(args):
+    for path in reference_runs(args, optional=False):
         if not path.is_file():
             raise UserError(f"--reference: {path} does not exist (a variant run with --models resnet50 transformer "
                             "and the same --seeds writes it)")
@@ -201,14 +207,17 @@ def macro_prauc(path: Path) -> float:
 def summary(args) -> None:
     from drfuse import config as config_mod
     from drfuse.evaluate.planted import MEAN, check
-    from drfuse.synth.answer_key import read_label_groups
+    from drfuse.synth.answer_key import GROUPS, read_label_groups
 
     out, key = Path(args.out), Path(args.answer_key)
     paths = [run_dir(out, m, s) / "matched.parquet" for m in args.models for s in args.seeds] + reference_runs(args)
-    settings = config_mod.load(args.config)["evaluation"]["planted"]
-    _, groups, all_verdicts = check(paths, key, settings, describe_run)
+    paths = list(dict.fromkeys(paths))
+    evaluation = config_mod.load(args.config)["evaluation"]
+    bootstrap = {k: evaluation[k] for k in ("n_bootstrap", "seed", "ci")}
+    labels, groups, all_verdicts = check(paths, key, evaluation["planted"], describe_run, bootstrap)
     groups, verdicts = groups[groups["seed"] != MEAN], all_verdicts[all_verdicts["seed"] != MEAN]
     on_mean = all_verdicts[all_verdicts["seed"] == MEAN]
+    present = [g for g in GROUPS if g != "none" and (groups["group"] == g).any()]
     print(f"variant {out.name}: {' '.join(args.set) or '(defaults)'}; scores on the validation split")
     for model in args.models:
         rows = groups[groups["model"] == model]
@@ -217,13 +226,17 @@ def summary(args) -> None:
             files = [run_dir(out, model, s) / f"{test_set}.parquet" for s in args.seeds]
             if all(f.is_file() for f in files):
                 line.append(f"{test_set} {spread([macro_prauc(f) for f in files])}")
-        line += [f"{g} {spread(rows[rows['group'] == g]['prauc'])}" for g in ("ehr", "cxr", "both")]
+        line += [f"{g} {spread(rows[rows['group'] == g]['prauc'])}" for g in present]
         epochs = [json.loads((run_dir(out, model, s) / "run.json").read_text())["best_epoch"] for s in args.seeds]
         print("  ".join(line) + f"  best epochs {epochs}")
         if rows["attn_ehr"].notna().any():
-            for g in ("ehr", "cxr", "both"):
+            for g in present:
                 att = rows[rows["group"] == g][["attn_ehr", "attn_shared", "attn_cxr"]].mean()
                 print(f"    attention on {g:4s} labels: EHR {att['attn_ehr']:.3f} shared {att['attn_shared']:.3f} CXR {att['attn_cxr']:.3f}")
+            mixed = labels[(labels["model"] == model) & (labels["seed"] != MEAN) & (labels["group"] == "inconsistent")]
+            for label, part in mixed.groupby("label", sort=False):
+                print(f"    attention shift {label[:40]:40s} {spread(part['attention_shift'])} "
+                      f"(positives: {part['n_cxr_channel'].mean():.1f} image, {part['n_ehr_channel'].mean():.1f} series)")
             mine = verdicts[verdicts["model"] == model]
             print("    per seed     " + "  ".join(f"{c} {spread(mine[mine['criterion'] == c]['value'])}" for c in mine["criterion"].unique()))
             mean = on_mean[on_mean["model"] == model]
@@ -231,7 +244,7 @@ def summary(args) -> None:
             label_groups = read_label_groups(key)
             aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
             for head in AUX_HEADS:
-                print(f"    {head:10s} " + "  ".join(f"{g} {spread([a[head].get(g) for a in aux])}" for g in ("ehr", "cxr", "both")))
+                print(f"    {head:10s} " + "  ".join(f"{g} {spread([a[head].get(g) for a in aux])}" for g in present))
             parts = [token_parts(run_dir(out, model, s), label_groups) for s in args.seeds]
             for g in [g for g in ("ehr", "cxr") if all(g in p for p in parts)]:
                 prauc = np.mean([p[g]["prauc"] for p in parts], 0)

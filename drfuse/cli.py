@@ -156,8 +156,10 @@ def cmd_evaluate(args):
 def cmd_planted(args):
     from drfuse.evaluate.planted import write_report
 
-    settings = _cfg(args)["evaluation"]["planted"]
-    write_report([Path(p) for p in args.predictions], Path(args.answer_key), settings, Path(args.tables), Path(args.figure))
+    evaluation = _cfg(args)["evaluation"]
+    bootstrap = {k: evaluation[k] for k in ("n_bootstrap", "seed", "ci")}
+    write_report([Path(p) for p in args.predictions], Path(args.answer_key), evaluation["planted"], Path(args.tables),
+                 Path(args.figure), bootstrap=bootstrap)
 
 
 def cmd_tables(args):

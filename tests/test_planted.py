@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,84 @@ def test_report_files(tmp_path, predictions):
     md = (tmp_path / "tables" / "planted.md").read_text()
     assert "| cxr (5) |" in md and "FAIL" in md and "pass" in md and str(key) in md
     assert (tmp_path / "figures" / "planted.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ modal inconsistency
+
+MIXED_KEY = {lab: "inconsistent" if 13 <= k < 16 else g for k, (lab, g) in enumerate(KEY.items())}
+MIXED = [lab for lab in PHENOTYPES if MIXED_KEY[lab] == "inconsistent"]
+
+
+def _mixed_case(tmp_path, per_patient: bool):
+    """A test set whose inconsistent labels' positives show in the image or the series (half each):
+    the Transformer sees the series-channel positives, ResNet50 the image-channel ones, MMTM both a
+    little, DrFuse both well; DrFuse's attention follows the patient's channel, or not."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    stay_id, y = fake_test_set(600, seed=24)
+    rng = np.random.default_rng(5)
+    image = rng.random(len(stay_id)) < 0.5  # the channel of each stay's positives
+    channel = {lab: np.where(y[:, PHENOTYPES.index(lab)] == 0, "none", np.where(image, "cxr", "ehr")) for lab in MIXED}
+    key_path = write_key(tmp_path / "key.csv", MIXED_KEY)
+    pd.DataFrame({"stay_id": np.tile(stay_id, len(MIXED)), "label": np.repeat(MIXED, len(stay_id)),
+                  "channel": np.concatenate([channel[lab] for lab in MIXED])}).to_parquet(tmp_path / "channels.parquet")
+    mixed_cols = [PHENOTYPES.index(lab) for lab in MIXED]
+
+    def seen(informative: np.ndarray, strength: float, seed: int) -> np.ndarray:
+        """Scores separating the positives where `informative` (stays x labels) holds."""
+        noise = np.random.default_rng(seed).normal(0.3, 0.15, y.shape)
+        return np.clip(noise + strength * y * informative, 0, 1).astype(np.float32)
+
+    everywhere = np.ones(y.shape, bool)
+    series_only, image_only = everywhere.copy(), everywhere.copy()
+    series_only[:, mixed_cols] = ~image[:, None]
+    image_only[:, mixed_cols] = image[:, None]
+    made = {"transformer": seen(series_only, 0.5, 1), "resnet50": seen(image_only, 0.5, 2),
+            "mmtm": seen(everywhere, 0.2, 3), "drfuse": seen(everywhere, 0.5, 4)}
+    paths = [write_predictions(tmp_path, m, "matched", 0, "matched", stay_id, y, p) for m, p in made.items()]
+    df = pd.read_parquet(paths[-1])
+    for lab in PHENOTYPES:
+        lean = np.where(image, 0.3, -0.3) if (per_patient and lab in MIXED) else np.zeros(len(df))
+        df[f"attn:{lab}:ehr"], df[f"attn:{lab}:shared"], df[f"attn:{lab}:cxr"] = 0.4 - lean / 2, 0.2, 0.4 + lean / 2
+    df.to_parquet(paths[-1], index=False)
+    return paths, key_path, channel, image
+
+
+MIXED_SETTINGS = {**SETTINGS, "min_attention_shift": 0.1}
+BOOTSTRAP = {"n_bootstrap": 200, "seed": 0, "ci": 0.95}
+
+
+def test_inconsistent_labels_are_judged_per_patient(tmp_path):
+    paths, key_path, channel, image = _mixed_case(tmp_path, per_patient=True)
+    labels, groups, verdicts = check(paths, key_path, MIXED_SETTINGS, bootstrap=BOOTSTRAP)
+    verdicts = verdicts.query("seed == 0").set_index("criterion")
+    # the shift: CXR-minus-EHR attention of image-channel positives (+0.3) minus series-channel ones (-0.3)
+    shifts = labels.query("model == 'drfuse' and seed == 0 and group == 'inconsistent'").set_index("label")
+    assert shifts["attention_shift"].tolist() == pytest.approx([0.6] * 3, abs=1e-6)
+    for lab in MIXED:
+        assert shifts.loc[lab, "n_cxr_channel"] == (channel[lab] == "cxr").sum()
+        assert shifts.loc[lab, "n_ehr_channel"] == (channel[lab] == "ehr").sum()
+    assert verdicts.loc["attention_shift", ["value", "passed"]].tolist() == [1.0, True]
+    prauc = groups.query("seed == 0 and group == 'inconsistent'").set_index("model")["prauc"]
+    unimodal = verdicts.loc["inconsistent_vs_unimodal"]
+    assert unimodal["value"] == pytest.approx(prauc["drfuse"] - prauc[["transformer", "resnet50"]].max())
+    assert unimodal["passed"] and 0 < unimodal["ci_low"] < unimodal["value"] < unimodal["ci_high"]
+    fusion = verdicts.loc["inconsistent_vs_fusion"]
+    assert fusion["value"] == pytest.approx(prauc["drfuse"] - prauc["mmtm"]) and fusion["note"] == "against mmtm"
+    assert fusion["passed"] and fusion["ci_low"] > 0
+    # per-label attention passes nothing of the per-patient criterion
+    flat = check(*_mixed_case(tmp_path / "flat", per_patient=False)[:2], MIXED_SETTINGS, bootstrap=BOOTSTRAP)[2]
+    assert flat.query("seed == 0 and criterion == 'attention_shift'")[["value", "passed"]].values.tolist() == [[0.0, False]]
+
+
+def test_inconsistent_report_and_a_key_without_its_channels(tmp_path):
+    paths, key_path, _, _ = _mixed_case(tmp_path, per_patient=True)
+    write_report(paths, key_path, MIXED_SETTINGS, tmp_path / "tables", tmp_path / "figures" / "planted.png", bootstrap=BOOTSTRAP)
+    md = (tmp_path / "tables" / "planted.md").read_text()
+    assert "Per-patient attention on each inconsistent label" in md and "| inconsistent (3) |" in md
+    row = next(line for line in md.splitlines() if "| inconsistent_vs_fusion |" in line)
+    assert re.search(r"\| \+0\.\d{3} \(\+0\.\d{3}, \+0\.\d{3}\) \| 0\.000 \| pass \|$", row), row
+    table = pd.read_csv(tmp_path / "tables" / "planted.csv")
+    assert len(table.query("section == 'label' and group == 'inconsistent'")) == 3 * 2  # DrFuse, seed 0 and mean
+    (tmp_path / "channels.parquet").unlink()
+    with pytest.raises(UserError, match="has inconsistent labels but no .*channels.parquet"):
+        check(paths, key_path, MIXED_SETTINGS)

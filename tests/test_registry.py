@@ -42,6 +42,7 @@ def full_model_cfg(tmp_path_factory) -> dict:
         "margin": 0.1,
         "rank_order": "batch",
         "rank_gap": 0.5,
+        "attention_query": "token",
         "baseline_backbone": "resnet18",
         "baseline_pretrained_weights": str(paths["baseline"]),
         "lstm_layers": 3,

@@ -68,7 +68,7 @@ def tables(synth) -> dict[str, pl.DataFrame]:
 def test_files_and_columns_match_the_real_releases(synth, demo_dir, cxr_samples_dir):
     # the answer key sits beside the MIMIC-shaped trees, never inside them
     assert sorted(p.name for p in synth.iterdir()) == ["answer_key", "mimic-cxr-jpg", "mimic-iv"]
-    assert sorted(p.name for p in (synth / "answer_key").iterdir()) == ["label_groups.csv", "latent_labels.parquet"]
+    assert sorted(p.name for p in (synth / "answer_key").iterdir()) == ["channels.parquet", "label_groups.csv", "latent_labels.parquet"]
     written = sorted(str(p.relative_to(synth)) for p in synth.rglob("*.csv.gz"))
     assert written == sorted([f"mimic-iv/{f}" for f in IV_FILES] + [f"mimic-cxr-jpg/{CXR_META}"])
     for name in IV_FILES:
@@ -362,3 +362,63 @@ def test_a_bad_answer_key_names_the_file(tmp_path, text, message):
     assert str(path) in str(err.value)
     with pytest.raises(UserError, match="not found"):
         read_label_groups(tmp_path / "absent.csv")
+
+
+PNEUMONIA = "Pneumonia (except that caused by tuberculosis or sexually transmitted disease)"
+
+
+def test_modal_inconsistency_shows_each_positive_in_one_modality(tmp_path, monkeypatch):
+    """`synth.modal_inconsistency`: each positive of the chosen labels shows its signal in the image
+    or in the series, drawn per admission and written to the answer key; everything else of the
+    data is as without it."""
+    from drfuse.synth import answer_key, channels, cxr
+
+    chosen = channels.eligible_labels()
+    assert chosen == ["Chronic obstructive pulmonary disease and bronchiectasis",
+                      "Congestive heart failure; nonhypertensive", PNEUMONIA]  # the generator's `both` labels
+    drawn = {}  # the labels each run's images are drawn from
+
+    def capture(name):
+        def write_images(root, meta, labels, *args, **kwargs):
+            drawn[name] = labels
+        return write_images
+
+    settings = {**SETTINGS, "n_subjects": 1500, "seed": 11}
+    for name, labels in (("plain", []), ("mixed", chosen)):
+        monkeypatch.setattr(cxr, "write_images", capture(name))
+        generate(tmp_path / name, {**settings, "modal_inconsistency": labels})
+    plain, mixed = tmp_path / "plain", tmp_path / "mixed"
+
+    key = answer_key.read_label_groups(mixed / "answer_key" / "label_groups.csv")
+    assert [lab for lab, g in key.items() if g == "inconsistent"] == chosen
+    assert answer_key.read_label_groups(plain / "answer_key" / "label_groups.csv")[PNEUMONIA] == "both"
+    assert answer_key.read_channels(plain / "answer_key" / "label_groups.csv", {lab: "both" for lab in PHENOTYPES}).height == 0
+
+    latent = pl.read_parquet(mixed / "answer_key" / "latent_labels.parquet")
+    channel = answer_key.read_channels(mixed / "answer_key" / "label_groups.csv", key)
+    assert channel.height == latent.height * len(chosen)
+    for label in chosen:
+        joined = channel.filter(pl.col("label") == label).join(latent.select("stay_id", label), on="stay_id")
+        positive = joined.filter(pl.col(label) == 1)
+        assert set(joined.filter(pl.col(label) == 0)["channel"]) == {"none"}
+        assert set(positive["channel"]) == {"ehr", "cxr"}
+        share = (positive["channel"] == "cxr").mean()
+        assert abs(share - 0.5) < 4 * (0.25 / positive.height) ** 0.5, (label, share)
+
+    # the images are drawn from the labels of image-channel positives only; the series' label
+    # effects follow the series-channel positives (pneumonia raises the temperature by 0.5 C)
+    meta = read(mixed / "mimic-cxr-jpg" / CXR_META)
+    assert meta.equals(read(plain / "mimic-cxr-jpg" / CXR_META))  # the same studies, ids and times
+    k = PHENOTYPES.index(PNEUMONIA)
+    assert drawn["mixed"][:, k].sum() < drawn["plain"][:, k].sum() and (drawn["mixed"] <= drawn["plain"]).all()
+    temp = (read(mixed / "mimic-iv" / "icu" / "chartevents.csv.gz").filter(pl.col("itemid") == "223762")
+            .group_by("stay_id").agg(pl.col("valuenum").cast(pl.Float64).median())
+            .with_columns(pl.col("stay_id").cast(pl.Int64)))
+    pneumonia = channel.filter(pl.col("label") == PNEUMONIA).join(temp, on="stay_id")
+    by_channel = dict(pneumonia.group_by("channel").agg(pl.col("valuenum").mean()).iter_rows())
+    assert by_channel["ehr"] > by_channel["cxr"] + 0.3 and abs(by_channel["cxr"] - by_channel["none"]) < 0.25, by_channel
+    for name in ("hosp/patients.csv.gz", "hosp/admissions.csv.gz", "hosp/diagnoses_icd.csv.gz", "icu/icustays.csv.gz"):
+        assert (mixed / "mimic-iv" / name).read_bytes() == (plain / "mimic-iv" / name).read_bytes(), name
+
+    with pytest.raises(UserError, match="synth.modal_inconsistency: 'Shock' has no planted signal in both modalities; allowed: Chronic"):
+        generate(tmp_path / "bad", {**settings, "modal_inconsistency": ["Shock"]})

@@ -734,10 +734,11 @@ RERUNS = [
         {"builtin_overrides": {"model": {"baseline_backbone": "resnet34"}}},
         {"train": 6, **EVAL},
     ),
-    ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}}, {"evaluate": 1, "tables": 1, "all": 1}),
+    # the bootstrap also gives the planted check's intervals for labels shown per patient in one modality
+    ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}}, {"evaluate": 1, "tables": 1, "planted": 1, "all": 1}),
     # issue 26: the planted check's thresholds are the planted rule's alone; the seed is also t-SNE's
     ("evaluation.planted", {"evaluation": {"planted": {"min_prauc_ratio": 0.8}}}, {"planted": 1, "all": 1}),
-    ("evaluation.seed", {"evaluation": {"seed": 1}}, {"evaluate": 1, "tables": 1, "figures": 1, "all": 1}),
+    ("evaluation.seed", {"evaluation": {"seed": 1}}, {"evaluate": 1, "tables": 1, "figures": 1, "planted": 1, "all": 1}),
     ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}}, {"train": 2, **EVAL}),
 ]
 

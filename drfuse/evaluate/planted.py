@@ -26,7 +26,10 @@ Criteria, for every model with attention, per seed and for the mean (thresholds 
   over EHR-only labels / the Transformer's (same training set, test set and seed); pass at
   >= `min_prauc_ratio`. Judged only when the reference learned: its mean PRAUC over the group
   exceeds the labels' mean prevalence by `min_reference_gain` (a ratio to a reference that learned
-  nothing says nothing); otherwise, or when the reference was not run, no verdict and a `note`.
+  nothing says nothing); otherwise, or when the reference was not run, no verdict and a `note`;
+- for a key with `inconsistent` labels (evidence in the image for one patient, in the series for
+  another): `inconsistent_vs_unimodal`, `inconsistent_vs_fusion` and `attention_shift`
+  (`drfuse.evaluate.inconsistency`, with the per-label `attention_shift` and its positives).
 
 For experiment scripts: `planted_groups(paths, key)` (the per-group table) and `check(paths, key,
 settings)` (label table, group table, criteria) on any prediction files, e.g.
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from drfuse.evaluate.bootstrap import parse_prediction_path, read_predictions
 from drfuse.evaluate.metrics import ap_auroc
@@ -53,7 +57,8 @@ from drfuse.evaluate.render import csv_text, markdown, write_text_atomic
 from drfuse.evaluate.names import display_name, ordered_models
 from drfuse.evaluate.tables import fmt
 from drfuse.phenotypes import PHENOTYPES
-from drfuse.synth.answer_key import GROUPS, read_label_groups
+from drfuse.evaluate import inconsistency
+from drfuse.synth.answer_key import GROUPS, read_channels, read_label_groups
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ SINGLE = {"ehr": 1.0, "cxr": -1.0}
 # single-modality group -> the uni-modal model DrFuse must come close to on it
 REFERENCE = {"cxr": "resnet50", "ehr": "transformer"}
 CRITERIA = {
+    **inconsistency.CRITERIA,
     "attention_share_cxr": "share of the CXR-only labels whose CXR-distinct token gets more attention than the EHR-distinct one, by the margin",
     "attention_share_ehr": "share of the EHR-only labels whose EHR-distinct token gets more attention than the CXR-distinct one, by the margin",
     "prauc_ratio_cxr": "mean PRAUC over CXR-only labels / ResNet50's",
@@ -74,7 +80,7 @@ NOT_RUN, DID_NOT_LEARN = "n/a: reference not run", "n/a: reference did not learn
 MEAN = "mean"
 
 
-def _per_label(path: Path, describe: Callable[[Path], dict]) -> list[dict]:
+def _per_label(path: Path, describe: Callable[[Path], dict], channels: dict[str, pd.Series]) -> list[dict]:
     meta = {key: describe(path)[key] for key in RUN_KEYS}
     _, y, p = read_predictions(path)
     attn_cols = [f"attn:{lab}:{part}" for lab in PHENOTYPES for part, _ in ATTENTION_PARTS]
@@ -87,6 +93,8 @@ def _per_label(path: Path, describe: Callable[[Path], dict]) -> list[dict]:
         for part, _ in ATTENTION_PARTS:
             col = f"attn:{label}:{part}"
             row[f"attn_{part}"] = float(df.loc[with_cxr, col].mean()) if has_attention and with_cxr.any() else np.nan
+        if has_attention and label in channels:
+            row.update(inconsistency.shift_columns(df, label, channels[label]))
         rows.append(row)
     return rows
 
@@ -101,12 +109,16 @@ def _with_seed_mean(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def label_table(prediction_paths: list[Path], groups: dict[str, str], attention_margin: float = 0.0,
-                describe: Callable[[Path], dict] = parse_prediction_path) -> pd.DataFrame:
+                describe: Callable[[Path], dict] = parse_prediction_path, channels: pl.DataFrame | None = None) -> pd.DataFrame:
     """One row per (prediction file or seed mean, label): prauc, attention, the label's group and,
-    for single-modality labels of attention models, attention_margin and favours_planted.
-    `describe` gives a file's model, train_set, test_set and seed (default: from the workflow's path)."""
-    rows = [row for path in prediction_paths for row in _per_label(Path(path), describe)]
-    table = pd.DataFrame(rows, columns=[*RUN_KEYS, "label", "prauc", "prevalence", *ATTN])
+    for single-modality labels of attention models, attention_margin and favours_planted; for
+    inconsistent labels of attention models, the attention shift (`channels`: the answer key's
+    `channels.parquet`). `describe` gives a file's model, train_set, test_set and seed (default:
+    from the workflow's path)."""
+    by_label = {} if channels is None else {
+        label: part.set_index("stay_id")["channel"] for label, part in channels.to_pandas().groupby("label")}
+    rows = [row for path in prediction_paths for row in _per_label(Path(path), describe, by_label)]
+    table = pd.DataFrame(rows, columns=[*RUN_KEYS, "label", "prauc", "prevalence", *ATTN, *inconsistency.SHIFT_COLUMNS])
     table.insert(table.columns.get_loc("label") + 1, "group", table["label"].map(groups))
     table = _with_seed_mean(table, ["model", "train_set", "test_set", "label", "group"])
     # NaN for labels of no single modality and for models without attention
@@ -131,8 +143,11 @@ def planted_groups(prediction_paths: list[Path], answer_key: Path, describe: Cal
     return group_table(label_table(prediction_paths, read_label_groups(answer_key), describe=describe))
 
 
-def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict) -> pd.DataFrame:
-    """The acceptance criteria per attention model, training set, test set and seed (and mean)."""
+def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict, resamples: dict | None = None,
+             ci: float = 0.95) -> pd.DataFrame:
+    """The acceptance criteria per attention model, training set, test set and seed (and mean).
+    `resamples`: the inconsistent group's PRAUC per bootstrap resample and prediction file
+    (`inconsistency.group_resamples`), for the intervals of its two comparisons."""
     rows = []
     attention_runs = labels.dropna(subset=["attn_ehr"])[RUN_KEYS].drop_duplicates()
     by_run = groups.set_index([*RUN_KEYS, "group"])
@@ -155,8 +170,11 @@ def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict) -> pd.D
                 ratio, note = own / ref["prauc"], None
             rows.append({**run._asdict(), "criterion": f"prauc_ratio_{group}", "value": ratio,
                          "threshold": float(settings["min_prauc_ratio"]), "note": note})
-    out = pd.DataFrame(rows, columns=[*RUN_KEYS, "criterion", "value", "threshold", "note"])
-    out["passed"] = pd.Series([None if np.isnan(v) else bool(v >= t) for v, t in zip(out["value"], out["threshold"])], dtype=object)
+        if (mine["group"] == inconsistency.GROUP).any():
+            rows += inconsistency.criteria_rows(run._asdict(), labels, groups, settings, resamples, ci)
+    out = pd.DataFrame(rows, columns=[*RUN_KEYS, "criterion", "value", "threshold", "ci_low", "ci_high", "note"])
+    out["passed"] = pd.Series([inconsistency.passed(c, v, t) for c, v, t in zip(out["criterion"], out["value"], out["threshold"])],
+                              dtype=object)
     return _sorted(out, ["criterion"])
 
 
@@ -171,10 +189,11 @@ def _sorted(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
 
 def planted_csv(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
     """The three kinds of rows under one header, told apart by `section`."""
-    single = labels[labels["group"].isin(list(SINGLE)) & labels["attn_ehr"].notna()]
+    single = labels[labels["group"].isin([*SINGLE, inconsistency.GROUP]) & labels["attn_ehr"].notna()]
     parts = [groups.assign(section="group"), single.assign(section="label"), verdicts.assign(section="criterion")]
     columns = ["section", *RUN_KEYS, "group", "label", "n_labels", "prauc", "prevalence", *ATTN, "attention_margin",
-               "favours_planted", "criterion", "value", "threshold", "passed", "note"]
+               "favours_planted", *inconsistency.SHIFT_COLUMNS, "criterion", "value", "threshold", "ci_low", "ci_high",
+               "passed", "note"]
     out = pd.concat(parts, ignore_index=True)
     out["model"] = out["model"].map(display_name)
     return out.reindex(columns=columns)
@@ -220,14 +239,35 @@ def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, a
                  "yes" if r.favours_planted else "no"] for r in shown.itertuples()]
         sections.append(markdown("Attention on each single-modality label", ["Model", "Label", "Planted", "EHR-distinct", "CXR-distinct",
                                  "planted - other", "favours planted"], rows, ["Mean over seeds; other models' rows: planted.csv."]))
-    rows = [[display_name(r.model), f"{r.train_set} -> {r.test_set}", str(r.seed), r.criterion, fmt(r.value), fmt(r.threshold),
+    mixed = labels[(labels["group"] == inconsistency.GROUP) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
+    if len(mixed):
+        rows = [[display_name(r.model), r.label, f"{r.attention_shift:+.3f}" if pd.notna(r.attention_shift) else "-",
+                 fmt(r.n_cxr_channel, 1), fmt(r.n_ehr_channel, 1)] for r in mixed.itertuples()]
+        sections.append(markdown("Per-patient attention on each inconsistent label", ["Model", "Label", "attention shift",
+                                 "positives (image)", "positives (series)"], rows,
+                                 ["Attention shift: mean CXR-minus-EHR distinct attention of the positives whose signal is in the "
+                                  "image minus that of the positives whose signal is in the series (test stays with a CXR; mean "
+                                  "over seeds, as the positives' counts)."]))
+    rows = [[display_name(r.model), f"{r.train_set} -> {r.test_set}", str(r.seed), r.criterion, _value(r), fmt(r.threshold),
              (r.note or "-") if r.passed is None else ("pass" if r.passed else "FAIL")] for r in verdicts.itertuples()]
-    notes = [f"{name}: {text}." for name, text in CRITERIA.items()]
+    notes = [f"{name}: {text}." for name, text in CRITERIA.items() if name in set(verdicts["criterion"])]
     notes += [f"Margin {fmt(settings['attention_margin'], 2)}; a ratio is judged when its reference's mean PRAUC over the group "
-              f"exceeds the labels' mean prevalence by {fmt(settings['min_reference_gain'], 2)}. Answer key: {answer_key}."]
+              f"exceeds the labels' mean prevalence by {fmt(settings['min_reference_gain'], 2)}."]
+    if len(mixed):
+        notes += [f"Minimum attention shift {fmt(settings['min_attention_shift'], 2)}; the differences pass above 0 "
+                  "(uni-modal) and at 0 or above (fusion), the shift share above one half; intervals: paired bootstrap of the "
+                  "group's mean PRAUC."]
+    notes += [f"Answer key: {answer_key}."]
     sections.append(markdown("Acceptance criteria", ["Model", "Trained -> tested", "Seed", "Criterion", "Value", "Threshold", "Result"], rows,
                              [" ".join(notes)]))
     return "\n".join(sections)
+
+
+def _value(r) -> str:
+    """A criterion's value, with its interval where it has one."""
+    if pd.isna(r.ci_low):
+        return fmt(r.value)
+    return f"{r.value:+.3f} ({r.ci_low:+.3f}, {r.ci_high:+.3f})"
 
 
 def figure(labels: pd.DataFrame, groups: pd.DataFrame, out: Path) -> None:
@@ -242,7 +282,8 @@ def figure(labels: pd.DataFrame, groups: pd.DataFrame, out: Path) -> None:
     present = [g for g in GROUPS if g in set(mean["group"])]
     models = list(dict.fromkeys(mean["model"]))
     attention_models = list(dict.fromkeys(mean.dropna(subset=["attn_ehr"])["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), squeeze=False)
+    mixed = labels[(labels["group"] == inconsistency.GROUP) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
+    fig, axes = plt.subplots(1, 3 if len(mixed) else 2, figsize=(19.5 if len(mixed) else 13, 4.5), squeeze=False)
     ax = axes[0, 0]
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(present))
@@ -269,23 +310,55 @@ def figure(labels: pd.DataFrame, groups: pd.DataFrame, out: Path) -> None:
     ax.set_title(f"Attention per planted group ({names}, left to right)", fontsize=9)
     if attention_models:
         ax.legend(fontsize=7)
+    if len(mixed):
+        _shift_panel(axes[0, 2], mixed)
     save_png(fig, Path(out))
 
 
+def _shift_panel(ax, mixed: pd.DataFrame) -> None:
+    """Per inconsistent label and attention model: the per-patient attention shift (seed mean)."""
+    label_names = list(dict.fromkeys(mixed["label"]))
+    models = list(dict.fromkeys(mixed["model"]))
+    width = 0.8 / len(models)
+    x = np.arange(len(label_names))
+    for i, model in enumerate(models):
+        rows = mixed[mixed["model"] == model].set_index("label").reindex(label_names)
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, rows["attention_shift"], width, label=display_name(model))
+    counts = mixed.drop_duplicates("label").set_index("label").reindex(label_names)
+    ax.set_xticks(x, [f"{lab[:22]}\n({c:.0f} image, {e:.0f} series)" for lab, c, e in
+                      zip(label_names, counts["n_cxr_channel"], counts["n_ehr_channel"])], fontsize=7)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylabel("CXR-minus-EHR attention: image-channel - series-channel positives")
+    ax.set_title("Per-patient attention shift on the inconsistent labels", fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def check(prediction_paths: list[Path], answer_key: Path, settings: dict,
-          describe: Callable[[Path], dict] = parse_prediction_path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+          describe: Callable[[Path], dict] = parse_prediction_path,
+          bootstrap: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(label table, group table, criteria) of prediction files against an answer key, with the
-    `evaluation.planted` settings: what an experiment script needs to compare model variants."""
-    labels = label_table(prediction_paths, read_label_groups(answer_key), float(settings["attention_margin"]), describe)
+    `evaluation.planted` settings: what an experiment script needs to compare model variants.
+    `bootstrap` (`n_bootstrap`, `seed`, `ci` of `evaluation:`): intervals for the inconsistent
+    labels' comparisons; None: without."""
+    key = read_label_groups(answer_key)
+    channels = read_channels(answer_key, key)
+    labels = label_table(prediction_paths, key, float(settings["attention_margin"]), describe, channels)
     groups = group_table(labels)
-    return labels, groups, criteria(labels, groups, settings)
+    inconsistent = [lab for lab in PHENOTYPES if key[lab] == inconsistency.GROUP]
+    resamples = None
+    if inconsistent and bootstrap is not None:
+        resamples = {tuple(describe(Path(path))[k] for k in RUN_KEYS):
+                     inconsistency.group_resamples(*read_predictions(Path(path)), inconsistent, bootstrap)
+                     for path in prediction_paths}
+    ci = float(bootstrap["ci"]) if bootstrap else 0.95
+    return labels, groups, criteria(labels, groups, settings, resamples, ci)
 
 
 def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict, table_dir: Path, figure_path: Path,
-                 describe: Callable[[Path], dict] = parse_prediction_path) -> None:
-    """planted.{csv,md} into `table_dir` and the figure to `figure_path`."""
+                 describe: Callable[[Path], dict] = parse_prediction_path, bootstrap: dict | None = None) -> None:
+    """planted.{csv,md} into `table_dir` and the figure to `figure_path` (`bootstrap`: see `check`)."""
     answer_key = Path(answer_key)
-    labels, groups, verdicts = check(prediction_paths, answer_key, settings, describe)
+    labels, groups, verdicts = check(prediction_paths, answer_key, settings, describe, bootstrap)
     write_text_atomic(Path(table_dir) / "planted.csv", csv_text(planted_csv(labels, groups, verdicts)))
     write_text_atomic(Path(table_dir) / "planted.md", render(labels, groups, verdicts, answer_key, settings))
     figure(labels, groups, figure_path)

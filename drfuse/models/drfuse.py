@@ -73,6 +73,7 @@ class DrFuse(nn.Module):
         self.n_classes = n_classes = N_PHENOTYPES
         self.d = d
         self.pool = logit_pool if alignment == "jsd" else mean_pool
+        self.attention_query = cfg["attention_query"]
         self.loss_settings = {
             "lambda_jsd": float(cfg["lambda_jsd"]),
             "lambda_orth": float(cfg["lambda_orth"]),
@@ -113,8 +114,11 @@ class DrFuse(nn.Module):
         q, v, k = proj[:, :, 0], proj[:, :, 1], proj[:, :, 2:]
         available = torch.stack([torch.ones_like(has_cxr), torch.ones_like(has_cxr), has_cxr], dim=1)
         w = available.to(q.dtype).unsqueeze(-1)
-        query = (q * w).sum(1) / w.sum(1)  # Eq. 5: mean over the available tokens
-        scores = torch.einsum("bd,bjcd->bcj", query, k) / math.sqrt(self.d)  # (B, C, 3)
+        if self.attention_query == "mean":
+            query = (q * w).sum(1) / w.sum(1)  # Eq. 5: mean over the available tokens
+            scores = torch.einsum("bd,bjcd->bcj", query, k) / math.sqrt(self.d)  # (B, C, 3)
+        else:  # "token": each token scored by its own query, so by its own content alone
+            scores = torch.einsum("bjd,bjcd->bcj", q, k) / math.sqrt(self.d)
         scores = scores.masked_fill(~available.unsqueeze(1), float("-inf"))
         attention = torch.softmax(scores.float(), dim=-1)
         # psi_c . z_c = sum_j alpha_cj (psi_c . v_j): each token's part of the logit, kept for diagnostics

@@ -10,7 +10,9 @@ signal and holds the true labels (`drfuse.synth.answer_key`). Deterministic by s
 chunks of ICU stays.
 
 Settings (config.yaml `synth:`): n_subjects, seed, image_size [h, w], first_year,
-icd10_from_year, and the optional ones of `drfuse.synth.settings.DEFAULTS`.
+icd10_from_year, and the optional ones of `drfuse.synth.settings.DEFAULTS`, among them
+`modal_inconsistency`: labels whose positives show their signal in one modality each, drawn per
+admission (`drfuse.synth.channels`; the draw is in the answer key).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from drfuse.synth import answer_key, cxr, events, icd, population, schema
+from drfuse.synth import answer_key, channels, cxr, events, icd, population, schema
 from drfuse.synth.csvgz import GzipCsvWriter, write_table
 from drfuse.synth.settings import SynthSettings, parse
 
@@ -77,18 +79,22 @@ def _generate(tmp: Path, s: SynthSettings, workers: int) -> None:
         np.searchsorted(pop.patients["subject_id"].to_numpy(), stay_subject)]
     stay_labels = pop.adm_labels[pop.stay_adm]
     stay_acuity = pop.adm_acuity[pop.stay_adm]
-    answer_key.write(tmp / answer_key.DIR_NAME, pop.icustays, stay_labels)
-    _write_events(iv, s, pop, stay_subject, female, stay_labels, stay_acuity)
+    # its own stream: without modal inconsistency every other draw is as before
+    channel = channels.draw(np.random.default_rng([s.seed, 505]), pop.adm_labels, s.modal_inconsistency)
+    ehr_view, cxr_view = (view[pop.stay_adm] for view in channels.modality_views(pop.adm_labels, channel))
+    answer_key.write(tmp / answer_key.DIR_NAME, pop.icustays, stay_labels, channel[pop.stay_adm], s.modal_inconsistency)
+    _write_events(iv, s, pop, stay_subject, female, ehr_view, stay_acuity)
 
     plan = cxr.plan_studies(cxr_rng, pop.stay_in, pop.stay_out, stay_acuity, s.cxr_share)
     meta = cxr.metadata(cxr_rng, plan, stay_subject, s.image_height, s.image_width)
     write_table(cxr_root / "mimic-cxr-2.0.0-metadata.csv.gz", meta, schema.CXR_METADATA, level)
     if s.images:
-        cxr.write_images(cxr_root, meta, stay_labels[plan["stay"].to_numpy()], s.seed, s.jpeg_quality, workers)
+        cxr.write_images(cxr_root, meta, cxr_view[plan["stay"].to_numpy()], s.seed, s.jpeg_quality, workers)
 
 
 def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_labels, stay_acuity) -> None:
-    """chartevents and labevents, chunk by chunk of ICU stays, streamed to gzip."""
+    """chartevents and labevents, chunk by chunk of ICU stays, streamed to gzip; `stay_labels`: the
+    labels as the time series shows them (`drfuse.synth.channels.modality_views`)."""
     n = len(stay_subject)
     stay_hadm = pop.icustays["hadm_id"].to_numpy()
     stay_id = pop.icustays["stay_id"].to_numpy()

@@ -5,16 +5,22 @@ and the true (latent) label values.
 
 - `label_groups.csv`: one row per phenotype (the 25 of `drfuse.phenotypes.PHENOTYPES`), columns
   `label`, `group` (`ehr`: only the time series carries a planted signal; `cxr`: only the chest
-  X-ray; `both`; `none`: no direct signal, the label is predictable at most through labels it is
-  correlated with), `ehr_channels` and `cxr_signs` (the evidence, `;`-separated, may be empty).
+  X-ray; `both`; `inconsistent`: both can, but each positive shows it in one, drawn per patient
+  (`synth.modal_inconsistency`); `none`: no direct signal, the label is predictable at most
+  through labels it is correlated with), `ehr_channels` and `cxr_signs` (the evidence,
+  `;`-separated, may be empty).
+- `channels.parquet`: for the `inconsistent` labels, one row per ICU stay and label: `stay_id`
+  (int64), `label`, `channel` (`ehr` or `cxr`: the modality that shows the positive's signal;
+  `none` for a negative). No rows without such labels.
 - `latent_labels.parquet`: one row per ICU stay, `subject_id, hadm_id, stay_id` (int64, MIMIC's
   ids, so it joins `cohort/stays.parquet`) and the generator's true labels (int8 0/1, one column
   per phenotype, named as PHENOTYPES). The cohort's labels come from the ICD codes written for
   them and differ from these where an admission was left uncoded.
 
 A held-out dataset with its own planted structure ships the same `label_groups.csv` (only `label`
-and `group` are read; `read_label_groups`); the planted-structure check
-(`drfuse.evaluate.planted`) reads the key, never this generator's tables.
+and `group` are read; `read_label_groups`), and `channels.parquet` beside it when a label is
+`inconsistent` (`read_channels`); the planted-structure check (`drfuse.evaluate.planted`) reads
+the key, never this generator's tables.
 
 The groups are derived from the generator's tables, so a changed generator changes the key: a
 label is EHR-visible when a label effect of `drfuse.synth.events` (`VARIABLES`, `SIGNALS`) lands on
@@ -34,10 +40,12 @@ import polars as pl
 from drfuse.errors import UserError
 from drfuse.phenotypes import PHENOTYPES
 
-GROUPS = ("ehr", "cxr", "both", "none")
+GROUPS = ("ehr", "cxr", "both", "inconsistent", "none")
 DIR_NAME = "answer_key"
 GROUPS_FILE = "label_groups.csv"
 LATENT_FILE = "latent_labels.parquet"
+CHANNELS_FILE = "channels.parquet"
+CHANNELS = ("ehr", "cxr", "none")
 
 
 def ehr_channels() -> dict[str, set[str]]:
@@ -68,24 +76,38 @@ def cxr_signs() -> dict[str, set[str]]:
     return out
 
 
-def label_groups() -> pl.DataFrame:
-    """The `label_groups.csv` table of this generator."""
+def label_groups(inconsistent: tuple[str, ...] = ()) -> pl.DataFrame:
+    """The `label_groups.csv` table of this generator; `inconsistent`: the labels of
+    `synth.modal_inconsistency` (each has a signal in both modalities)."""
     ehr, cxr = ehr_channels(), cxr_signs()
     group = {(True, False): "ehr", (False, True): "cxr", (True, True): "both", (False, False): "none"}
     return pl.DataFrame({
         "label": list(PHENOTYPES),
-        "group": [group[(bool(ehr[lab]), bool(cxr[lab]))] for lab in PHENOTYPES],
+        "group": ["inconsistent" if lab in inconsistent else group[(bool(ehr[lab]), bool(cxr[lab]))] for lab in PHENOTYPES],
         "ehr_channels": [";".join(sorted(ehr[lab])) for lab in PHENOTYPES],
         "cxr_signs": [";".join(sorted(cxr[lab])) for lab in PHENOTYPES],
     })
 
 
-def write(out_dir: Path, icustays: pl.DataFrame, stay_labels: np.ndarray) -> None:
-    """`label_groups.csv` and `latent_labels.parquet` into `out_dir` (the caller renames the
-    whole synthetic dataset into place, so nothing here is seen half-written)."""
+def write(out_dir: Path, icustays: pl.DataFrame, stay_labels: np.ndarray, stay_channel: np.ndarray,
+          inconsistent: tuple[str, ...]) -> None:
+    """`label_groups.csv`, `latent_labels.parquet` and `channels.parquet` into `out_dir` (the caller
+    renames the whole synthetic dataset into place, so nothing here is seen half-written).
+    `stay_channel` (n_stays, 25): `drfuse.synth.channels.draw`'s channels per stay."""
+    from drfuse.synth.channels import NAMES
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    label_groups().write_csv(out_dir / GROUPS_FILE)
+    label_groups(inconsistent).write_csv(out_dir / GROUPS_FILE)
+    stay_id = icustays["stay_id"].cast(pl.Int64).to_numpy()
+    order = np.argsort(stay_id, kind="stable")
+    names = np.array([NAMES[c] for c in sorted(NAMES)])
+    pl.DataFrame({
+        "stay_id": np.tile(stay_id[order], len(inconsistent)),
+        "label": np.repeat(list(inconsistent), len(stay_id)).astype(str),
+        "channel": np.concatenate([names[stay_channel[order, PHENOTYPES.index(lab)]] for lab in inconsistent])
+        if inconsistent else np.array([], str),
+    }, schema={"stay_id": pl.Int64, "label": pl.String, "channel": pl.String}).write_parquet(out_dir / CHANNELS_FILE)
     latent = icustays.select(pl.col("subject_id", "hadm_id", "stay_id").cast(pl.Int64)).with_columns(
         pl.Series(label, stay_labels[:, k], dtype=pl.Int8) for k, label in enumerate(PHENOTYPES)
     )
@@ -117,3 +139,31 @@ def read_label_groups(path: Path) -> dict[str, str]:
     if bad:
         raise UserError(f"answer key {path}: group must be one of {', '.join(GROUPS)}, got {bad}")
     return {lab: groups[lab] for lab in PHENOTYPES}
+
+
+def read_channels(groups_path: Path, groups: dict[str, str]) -> pl.DataFrame:
+    """The `channels.parquet` beside a `label_groups.csv` whose key has `inconsistent` labels:
+    `stay_id`, `label`, `channel` for exactly those labels; an empty table when there are none."""
+    wanted = [lab for lab in PHENOTYPES if groups[lab] == "inconsistent"]
+    empty = pl.DataFrame(schema={"stay_id": pl.Int64, "label": pl.String, "channel": pl.String})
+    if not wanted:
+        return empty
+    path = Path(groups_path).parent / CHANNELS_FILE
+    if not path.is_file():
+        raise UserError(f"answer key {groups_path} has inconsistent labels but no {path}: it must say, per stay and "
+                        "label, which modality shows the signal (drfuse.synth.answer_key)")
+    try:
+        table = pl.read_parquet(path)
+    except (pl.exceptions.ComputeError, OSError) as exc:
+        raise UserError(f"answer key {path}: not a Parquet file ({exc})") from None
+    missing = [c for c in ("stay_id", "label", "channel") if c not in table.columns]
+    if missing:
+        raise UserError(f"answer key {path}: missing column(s) {missing}; expected stay_id, label, channel")
+    table = table.select(pl.col("stay_id").cast(pl.Int64), pl.col("label").cast(pl.String), pl.col("channel").cast(pl.String))
+    bad = sorted(set(table["channel"].unique().to_list()) - set(CHANNELS))
+    if bad:
+        raise UserError(f"answer key {path}: channel must be one of {', '.join(CHANNELS)}, got {bad[:3]}")
+    absent = [lab for lab in wanted if lab not in set(table["label"].to_list())]
+    if absent:
+        raise UserError(f"answer key {path}: no rows for the inconsistent label(s) {absent[:2]}")
+    return table.filter(pl.col("label").is_in(wanted))

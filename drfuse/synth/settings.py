@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drfuse.errors import UserError
+from drfuse.synth.channels import check_labels
 
 # Optional settings (config.yaml may leave them out) and their defaults.
 DEFAULTS = {
@@ -14,6 +15,7 @@ DEFAULTS = {
     "jpeg_quality": 90,
     "gzip_level": 1,         # zlib level: 1 is ~2x faster than 6 end to end, files ~35 % larger
     "chunk_stays": 2000,     # ICU stays per event chunk: bounds memory at any scale
+    "modal_inconsistency": [],  # labels whose positives show their signal in one modality each (drfuse.synth.channels)
 }
 
 
@@ -31,6 +33,7 @@ class SynthSettings:
     jpeg_quality: int
     gzip_level: int
     chunk_stays: int
+    modal_inconsistency: tuple[str, ...]
 
 
 def parse(settings: dict) -> SynthSettings:
@@ -70,5 +73,6 @@ def parse(settings: dict) -> SynthSettings:
         jpeg_quality=integer("jpeg_quality", opt["jpeg_quality"], 10, 100),
         gzip_level=integer("gzip_level", opt["gzip_level"], 1, 9),
         chunk_stays=integer("chunk_stays", opt["chunk_stays"], 1),
+        modal_inconsistency=check_labels(opt["modal_inconsistency"]),
     )
     return parsed

@@ -134,6 +134,11 @@ elif BUILTIN:
     ANSWER_KEY = R / "synth" / "answer_key" / "label_groups.csv"
 else:
     ANSWER_KEY = None
+ANSWER_CHANNELS = (
+    [R / "synth" / "answer_key" / "channels.parquet"]
+    if BUILTIN and not CFG["data"].get("answer_key")
+    else []
+)
 PLANTED_PREDICTIONS = [
     p
     for p in PREDICTIONS

@@ -15,6 +15,7 @@ if BUILTIN:
             mimic_cxr=directory(R / "synth" / "mimic-cxr-jpg"),
             answer_key=R / "synth" / "answer_key" / "label_groups.csv",
             latent_labels=R / "synth" / "answer_key" / "latent_labels.parquet",
+            channels=R / "synth" / "answer_key" / "channels.parquet",
         log:
             R / "logs" / "synth.log",
         benchmark:

@@ -100,6 +100,9 @@ if PLANTED:
         """What each model learned per modality on data with a planted answer (answer key)."""
         input:
             answer_key=ANSWER_KEY,
+            # which modality shows each positive of an inconsistent label: the built-in key's own
+            # (another key's, when it has such labels, is read beside its label_groups.csv)
+            channels=ANSWER_CHANNELS,
             predictions=PLANTED_PREDICTIONS,
         output:
             csv=report(
@@ -121,6 +124,8 @@ if PLANTED:
             CONDA_ENV
         params:
             settings=CFG["evaluation"]["planted"],
+            # the intervals of the inconsistent labels' comparisons
+            bootstrap={k: CFG["evaluation"][k] for k in ("n_bootstrap", "seed", "ci")},
             tables=lambda wildcards, output: Path(output.csv).parent,
         shell:
             "{DRFUSE} planted --answer-key {input.answer_key:q} --predictions {input.predictions:q}"
