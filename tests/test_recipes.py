@@ -17,13 +17,13 @@ from drfuse.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-# the four changes of our recipe: (setting, the paper's value, ours)
+# the changes of our recipe: (setting, the paper's value, ours)
 CHANGES = {
     "warmup": ("train.cxr_warmup_epochs", 0, 20),
-    "ehr_lr": ("train.ehr_lr_factor", 1.0, 0.1),
     "linear_heads": ("model.aux_head", "mlp", "linear"),
-    "rank_ramp": ("model.rank_gap", 0.0, 3.0),
 }
+# measured and not kept (docs/deviations.md): the paper's values under both recipes
+NOT_KEPT = {"train.ehr_lr_factor": 1.0, "model.rank_gap": 0.0}
 
 
 def mimic_config() -> dict:
@@ -37,11 +37,13 @@ def setting(run_cfg: dict, dotted: str):
     return run_cfg[section][key]
 
 
-def test_on_mimic_the_paper_recipe_is_the_papers_settings_and_ours_adds_the_four_changes():
+def test_on_mimic_the_paper_recipe_is_the_papers_settings_and_ours_adds_its_changes():
     cfg = mimic_config()
     for change, (name, paper, ours) in CHANGES.items():
         assert setting(resolve_run("drfuse_paper", cfg)[1], name) == paper, change
         assert setting(resolve_run("drfuse", cfg)[1], name) == ours, change
+    for name, paper in NOT_KEPT.items():
+        assert setting(resolve_run("drfuse", cfg)[1], name) == setting(resolve_run("drfuse_paper", cfg)[1], name) == paper
     paper = resolve_run("drfuse_paper", cfg)[1]
     assert (paper["model"]["backbone"], paper["model"]["d_model"], paper["train"]["lr"]) == ("resnet50", 256, 1e-4)
     assert (paper["train"]["epochs"], paper["train"]["patience"], paper["train"]["batch_size"]) == (100, 10, 16)
@@ -69,10 +71,10 @@ def test_readme_states_the_recipes_settings_and_the_switch():
 
 def test_each_run_takes_its_recipes_changes_as_far_as_its_model_reads_them():
     cfg = config_mod.load(ROOT / "config.yaml")
+    cfg["recipe"]["ehr_lr"] = {"train": {"ehr_lr_factor": 0.1}}  # as a user may add it back
     ours, paper = run_params("drfuse", cfg), run_params("drfuse_paper", cfg)
     assert (ours["train"]["cxr_warmup_epochs"], paper["train"]["cxr_warmup_epochs"]) == (20, 0)
-    assert {k: v for k, v in ours["model"].items() if k not in ("aux_head", "rank_gap")} == \
-        {k: v for k, v in paper["model"].items() if k not in ("aux_head", "rank_gap")}
+    assert {k: v for k, v in ours["model"].items() if k != "aux_head"} == {k: v for k, v in paper["model"].items() if k != "aux_head"}
     # a fusion baseline with our recipe reads its generic parts only
     mmtm, mmtm_ours = run_params("mmtm", cfg), run_params("mmtm_ours", cfg)
     assert (mmtm["train"]["cxr_warmup_epochs"], mmtm["train"]["ehr_lr_factor"]) == (0, 1.0)
@@ -98,11 +100,13 @@ def test_recipe_variants_remove_one_change_from_ours_or_add_one_to_the_papers():
                 assert setting(with_one[1], other_name) == other_paper
     with pytest.raises(UserError, match=r"drfuse\+warmup: a change is removed from a model under our recipe"):
         resolve_run("drfuse+warmup", cfg)
-    with pytest.raises(UserError, match=r"'dropout' is not a change of config `recipe:` \(warmup, ehr_lr"):
+    with pytest.raises(UserError, match=r"'dropout' is not a change of config `recipe:` \(warmup, linear_heads\)"):
         resolve_run("drfuse-dropout", cfg)
     # a variant with DrFuse's warm-up settings starts after the shared warm-up; one without its own
+    cfg["recipe"]["rank_ramp"] = {"model": {"rank_gap": 3.0}}  # a change the warm-up does not read
+    cfg["recipe"]["ehr_lr"] = {"train": {"ehr_lr_factor": 0.1}}  # one it does (the optimiser's groups)
     assert shares_warmup("drfuse-rank_ramp", cfg) and shares_warmup("drfuse_no_rank", cfg)
-    assert not shares_warmup("drfuse-ehr_lr", cfg)  # the optimiser's groups differ during the warm-up
+    assert not shares_warmup("drfuse-ehr_lr", cfg) and not shares_warmup("drfuse-linear_heads", cfg)
     assert not shares_warmup("drfuse_paper", cfg) and not shares_warmup("drfuse_paper+warmup", cfg)
 
 
@@ -162,5 +166,5 @@ def test_names_say_the_recipe_and_only_the_papers_recipe_stands_beside_the_paper
     assert display_name("mmtm_ours") == "MMTM (our recipe)" and paper_row("mmtm_ours") is None
     assert display_name("transformer") == "Transformer" and paper_row("transformer") == "Transformer"
     assert display_name("drfuse-warmup") == "DrFuse (our recipe) without warmup"
-    assert display_name("drfuse_paper+rank_ramp") == "DrFuse (paper recipe) with rank_ramp"
+    assert display_name("drfuse_paper+linear_heads") == "DrFuse (paper recipe) with linear_heads"
     assert display_name("drfuse-g03") == "drfuse-g03" and paper_row("drfuse-warmup") is None

@@ -43,6 +43,7 @@ def full_model_cfg(tmp_path_factory) -> dict:
         "rank_order": "batch",
         "rank_gap": 0.5,
         "attention_query": "token",
+        "attention_prior": "aux",
         "baseline_backbone": "resnet18",
         "baseline_pretrained_weights": str(paths["baseline"]),
         "lstm_layers": 3,

@@ -74,6 +74,7 @@ class DrFuse(nn.Module):
         self.d = d
         self.pool = logit_pool if alignment == "jsd" else mean_pool
         self.attention_query = cfg["attention_query"]
+        self.attention_prior = cfg["attention_prior"]
         self.loss_settings = {
             "lambda_jsd": float(cfg["lambda_jsd"]),
             "lambda_orth": float(cfg["lambda_orth"]),
@@ -119,6 +120,11 @@ class DrFuse(nn.Module):
             scores = torch.einsum("bd,bjcd->bcj", query, k) / math.sqrt(self.d)  # (B, C, 3)
         else:  # "token": each token scored by its own query, so by its own content alone
             scores = torch.einsum("bjd,bjcd->bcj", q, k) / math.sqrt(self.d)
+        aux = [self.aux_heads[0](ehr_distinct), self.aux_heads[1](h_shared), self.aux_heads[2](cxr_distinct)]
+        if self.attention_prior == "aux":
+            # each token's own auxiliary head says how much evidence of class c it holds; its logit
+            # (not trained through the attention) is added to the token's score
+            scores = scores + torch.stack(aux, dim=-1).detach().to(scores.dtype)
         scores = scores.masked_fill(~available.unsqueeze(1), float("-inf"))
         attention = torch.softmax(scores.float(), dim=-1)
         # psi_c . z_c = sum_j alpha_cj (psi_c . v_j): each token's part of the logit, kept for diagnostics
@@ -136,9 +142,9 @@ class DrFuse(nn.Module):
             "cxr_shared": torch.where(paired, cxr_shared, nan),
             "cxr_distinct": torch.where(paired, cxr_distinct, nan),
             "h_shared": h_shared,
-            "aux_ehr": self.aux_heads[0](ehr_distinct),
-            "aux_shared": self.aux_heads[1](h_shared),
-            "aux_cxr": torch.where(paired, self.aux_heads[2](cxr_distinct), nan),
+            "aux_ehr": aux[0],
+            "aux_shared": aux[1],
+            "aux_cxr": torch.where(paired, aux[2], nan),
         }
 
     def loss(self, outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, paired_rows: torch.Tensor | None = None):

@@ -31,13 +31,12 @@ the batch, the rows without an image masked out of BatchNorm and zeroed
 When training on the matched dataset a random `cxr_drop` share of each mini-batch loses its CXR
 for real: `has_cxr` is set False, so those samples take the model's missing-CXR path.
 
-Image warm-up (`train.cxr_warmup_epochs`, models with a `warmup_loss`: the DrFuse family): the
+Image warm-up (`train.cxr_warmup_epochs`, models with a `warmup_loss`: the fusion models): the
 first epochs train the image branch alone on the stays with an image (none dropped), with no
 validation and no checkpoint selection; the joint training's `epochs` and `patience` follow. A
 fused model otherwise learns to read the EHR side before its image side has learned anything
-(docs/model-diagnostics.md). For the same reason the EHR encoder of those models can learn at a
-fraction of `train.lr` (`train.ehr_lr_factor`, `param_groups`): it fits the training labels, the
-image-only ones included by memorising the stays, long before the image branch has learned.
+(docs/deviations.md, "Our recipe"). The EHR encoder of those models can also learn at a fraction of
+`train.lr` (`train.ehr_lr_factor`, `param_groups`).
 """
 
 from __future__ import annotations
