@@ -44,7 +44,7 @@ def _with_job_resources(cfg: dict, args) -> dict:
     train_cfg = dict(cfg["train"])
     if args.threads:
         train_cfg["num_threads"] = args.threads
-    if args.gpus and train_cfg.get("device", "auto") == "auto":
+    if args.gpus and train_cfg["device"] == "auto":
         train_cfg["device"] = "cuda"
     return {**cfg, "train": train_cfg}
 

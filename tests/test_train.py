@@ -22,6 +22,7 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from drfuse import cli
+from drfuse import config as config_mod
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache
 from drfuse.models import MODELS, build_model, losses
@@ -181,8 +182,8 @@ def test_ehr_lr_factor_slows_only_the_drfuse_family_ehr_encoder(tiny_results, ti
     train("drfuse", "matched", 0, cfg, tiny_results, tmp_path / "run")
     saved = checkpoint.load(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"]
     assert sorted(g["lr"] for g in saved) == [2.5e-4, 1e-3]
-    with pytest.raises(UserError, match="train.ehr_lr_factor must be > 0, got 0"):
-        EngineSettings.from_cfg(_cfg(cfg, ehr_lr_factor=0), torch.device("cpu"), 0.0)
+    with pytest.raises(UserError, match="train.ehr_lr_factor = 0: 0 is less than or equal to the minimum of 0"):
+        config_mod.check(_cfg(cfg, ehr_lr_factor=0))  # the schema, the one place settings are checked
 
 
 def test_image_warmup_trains_the_image_branch_alone_then_selects_among_joint_epochs(tiny_results, tiny_cfg, tmp_path):
@@ -268,7 +269,7 @@ def test_macro_scores_skip_labels_without_positives():
 def test_cuda_request_without_gpu_is_a_user_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="train.device"):
-        resolve_device({"device": "cuda"})
+        resolve_device({"device": "cuda", "num_threads": 0})
 
 
 def test_training_learns(tiny_results, tiny_cfg, tmp_path):
@@ -397,8 +398,8 @@ def test_checkpoints_wait_for_their_interval_then_match_a_run_that_writes_every_
     train("transformer", "full", 0, rarely, tiny_results, killed, on_epoch_end=epochs.append)
     assert epochs == [1, 2, 3, 4]
     same_files(tmp_path / "every", killed)
-    with pytest.raises(UserError, match="train.checkpoint_interval_s must be >= 0, got -1"):
-        EngineSettings.from_cfg(_cfg(tiny_cfg, checkpoint_interval_s=-1), torch.device("cpu"), 0.0)
+    with pytest.raises(UserError, match="train.checkpoint_interval_s = -1: -1 is less than the minimum of 0"):
+        config_mod.check(_cfg(tiny_cfg, checkpoint_interval_s=-1))
 
 
 def test_runs_started_after_the_shared_warmup_equal_runs_that_warm_up_themselves(tiny_results, tiny_cfg, tmp_path):
@@ -661,8 +662,8 @@ def test_compiled_runs_see_one_batch_shape(tiny_results, tiny_cfg, tmp_path, mon
     assert sum(training for training, _ in shapes) == train_n // 16
     assert sum(not training for training, _ in shapes) == -(-val_n // 16)
     assert run["epochs_run"] == 1 and np.isfinite(run["best_val_score"])
-    with pytest.raises(UserError, match="train.compile"):
-        EngineSettings.from_cfg(_cfg(tiny_cfg, compile="max-speed"), torch.device("cpu"), 0.0)
+    with pytest.raises(UserError, match="train.compile = 'max-speed': allowed values are"):
+        config_mod.check(_cfg(tiny_cfg, compile="max-speed"))
 
 
 def _train_until_released(results, cfg, out_dir, started, release):

@@ -71,34 +71,27 @@ BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.csv"
 # A second name (hard link) of best.pt: Snakemake deletes a job's outputs, best.pt among them,
 # before re-running it, and a resumed run must still end with the best weights.
 BEST_KEPT = ".best-for-resume.pt"
-COMPILE_MODES = ("default", "reduce-overhead")
-PAD_IMAGES = ("auto", True, False)
 
 
 def resolve_device(train_cfg: dict) -> torch.device:
     """train.device auto|cpu|cuda -> a torch device; sets train.num_threads when > 0."""
-    wanted = train_cfg.get("device", "auto")
-    if train_cfg.get("num_threads", 0):
+    if train_cfg["num_threads"]:
         torch.set_num_threads(int(train_cfg["num_threads"]))
-    if wanted == "cpu":
+    if train_cfg["device"] == "cpu":
         return torch.device("cpu")
-    if wanted == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(
-                "train.device is 'cuda' (set in the config, or this job was given a GPU by profiles/gpu or "
-                f"profiles/slurm) but torch sees no usable CUDA device: {_no_cuda_reason()}; check nvidia-smi "
-                "on this node, or set train.device: cpu"
-            )
+    if torch.cuda.is_available():
         return torch.device("cuda")
-    if wanted == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        log.warning("=" * 78)
-        log.warning("train.device is 'auto' and no usable CUDA device (%s): TRAINING ON THE CPU", _no_cuda_reason())
-        log.warning("set train.device: cpu to silence this, or cuda to fail instead (profiles/gpu, profiles/slurm do)")
-        log.warning("=" * 78)
-        return torch.device("cpu")
-    raise UserError(f"train.device must be auto, cpu or cuda, got {wanted!r}")
+    if train_cfg["device"] == "cuda":
+        raise UserError(
+            "train.device is 'cuda' (set in the config, or this job was given a GPU by profiles/gpu or "
+            f"profiles/slurm) but torch sees no usable CUDA device: {_no_cuda_reason()}; check nvidia-smi "
+            "on this node, or set train.device: cpu"
+        )
+    log.warning("=" * 78)
+    log.warning("train.device is 'auto' and no usable CUDA device (%s): TRAINING ON THE CPU", _no_cuda_reason())
+    log.warning("set train.device: cpu to silence this, or cuda to fail instead (profiles/gpu, profiles/slurm do)")
+    log.warning("=" * 78)
+    return torch.device("cpu")
 
 
 def _no_cuda_reason() -> str:
@@ -114,67 +107,56 @@ def _no_cuda_reason() -> str:
 
 @dataclass
 class EngineSettings:
-    """Everything the loop needs, resolved from the `train:` and `model:` settings."""
+    """Everything the loop needs, from the `train:` and `model:` settings of a configuration the
+    schema has checked (drfuse.config): nothing here checks them again."""
 
     device: torch.device
-    crop: int
-    lr: float = 1e-4
-    lr_multipliers: dict = field(default_factory=dict)  # parameter-name prefix -> factor on lr
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    epochs: int = 100
-    patience: int = 10
-    checkpoint_interval_s: float = 0.0  # least seconds between two writes of last.pt / best.pt
-    cxr_drop: float = 0.0  # already 0 unless training a fusion model on the matched dataset
-    cxr_warmup_epochs: int = 0  # epochs of the image branch alone first (models with warmup_loss)
-    ehr_lr_factor: float = 1.0  # on the lr of the EHR encoder (models with `ehr_encoder_prefix`)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    lr_scheduler: str = "none"  # none | plateau (halve the lr after 10 epochs without a lower val loss)
-    select_on: str = "prauc"  # validation macro metric for the best checkpoint and early stopping
-    amp: bool = True
-    channels_last: bool = True
-    compile: str | None = None  # a torch.compile mode, None = eager
-    pad_images: bool = False
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    crop: int  # model.image_size: the centre crop fed to the CNN
+    lr: float
+    lr_multipliers: dict  # parameter-name prefix -> factor on lr
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    patience: int
+    checkpoint_interval_s: float  # least seconds between two writes of last.pt / best.pt
+    cxr_drop: float  # 0 unless training a fusion model on the matched dataset
+    cxr_warmup_epochs: int  # epochs of the image branch alone first (models with warmup_loss)
+    ehr_lr_factor: float  # on the lr of the EHR encoder (models with `ehr_encoder_prefix`)
+    adam_betas: tuple[float, float]
+    lr_scheduler: str  # none | plateau (halve the lr after 10 epochs without a lower val loss)
+    select_on: str  # validation macro metric for the best checkpoint and early stopping
+    amp: bool
+    channels_last: bool
+    compile: str | None  # a torch.compile mode, None = eager
+    pad_images: bool
+    augment: AugmentSettings
 
     @classmethod
     def from_cfg(cls, cfg: dict, device: torch.device, cxr_drop: float) -> EngineSettings:
         t = cfg["train"]
-        if not 0.0 <= cxr_drop < 1.0:
-            raise UserError(f"train.cxr_drop must be in [0, 1), got {cxr_drop}")
-        if int(t.get("cxr_warmup_epochs", 0)) < 0:
-            raise UserError(f"train.cxr_warmup_epochs must be >= 0, got {t['cxr_warmup_epochs']}")
-        if not float(t.get("ehr_lr_factor", 1.0)) > 0:
-            raise UserError(f"train.ehr_lr_factor must be > 0, got {t['ehr_lr_factor']}")
-        if float(t.get("checkpoint_interval_s", 0)) < 0:
-            raise UserError(f"train.checkpoint_interval_s must be >= 0, got {t['checkpoint_interval_s']}")
-        if int(t["batch_size"]) < 1:
-            raise UserError(f"train.batch_size must be >= 1, got {t['batch_size']}")
-        compile_mode = _compile_mode(t.get("compile", False))
-        pad = t.get("pad_images", "auto")
-        if pad not in PAD_IMAGES:
-            raise UserError(f"train.pad_images must be auto, true or false, got {pad!r}")
+        compile_mode = _compile_mode(t["compile"])
+        pad = t["pad_images"]
         return cls(
             device=device,
             crop=int(cfg["model"]["image_size"]),
             lr=float(t["lr"]),
-            lr_multipliers={str(k): float(v) for k, v in (t.get("lr_multipliers") or {}).items()},
+            lr_multipliers={str(k): float(v) for k, v in t["lr_multipliers"].items()},
             weight_decay=float(t["weight_decay"]),
             batch_size=int(t["batch_size"]),
             epochs=int(t["epochs"]),
             patience=int(t["patience"]),
-            checkpoint_interval_s=float(t.get("checkpoint_interval_s", 0)),
+            checkpoint_interval_s=float(t["checkpoint_interval_s"]),
             cxr_drop=float(cxr_drop),
-            cxr_warmup_epochs=int(t.get("cxr_warmup_epochs", 0)),
-            ehr_lr_factor=float(t.get("ehr_lr_factor", 1.0)),
+            cxr_warmup_epochs=int(t["cxr_warmup_epochs"]),
+            ehr_lr_factor=float(t["ehr_lr_factor"]),
             adam_betas=(float(t["adam_betas"][0]), float(t["adam_betas"][1])),
             lr_scheduler=t["lr_scheduler"],
             select_on=t["select_on"],
-            amp=bool(t.get("amp", True)),
-            channels_last=bool(t.get("channels_last", True)),
+            amp=bool(t["amp"]),
+            channels_last=bool(t["channels_last"]),
             compile=compile_mode,
-            pad_images=(device.type == "cuda" and compile_mode is not None) if pad == "auto" else pad,
-            augment=AugmentSettings.from_cfg(t["augment"]) if "augment" in t else AugmentSettings(),
+            pad_images=(device.type == "cuda" and compile_mode is not None) if pad == "auto" else bool(pad),
+            augment=AugmentSettings.from_cfg(t["augment"]),
         )
 
     @property
@@ -195,13 +177,7 @@ class EngineSettings:
 
 def _compile_mode(value) -> str | None:
     """train.compile: false | true (= default) | default | reduce-overhead -> a mode or None."""
-    if value is False or value is None:
-        return None
-    if value is True:
-        return "default"
-    if value in COMPILE_MODES:
-        return value
-    raise UserError(f"train.compile must be false, true, default or reduce-overhead, got {value!r}")
+    return {False: None, True: "default"}.get(value, value)
 
 
 def lr_factors(model, settings: EngineSettings) -> dict[str, float]:
@@ -246,11 +222,9 @@ def build_optimizer(model, settings: EngineSettings, fused: bool | None = None) 
 
 def _scheduler(optimizer, settings: EngineSettings):
     """MedFuse's ReduceLROnPlateau on the validation loss (factor 0.5, patience 10), or None."""
-    if settings.lr_scheduler == "none":
-        return None
     if settings.lr_scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=10)
-    raise UserError(f"train.lr_scheduler must be none or plateau, got {settings.lr_scheduler!r}")
+    return None
 
 
 def compile_model(model, settings: EngineSettings):
@@ -455,6 +429,121 @@ def _write_checkpoints(out_dir: Path, best_state: dict | None, last_state: dict)
     checkpoint.save_atomic(last_state, out_dir / LAST)
 
 
+@dataclass
+class _Progress:
+    """Where a run stands after an epoch: what last.pt records and a resume restores."""
+
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0  # epochs done, the warm-up's included
+    best: float = -math.inf  # the best validation score so far
+    best_epoch: int | None = None
+    bad_epochs: int = 0  # epochs since the best, for early stopping
+    done: bool = False  # stopped early
+
+    def resume_state(self) -> dict:
+        return {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "done": self.done, "history": json.dumps(self.history)}
+
+
+def _fingerprint_json(fingerprint: dict) -> str:
+    return json.dumps(fingerprint, sort_keys=True, default=str)
+
+
+def _start(out_dir: Path, model, optimizer, scheduler, generator, settings: EngineSettings, fingerprint: dict,
+           warm_start: tuple[Path, dict] | None) -> _Progress:
+    """Where the run starts: its last.pt when written with the same fingerprint (a resume), else
+    after the given image warm-up, else at epoch 0."""
+    progress = _Progress()
+    last_path = out_dir / LAST
+    if last_path.exists():
+        state = checkpoint.load(last_path, map_location=settings.device, remedy="delete it to train this run from epoch 1")
+        if state.get("fingerprint") == _fingerprint_json(fingerprint):
+            progress = _Progress(_restore(state, model, optimizer, scheduler, generator), state["epoch"], state["best"],
+                                 state["best_epoch"], state["bad_epochs"], state["done"])
+            log.info("resuming %s after epoch %d (best %.4f at epoch %s)", out_dir, progress.epoch, progress.best,
+                     progress.best_epoch)
+            return progress
+        log.warning("%s was written with other settings or data: training from scratch", last_path)
+    if warm_start is None:
+        return progress
+    path, expected = warm_start
+    state = checkpoint.load(path, map_location=settings.device, remedy="delete it and run `drfuse warmup` again")
+    if state.get("fingerprint") != _fingerprint_json(expected):
+        stored = json.loads(state.get("fingerprint") or "{}")
+        expected = json.loads(json.dumps(expected, default=str))
+        # the parts of drfuse.train.run's warm-up fingerprint: settings ("warmup"), seed, data
+        differ = [{"warmup": "settings"}.get(part, part) for part in expected if stored.get(part) != expected[part]]
+        raise UserError(
+            f"{path} is the image warm-up of other settings, seed or data than this run's (differing: "
+            f"{', '.join(differ)}): run `drfuse warmup` again with this run's settings and results folder, or "
+            "train without --warm-start"
+        )
+    history = _restore(state, model, optimizer, scheduler, generator)
+    log.info("starting after the image warm-up of %s (%d epochs)", path, state["epoch"])
+    return _Progress(history, state["epoch"])
+
+
+def _run_epoch(model, forward, optimizer, scheduler, train_data, val_data, val_labels, settings: EngineSettings,
+               generator, epoch: int, in_warmup: bool) -> dict:
+    """Train one epoch and, after the warm-up, validate it: the epoch's metrics.csv row."""
+    t0 = time.perf_counter()
+    train_loss, parts = train_epoch(model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}",
+                                    warmup=in_warmup)
+    if in_warmup:  # the image branch alone: the fused output is not trained yet, nothing to select
+        val, val_loss = {"prauc": None, "auroc": None, "prauc_skipped": None}, None
+    else:
+        val_prob = predict_outputs(model, forward, val_data, settings)["prob"]
+        val = macro_scores(val_labels, val_prob)
+        val_loss = bce(val_labels, val_prob)
+        if scheduler is not None:
+            scheduler.step(val_loss)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_prauc": val["prauc"],
+        "val_auroc": val["auroc"],
+        "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_factor"],  # train.lr, as scheduled
+        "seconds": round(time.perf_counter() - t0, 3),
+        "val_labels_skipped": val["prauc_skipped"],
+        **{f"train_loss:{name}": value for name, value in parts.items()},
+    }
+
+
+def _select(progress: _Progress, row: dict, model, settings: EngineSettings, meta: dict) -> dict | None:
+    """Early stopping and model selection after a joint epoch: best.pt's contents when this epoch is
+    the best so far (weights copied: they wait in memory until the next checkpoint write), else None."""
+    score = row[f"val_{settings.select_on}"]
+    score = -math.inf if math.isnan(score) else score
+    if progress.best_epoch is not None and score <= progress.best:
+        progress.bad_epochs += 1
+        progress.done = progress.bad_epochs >= settings.patience
+        return None
+    progress.best, progress.best_epoch, progress.bad_epochs = score, row["epoch"], 0
+    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return {"model": weights, "epoch": row["epoch"], "selected_on": f"val_{settings.select_on}", "val_score": score,
+            "meta": json.dumps(meta)}
+
+
+def _log_epoch(bar, row: dict, in_warmup: bool, is_best: bool) -> None:
+    if in_warmup:
+        bar.set_postfix(warmup_loss=f"{row['train_loss']:.4f}")
+        log.info("epoch %d: image warm-up, loss %.4f (%.1f s)", row["epoch"], row["train_loss"], row["seconds"])
+        return
+    bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_prauc=f"{row['val_prauc']:.4f}")
+    log.info("epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s", row["epoch"], row["train_loss"],
+             row["val_prauc"], row["val_auroc"], row["seconds"], " *" if is_best else "")
+
+
+def _board_row(board, row: dict) -> None:
+    if board is None:
+        return
+    for key, value in row.items():
+        if key != "epoch" and value is not None:
+            board.add_scalar(key, value, row["epoch"])
+    board.flush()
+
+
 def fit(
     model,
     train_split: SplitData,
@@ -492,126 +581,51 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     train_data = DeviceData(train_split, device, model.uses_cxr)
     val_data = DeviceData(val_split, device, model.uses_cxr)
-    val_labels = val_split.labels
-
-    fingerprint_json = json.dumps(fingerprint, sort_keys=True, default=str)
-    history: list[dict] = []
-    start_epoch, best, best_epoch, bad_epochs, done = 0, -math.inf, None, 0, False
-    last_path = out_dir / LAST
-    if last_path.exists():
-        state = checkpoint.load(last_path, map_location=device, remedy="delete it to train this run from epoch 1")
-        if state.get("fingerprint") == fingerprint_json:
-            history = _restore(state, model, optimizer, scheduler, generator)
-            start_epoch, best, best_epoch = state["epoch"], state["best"], state["best_epoch"]
-            bad_epochs, done = state["bad_epochs"], state["done"]
-            log.info("resuming %s after epoch %d (best %.4f at epoch %s)", out_dir, start_epoch, best, best_epoch)
-        else:
-            log.warning("%s was written with other settings or data: training from scratch", last_path)
-    if warm_start is not None and start_epoch == 0:  # not resumed: a last.pt is written after an epoch
-        path, expected = warm_start
-        state = checkpoint.load(path, map_location=device, remedy="delete it and run `drfuse warmup` again")
-        if state.get("fingerprint") != json.dumps(expected, sort_keys=True, default=str):
-            stored = json.loads(state.get("fingerprint") or "{}")
-            expected = json.loads(json.dumps(expected, default=str))
-            # the parts of drfuse.train.run's warm-up fingerprint: settings ("warmup"), seed, data
-            differ = [{"warmup": "settings"}.get(part, part) for part in expected if stored.get(part) != expected[part]]
-            raise UserError(
-                f"{path} is the image warm-up of other settings, seed or data than this run's (differing: "
-                f"{', '.join(differ)}): run `drfuse warmup` again with this run's settings and results folder, or "
-                "train without --warm-start"
-            )
-        history = _restore(state, model, optimizer, scheduler, generator)
-        start_epoch = state["epoch"]
-        log.info("starting after the image warm-up of %s (%d epochs)", path, start_epoch)
+    progress = _start(out_dir, model, optimizer, scheduler, generator, settings, fingerprint, warm_start)
 
     board = _tensorboard(out_dir)
     last_write = time.monotonic()
     best_unwritten = None  # best.pt's contents, from an epoch after the last write
     warmup = settings.cxr_warmup_epochs if hasattr(model, "warmup_loss") else 0
     total = warmup + settings.epochs
-    epochs = tqdm(range(start_epoch, total), desc="epochs", initial=start_epoch, total=total, disable=None)
-    for epoch in epochs:
-        if done:
+    bar = tqdm(range(progress.epoch, total), desc="epochs", initial=progress.epoch, total=total, disable=None)
+    for epoch in bar:
+        if progress.done:
             break
-        t0 = time.perf_counter()
         in_warmup = epoch < warmup
-        train_loss, parts = train_epoch(
-            model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}", warmup=in_warmup
-        )
-        if in_warmup:  # the image branch alone: the fused output is not trained yet, nothing to select
-            val, val_loss = {"prauc": None, "auroc": None, "prauc_skipped": None}, None
-        else:
-            val_prob = predict_outputs(model, forward, val_data, settings)["prob"]
-            val = macro_scores(val_labels, val_prob)
-            val_loss = bce(val_labels, val_prob)
-            if scheduler is not None:
-                scheduler.step(val_loss)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_prauc": val["prauc"],
-            "val_auroc": val["auroc"],
-            "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_factor"],  # train.lr, as scheduled
-            "seconds": round(time.perf_counter() - t0, 3),
-            "val_labels_skipped": val["prauc_skipped"],
-            **{f"train_loss:{name}": value for name, value in parts.items()},
-        }
-        history.append(row)
+        row = _run_epoch(model, forward, optimizer, scheduler, train_data, val_data, val_split.labels, settings,
+                         generator, epoch, in_warmup)
+        progress.history.append(row)
+        progress.epoch = epoch + 1
         if not in_warmup:
-            score = val[settings.select_on] if not math.isnan(val[settings.select_on]) else -math.inf
-            if best_epoch is None or score > best:
-                best, best_epoch, bad_epochs = score, epoch + 1, 0
-                weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-                best_unwritten = {"model": weights, "epoch": epoch + 1, "selected_on": f"val_{settings.select_on}", "val_score": score, "meta": json.dumps(meta)}
-            else:
-                bad_epochs += 1
-            done = bad_epochs >= settings.patience
-        if done or epoch + 1 == total or time.monotonic() - last_write >= settings.checkpoint_interval_s:
+            best_unwritten = _select(progress, row, model, settings, meta) or best_unwritten
+        if progress.done or progress.epoch == total or time.monotonic() - last_write >= settings.checkpoint_interval_s:
             _write_checkpoints(out_dir, best_unwritten, {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "epoch": epoch + 1,
-                "best": best,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs,
-                "done": done,
-                "history": json.dumps(history),
+                **progress.resume_state(),
                 "rng": checkpoint.rng_state(generator),
-                "fingerprint": fingerprint_json,
+                "fingerprint": _fingerprint_json(fingerprint),
             })
             best_unwritten, last_write = None, time.monotonic()
-        _write_metrics(out_dir / METRICS, history)
-        if board is not None:
-            for key, value in row.items():
-                if key != "epoch" and value is not None:
-                    board.add_scalar(key, value, epoch + 1)
-            board.flush()
-        if in_warmup:
-            epochs.set_postfix(warmup_loss=f"{train_loss:.4f}")
-            log.info("epoch %d: image warm-up, loss %.4f (%.1f s)", epoch + 1, train_loss, row["seconds"])
-        else:
-            epochs.set_postfix(loss=f"{train_loss:.4f}", val_prauc=f"{val['prauc']:.4f}")
-            log.info(
-                "epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s",
-                epoch + 1, train_loss, val["prauc"], val["auroc"], row["seconds"], " *" if best_epoch == epoch + 1 else "",
-            )
+        _write_metrics(out_dir / METRICS, progress.history)
+        _board_row(board, row)
+        _log_epoch(bar, row, in_warmup, progress.best_epoch == progress.epoch)
         if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
-    epochs.close()
+            on_epoch_end(progress.epoch)
+    bar.close()
     if board is not None:
         board.close()
     if not (out_dir / BEST).exists() and (out_dir / BEST_KEPT).exists():
         checkpoint.link_atomic(out_dir / BEST_KEPT, out_dir / BEST)
-    _write_metrics(out_dir / METRICS, history)
+    _write_metrics(out_dir / METRICS, progress.history)
     return {
-        "best_epoch": best_epoch,
+        "best_epoch": progress.best_epoch,
         "selected_on": f"val_{settings.select_on}",
-        "best_val_score": best,
-        "epochs_run": len(history),
-        "stopped_early": bool(done),
+        "best_val_score": progress.best,
+        "epochs_run": len(progress.history),
+        "stopped_early": bool(progress.done),
         "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if settings.cuda else None,
-        "history": history,
+        "history": progress.history,
     }
-

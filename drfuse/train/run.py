@@ -49,7 +49,7 @@ RESUMABLE_CHANGES = (
 
 def _lease(train_cfg: dict) -> gpu_lease.GpuLease:
     """A GPU lease when CUDA may be used; it must come before anything initialises CUDA."""
-    if train_cfg.get("device", "auto") == "cpu":
+    if train_cfg["device"] == "cpu":
         return gpu_lease.GpuLease(None, None, None)
     return gpu_lease.acquire()
 
