@@ -21,11 +21,12 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/images.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/mortality.smk"
 include: "workflow/rules/targets.smk"
 
 
 rule all:
-    """Everything: Tables 1-4, seeds, paired comparison, figures and the planted-structure check."""
+    """Everything of experiments.tasks: Tables 1-4, seeds, paired comparison, figures, planted check; mortality's table."""
     default_target: True
     input:
         FINAL_OUTPUTS,

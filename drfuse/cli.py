@@ -73,6 +73,13 @@ def cmd_cohort(args):
     log.info("%d CXR image paths the cohort needs: %s", n, out / FILE_NAME)
 
 
+def cmd_mortality_cohort(args):
+    from drfuse.data.mortality import build_mortality_cohort
+
+    cfg = _cfg(args)
+    build_mortality_cohort(Path(args.db), Path(args.stays), Path(args.out), cfg["cohort"]["hours"], args.threads, args.memory_mb)
+
+
 def cmd_features(args):
     from drfuse.data.features import build_features
 
@@ -126,7 +133,7 @@ def cmd_train(args):
         _writable_folder(Path(args.predict_dir), "--predict-dir")
     cfg = _with_job_resources(cfg, args)
     warm_start = Path(args.warm_start) if args.warm_start else None
-    train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out), warm_start=warm_start)
+    train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out), warm_start=warm_start, task=args.task)
     if args.predict_dir:
         # in the same process: importing torch and torchvision alone takes seconds per job
         _predict_test_sets(Path(args.out), args.test_set, cfg, Path(args.results), Path(args.predict_dir))
@@ -137,7 +144,7 @@ def cmd_warmup(args):
     from drfuse.train.run import warm_up
 
     _, cfg = resolve_run("drfuse", _cfg(args))
-    warm_up(args.seed, _with_job_resources(cfg, args), Path(args.results), Path(args.out))
+    warm_up(args.seed, _with_job_resources(cfg, args), Path(args.results), Path(args.out), task=args.task)
 
 
 def cmd_predict(args):
@@ -158,6 +165,13 @@ def cmd_planted(args):
 
     evaluation = _cfg(args)["evaluation"]
     bootstrap = {k: evaluation[k] for k in ("n_bootstrap", "seed", "ci")}
+    if args.task == "mortality":
+        from drfuse.evaluate.planted_mortality import write_report as write_mortality_report
+
+        write_mortality_report([Path(p) for p in args.predictions], Path(args.answer_key), evaluation["planted"], Path(args.tables))
+        return
+    if not args.figure:
+        raise UserError("drfuse planted: --figure is required for the phenotyping task")
     write_report([Path(p) for p in args.predictions], Path(args.answer_key), evaluation["planted"], Path(args.tables),
                  Path(args.figure), bootstrap=bootstrap)
 
@@ -167,6 +181,11 @@ def cmd_tables(args):
     from drfuse.evaluate.tables import build_tables
 
     cfg = _cfg(args)
+    if args.task == "mortality":
+        from drfuse.evaluate.mortality import build_mortality_tables
+
+        build_mortality_tables(Path(args.results), cfg, Path(args.out))
+        return
     build_tables(Path(args.results), cfg, Path(args.out))
     provenance.write_markdown(Path(args.results), config_mod.uses_builtin_data(cfg), Path(args.out) / "provenance.md")
 
@@ -174,6 +193,11 @@ def cmd_tables(args):
 def cmd_figures(args):
     from drfuse.evaluate.figures import build_figures
 
+    if args.task == "mortality":
+        from drfuse.evaluate.figures import build_mortality_figures
+
+        build_mortality_figures(Path(args.results), _cfg(args), Path(args.out))
+        return
     build_figures(Path(args.results), _cfg(args), Path(args.out))
 
 
@@ -198,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     threads = (["--threads"], {"type": int, "default": 0, "help": "CPU threads of this job (default 0: all cores)"})
     memory = (["--memory-mb"], {"type": int, "default": 0, "help": "memory of this job in MB (default 0: the machine's)"})
     gpus = (["--gpus"], {"type": int, "default": 0, "help": "GPUs given to this job; >= 1: train on CUDA or fail"})
+    task = (["--task"], {"choices": ["phenotyping", "mortality"], "default": "phenotyping",
+                         "help": "phenotyping (default: the 25 labels) or mortality (in-hospital mortality)"})
     add("synth", cmd_synth, "generate the built-in MIMIC-shaped dataset", (["--out"], req), threads)
     add(
         "ingest",
@@ -217,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
         (["--db"], req),
         (["--out"], req),
         (["--tables"], {"default": None, "help": "folder of label_modes.{csv,md,tex} (default: --out)"}),
+        threads,
+        memory,
+    )
+    add(
+        "mortality-cohort",
+        cmd_mortality_cohort,
+        "the in-hospital mortality cohort and label (stays of at least cohort.hours): cohort/mortality.parquet",
+        (["--db"], req),
+        (["--stays"], req),
+        (["--out"], req),
         threads,
         memory,
     )
@@ -251,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         (["--predict-dir"], {"default": None, "help": "then predict --test-set with the best checkpoint into this folder"}),
         (["--test-set"], {"nargs": "+", "choices": ["full", "matched"], "default": None}),
         (["--warm-start"], {"default": None, "help": "DrFuse family: start after this `drfuse warmup` result (warmup.pt)"}),
+        task,
         threads,
         gpus,
     )
@@ -261,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         (["--seed"], {"type": int, "default": 0}),
         (["--results"], {"default": "results"}),
         (["--out"], req),
+        task,
         threads,
         gpus,
     )
@@ -287,13 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
         "planted",
         cmd_planted,
         "PRAUC and attention per planted modality group, against an answer key",
-        (["--answer-key"], {"required": True, "help": "label_groups.csv (drfuse.synth.answer_key)"}),
+        (["--answer-key"], {"required": True, "help": "label_groups.csv, or mortality.csv for --task mortality (drfuse.synth.answer_key)"}),
         (["--predictions"], {"nargs": "+", "required": True}),
-        (["--tables"], {"required": True, "help": "folder for planted.csv and planted.md"}),
-        (["--figure"], {"required": True, "help": "path of planted.png"}),
+        (["--tables"], {"required": True, "help": "folder for planted.{csv,md} (mortality: planted_mortality.{csv,md})"}),
+        (["--figure"], {"default": None, "help": "path of planted.png (phenotyping)"}),
+        task,
     )
-    add("tables", cmd_tables, "the paper's Tables 1-4 beside ours", (["--results"], {"default": "results"}), (["--out"], req))
-    add("figures", cmd_figures, "t-SNE, attention and PR-curve figures", (["--results"], {"default": "results"}), (["--out"], req))
+    add("tables", cmd_tables, "the paper's Tables 1-4 beside ours (--task mortality: tables/mortality.*)",
+        (["--results"], {"default": "results"}), (["--out"], req), task)
+    add("figures", cmd_figures, "t-SNE, attention and PR-curve figures (--task mortality: DrFuse's attention on it)",
+        (["--results"], {"default": "results"}), (["--out"], req), task)
     return parser
 
 

@@ -185,12 +185,14 @@ def resolve(cfg: dict) -> dict:
 def check_values(cfg: dict) -> None:
     """What the schema cannot say, on the resolved configuration: the split's shares, and the
     experiment plan (Table 4's ablations are DrFuse-family models, image-only models train on the
-    matched set: `drfuse.experiments.experiment_runs`). A one-line UserError naming the setting."""
+    matched set: `drfuse.experiments.experiment_runs`, and the mortality task's runs). A one-line
+    UserError naming the setting."""
     from drfuse.data.splits import check_settings as check_split
-    from drfuse.experiments import experiment_runs
+    from drfuse.experiments import experiment_runs, mortality_runs
 
     check_split(cfg["split"])
     experiment_runs(cfg)
+    mortality_runs(cfg)
 
 
 def checked_resolve(cfg: dict, source: str = "config") -> dict:

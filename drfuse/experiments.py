@@ -16,12 +16,17 @@ stands for its runs under each recipe of `experiments.recipes` (`family_runs`).
 A run's configuration (`resolve_run`) is the global one, the `per_model:` entries of the model's
 plain name and of its own name merged in, then its recipe's changes, then `experiments.select_on`
 and a grid point; `run_params` is what of it the model declares it reads: the train rule's params.
+
+Tasks (`experiments.tasks`, `drfuse.tasks`): phenotyping's runs are those of Tables 2-4
+(`experiment_runs`); in-hospital mortality's those of `experiments.mortality` (`mortality_runs`),
+under `mortality/` in the results folder. A run of either task reads the same settings.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 from drfuse.config import deep_merge
 from drfuse.errors import UserError
@@ -251,15 +256,48 @@ def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:
     return [(model, train_set, seed) for model, train_set in unique for seed in exp["seeds"]]
 
 
+def tasks(cfg: dict) -> list[str]:
+    """The tasks of `experiments.tasks`, in the order of `drfuse.tasks.TASKS`."""
+    from drfuse.tasks import TASKS
+
+    return [task for task in TASKS if task in cfg["experiments"]["tasks"]]
+
+
+def mortality_runs(cfg: dict) -> list[tuple[str, str, int]]:
+    """Every (run name, training set, seed) of the mortality task (`experiments.mortality`: its
+    models, a DrFuse-family name standing for each recipe, on its training sets; an image-only model
+    on the matched set only); empty when the task is off."""
+    from drfuse.tasks import MORTALITY
+
+    if MORTALITY not in tasks(cfg):
+        return []
+    exp = cfg["experiments"]["mortality"]
+    runs = [
+        (run, train_set)
+        for model in exp["models"]
+        for run in family_runs(model, cfg)
+        for train_set in exp["train_sets"]
+        if run not in IMAGE_ONLY_MODELS or train_set == "matched"
+    ]
+    unique = list(dict.fromkeys(runs))
+    return [(model, train_set, seed) for model, train_set in unique for seed in cfg["experiments"]["seeds"]]
+
+
 def test_sets_for(model: str) -> tuple[str, ...]:
     return ("matched",) if model in IMAGE_ONLY_MODELS else TEST_SETS
 
 
-def prediction_targets(cfg: dict) -> list[str]:
-    """Prediction files (relative to the results dir) of every run on each of its test sets."""
+def prediction_targets(cfg: dict, task: str = "phenotyping") -> list[str]:
+    """Prediction files (relative to the results dir) of every run of `task` on each of its test
+    sets: `predict/...` for phenotyping (all of Tables 2-4, whatever `experiments.tasks` says),
+    `mortality/predict/...` for mortality (its runs when the task is on)."""
+    from drfuse.tasks import PHENOTYPING, check, task_dir
+
+    runs = experiment_runs(cfg) if check(task) == PHENOTYPING else mortality_runs(cfg)
+    prefix = task_dir(Path(), task) / "predict"
     return [
-        f"predict/{model}/{train_set}/seed{seed}/{test_set}.parquet"
-        for model, train_set, seed in experiment_runs(cfg)
+        str(prefix / model / train_set / f"seed{seed}" / f"{test_set}.parquet")
+        for model, train_set, seed in runs
         for test_set in test_sets_for(model)
     ]
 
@@ -269,7 +307,6 @@ def select_grid(results_dir, cfg: dict) -> list[dict]:
     validation score (macro PRAUC unless `train.select_on` says otherwise; from each run's
     run.json). One row per grid run, `selected` marked."""
     import json
-    from pathlib import Path
 
     rows = []
     for run, train_set, seed in experiment_runs(cfg):

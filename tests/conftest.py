@@ -99,10 +99,12 @@ def tiny_cfg() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory, tiny_cfg) -> Path:
-    """synth -> ingest -> cohort -> features -> images on a tiny built-in dataset, once."""
+    """synth -> ingest -> cohort (and the mortality cohort) -> features -> images on a tiny built-in
+    dataset, once."""
     from drfuse.data.cohort import build_cohort
     from drfuse.data.features import build_features
     from drfuse.data.ingest import ingest
+    from drfuse.data.mortality import build_mortality_cohort
     from drfuse.images.cache import build_cache
     from drfuse.synth import generate
 
@@ -112,6 +114,7 @@ def tiny_results(tmp_path_factory, tiny_cfg) -> Path:
     db = results / "mimiciv.duckdb"
     ingest(synth / "mimic-iv", synth / "mimic-cxr-jpg", db, results / "ingest" / "manifest.json")
     build_cohort(db, results / "cohort", tiny_cfg)
+    build_mortality_cohort(db, results / "cohort" / "stays.parquet", results / "cohort", tiny_cfg["cohort"]["hours"])
     build_features(db, results / "cohort" / "stays.parquet", results / "features", tiny_cfg)
     images = tiny_cfg["images"]
     build_cache(

@@ -68,7 +68,8 @@ def tables(synth) -> dict[str, pl.DataFrame]:
 def test_files_and_columns_match_the_real_releases(synth, demo_dir, cxr_samples_dir):
     # the answer key sits beside the MIMIC-shaped trees, never inside them
     assert sorted(p.name for p in synth.iterdir()) == ["answer_key", "mimic-cxr-jpg", "mimic-iv"]
-    assert sorted(p.name for p in (synth / "answer_key").iterdir()) == ["channels.parquet", "label_groups.csv", "latent_labels.parquet"]
+    assert sorted(p.name for p in (synth / "answer_key").iterdir()) == [
+        "channels.parquet", "label_groups.csv", "latent_labels.parquet", "mortality.csv", "mortality_evidence.parquet"]
     written = sorted(str(p.relative_to(synth)) for p in synth.rglob("*.csv.gz"))
     assert written == sorted([f"mimic-iv/{f}" for f in IV_FILES] + [f"mimic-cxr-jpg/{CXR_META}"])
     for name in IV_FILES:
@@ -383,7 +384,8 @@ def test_modal_inconsistency_shows_each_positive_in_one_modality(tmp_path, monke
             drawn[name] = labels
         return write_images
 
-    settings = {**SETTINGS, "n_subjects": 1500, "seed": 11}
+    # deaths drawn from the stays' evidence (synth.mortality_signal) would follow what each modality shows
+    settings = {**SETTINGS, "n_subjects": 1500, "seed": 11, "mortality_signal": False}
     for name, labels in (("plain", []), ("mixed", chosen)):
         monkeypatch.setattr(cxr, "write_images", capture(name))
         generate(tmp_path / name, {**settings, "modal_inconsistency": labels})
@@ -422,3 +424,37 @@ def test_modal_inconsistency_shows_each_positive_in_one_modality(tmp_path, monke
 
     with pytest.raises(UserError, match="synth.modal_inconsistency: 'Shock' has no planted signal in both modalities; allowed: Chronic"):
         generate(tmp_path / "bad", {**settings, "modal_inconsistency": ["Shock"]})
+
+
+def test_the_mortality_signal_changes_who_dies_and_nothing_the_phenotyping_task_reads(tmp_path):
+    """`synth.mortality_signal` redraws who dies from evidence the data already show (its own random
+    stream): every file but the death columns of admissions and patients is byte-identical with it
+    on or off, and off it is the population's own acuity-driven draw."""
+    from drfuse.synth.answer_key import read_mortality
+
+    small = {**SETTINGS, "n_subjects": 300, "image_size": [40, 32]}
+    generate(tmp_path / "on", small)
+    generate(tmp_path / "off", {**small, "mortality_signal": False})
+    on, off = tmp_path / "on", tmp_path / "off"
+    deaths = {"hosp/admissions.csv.gz": ("deathtime", "discharge_location", "hospital_expire_flag"), "hosp/patients.csv.gz": ("dod",)}
+    files = sorted(p.relative_to(on) for p in on.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(off) for p in off.rglob("*") if p.is_file())
+    for rel in files:
+        name = rel.relative_to("mimic-iv").as_posix() if rel.parts[0] == "mimic-iv" else None
+        if name in deaths:
+            a, b = read(on / rel), read(off / rel)
+            assert a.drop(deaths[name]).equals(b.drop(deaths[name])), rel
+            assert not a.select(deaths[name]).equals(b.select(deaths[name])), rel
+        elif rel.parts[0] != "answer_key" or not rel.name.startswith("mortality"):
+            assert (on / rel).read_bytes() == (off / rel).read_bytes(), rel
+    assert read_mortality(on / "answer_key" / "mortality.csv")["group"] == "both"
+    unplanted = read_mortality(off / "answer_key" / "mortality.csv")
+    assert unplanted["group"] == "none" and np.isnan(unplanted["ehr_share"])
+    # dod: the date of the in-hospital death, else of a death after discharge, never before the last discharge
+    admissions, patients = read(on / "mimic-iv" / "hosp" / "admissions.csv.gz"), read(on / "mimic-iv" / "hosp" / "patients.csv.gz")
+    last = admissions.with_columns(ts("dischtime")).sort("dischtime").group_by("subject_id").last()
+    joined = patients.join(last, on="subject_id")
+    died = joined.filter(pl.col("hospital_expire_flag") == "1")
+    assert died.height and (died["dod"] == died["deathtime"].str.slice(0, 10)).all()
+    later = joined.filter(pl.col("dod").is_not_null() & (pl.col("hospital_expire_flag") == "0"))
+    assert (later["dod"].str.to_date() > later["dischtime"].dt.date()).all()

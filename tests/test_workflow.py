@@ -21,7 +21,7 @@ import yaml
 
 from drfuse import config as config_mod
 from drfuse.errors import UserError
-from drfuse.experiments import experiment_runs, prediction_targets, resolve_run, run_priority
+from drfuse.experiments import experiment_runs, mortality_runs, prediction_targets, resolve_run, run_priority
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -45,6 +45,9 @@ E2E_CONFIG = {
     },
     "recipe": {"warmup": {"train": {"cxr_warmup_epochs": 1}}},  # our recipe's warm-up in one epoch
     "evaluation": {"n_bootstrap": 20},
+    # both tasks; in-hospital mortality with an image-only, an EHR, a fusion baseline and the DrFuse family
+    "experiments": {"tasks": ["phenotyping", "mortality"],
+                    "mortality": {"models": ["resnet50", "transformer", "mmtm", "drfuse"], "train_sets": ["full", "matched"]}},
 }
 
 
@@ -134,6 +137,7 @@ BAD_CONFIGS = [
         "split.fractions = [0.5, 0.5, 0.5]: expected the train, val and test shares, three numbers each in (0, 1) "
         "summing to 1 (they sum to 1.5)",
     ),
+    ({"experiments": {"tasks": ["mortality", "sepsis"]}}, "experiments.tasks[1] = 'sepsis': allowed values are phenotyping, mortality"),
     (
         {"experiments": {"table4": {"ablations": ["drfuse_mse", "transformer"]}}},
         "experiments.table4.ablations: transformer is not a DrFuse-family model (Table 4 compares DrFuse with its "
@@ -220,6 +224,24 @@ def test_experiment_plan_covers_tables_2_to_4():
     assert "predict/drfuse/full/seed0/matched.parquet" in targets
 
 
+def test_mortality_plan_runs_every_model_on_its_training_sets():
+    """experiments.mortality: each model (the DrFuse family under each recipe) on each training set,
+    an image-only model on the matched set only; its predictions under mortality/; none when the
+    task is off, whatever else the plan holds."""
+    cfg = config_mod.load(ROOT / "config.yaml")
+    runs = mortality_runs(cfg)
+    names = {(m, t) for m, t, _ in runs}
+    for model in ("transformer", "mmtm", "daft", "medfuse", "medfuse2", "drfuse_paper", "drfuse"):
+        assert {(model, "full"), (model, "matched")} <= names
+    assert ("resnet50", "matched") in names and len(names) == 7 * 2 + 1 and len(runs) == len(set(runs))
+    targets = prediction_targets(cfg, "mortality")
+    assert "mortality/predict/resnet50/matched/seed0/matched.parquet" in targets and len(targets) == 14 * 2 + 1
+    assert not any(t.startswith("mortality/") for t in prediction_targets(cfg))  # phenotyping's own
+    off = config_mod.deep_merge(cfg, {"experiments": {"tasks": ["phenotyping"]}})
+    assert mortality_runs(off) == [] and prediction_targets(off, "mortality") == []
+    assert experiment_runs(off) == experiment_runs(cfg)
+
+
 def test_grid_search_adds_one_run_per_grid_point_with_its_settings():
     cfg = config_mod.load(ROOT / "config.yaml")
     cfg["experiments"]["grid_search"]["enabled"] = True
@@ -264,9 +286,15 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
         "warmup": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
         "train": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
         "train_image_only": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
+        "mortality_cohort": ("threads: 8", "mem_mb=16000", "runtime=60", "slurm_partition=cpu"),
+        "warmup_mortality": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
+        "train_mortality": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
+        "train_image_only_mortality": ("threads: 8", "mem_mb=32000", "runtime=720", "gpu=1", "slurm_partition=gpu"),
         # the bootstrap and the t-SNE take minutes on MIMIC: cluster jobs, not the submit host's
         "evaluate": ("mem_mb=8000", "runtime=60", "slurm_partition=cpu"),
         "figures": ("mem_mb=8000", "runtime=60", "slurm_partition=cpu"),
+        "evaluate_mortality": ("mem_mb=8000", "runtime=60", "slurm_partition=cpu"),
+        "figures_mortality": ("mem_mb=8000", "runtime=60", "slurm_partition=cpu"),
     }
     for rule, wanted in expected.items():
         for block in blocks[rule]:
@@ -280,15 +308,17 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
     # check and the named targets, which run nothing
     local = set()
     for path in (ROOT / "workflow" / "rules").glob("*.smk"):
-        for block in re.findall(r"^localrules:\n((?:    \w+,\n)+)", path.read_text(), re.M):
+        for block in re.findall(r"^ *localrules:\n((?: +\w+,\n)+)", path.read_text(), re.M):
             local.update(re.findall(r"\w+", block))
-    assert local == {"all", "tables", "planted", "table1", "table2", "table3", "table4", "predictions"}
+    assert local == {"all", "tables", "planted", "table1", "table2", "table3", "table4", "predictions", "tables_mortality",
+                     "planted_mortality"}
     # a job that fails (killed at its time limit) is submitted again with more time: a training run
     # resumes from its last.pt
     assert yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["retries"] >= 1
     again = job_blocks(run_snakemake(*recipe_args(SLURM_RECIPE), "-n", "--attempt", "2", "--configfile",
                                      str(results_config(tmp_path)), env=env))
-    for rule, runtime in (("train", 1440), ("warmup", 1440), ("ingest", 240), ("cohort", 120), ("evaluate", 120)):
+    for rule, runtime in (("train", 1440), ("warmup", 1440), ("ingest", 240), ("cohort", 120), ("evaluate", 120),
+                          ("train_mortality", 1440)):
         assert f"runtime={runtime}," in again[rule][0], (rule, again[rule][0])
 
 
@@ -305,9 +335,9 @@ def test_gpu_recipes_with_and_without_the_profile_give_every_training_job_one_gp
     conf = results_config(tmp_path)
     for recipe in (GPU_RECIPE, GPU_LINE):
         blocks = job_blocks(run_snakemake(*recipe_args(recipe), "-n", "--configfile", str(conf)))
-        for rule in ("warmup", "train", "train_image_only"):
+        for rule in ("warmup", "train", "train_image_only", "warmup_mortality", "train_mortality", "train_image_only_mortality"):
             assert _gpu_lines(blocks, rule) == {("1", "1")}, (recipe, rule)  # counted, and trains on CUDA or fails
-        for rule in ("ingest", "cohort", "features", "images", "evaluate"):
+        for rule in ("ingest", "cohort", "features", "images", "evaluate", "mortality_cohort", "evaluate_mortality"):
             assert not any(re.search(r"resources: .*\bgpu=", b) for b in blocks[rule]), rule
     # without a count nothing asks for a GPU: device auto may fall back (with a warning)
     plain = job_blocks(run_snakemake("-n", "--cores", "2", "--configfile", str(conf)))
@@ -327,10 +357,12 @@ def test_every_rule_is_listed_with_a_one_line_description(tmp_path):
     """`snakemake --list-rules` (the rules' docstrings), the named targets among them."""
     listed = run_snakemake("--list-rules", "--configfile", str(results_config(tmp_path))).stdout.splitlines()
     described = dict(re.fullmatch(r"(\w+) \((.+)\)", line).groups() for line in listed)
-    assert len(described) == len(listed) == 18  # 12 stage rules (synth, planted: built-in data), all, 5 named targets
+    # 12 phenotyping stage rules (synth, planted: built-in data), 8 of the mortality task, all, 5 named targets
+    assert len(described) == len(listed) == 26
     assert {"all", "synth", "train", "train_image_only", "warmup", "evaluate", "tables", "figures", "planted",
             "table1", "table2", "table3", "table4", "predictions"} <= set(described)
     assert "matched test set" in described["train_image_only"] and "both test sets" in described["train"]
+    assert "in-hospital mortality" in described["train_mortality"] and "AUROC and AUPRC" in described["tables_mortality"]
 
 
 def test_named_targets_build_what_they_name(tmp_path):
@@ -339,6 +371,7 @@ def test_named_targets_build_what_they_name(tmp_path):
     assert table2["table2"] == table2["tables"] == table2["evaluate"] == 1 and "figures" not in table2
     predictions = planned_jobs(run_snakemake("predictions", "-n", "--cores", "2", "--configfile", conf))
     assert predictions["train"] + predictions["train_image_only"] == 21 and "evaluate" not in predictions
+    assert predictions["train_mortality"] + predictions["train_image_only_mortality"] == 15 and "evaluate_mortality" not in predictions
     assert "snakemake --cores all table2" in README and "snakemake --cores all predictions" in README
 
 
@@ -493,8 +526,8 @@ def test_lint_has_no_finding_but_the_justified_one(tmp_path):
     unexpected = [f for f in findings if f[1] != KEPT_LINT]
     assert not unexpected, unexpected
     # one per shell rule (synth, ingest, cohort, features, images, warmup, train, train_image_only,
-    # evaluate, tables, figures, planted), none hidden elsewhere
-    assert len(findings) == len({s for s, _ in findings}) == 12
+    # evaluate, tables, figures, planted, and the mortality task's 8), none hidden elsewhere
+    assert len(findings) == len({s for s, _ in findings}) == 20
 
 
 def test_snakefmt_check_is_clean():
@@ -658,6 +691,34 @@ def test_whole_workflow_end_to_end_on_tiny_builtin_data(finished_run):
     paper = pl.read_csv(results / "train" / "drfuse_paper" / "matched" / "seed0" / "metrics.csv")
     assert paper["epoch"].to_list() == [1] and paper["val_prauc"].is_not_null().all()
     check_planted_paired_and_seeds(results, seeds=[0], n_models=14)  # 8 models + 3 ablations x 2 recipes
+    check_mortality(results)
+
+
+def check_mortality(results: Path) -> None:
+    """The in-hospital mortality task of the finished run: its cohort, runs, table, figure, checks."""
+    cohort = pl.read_parquet(results / "cohort" / "mortality.parquet")
+    stays = pl.read_parquet(results / "cohort" / "stays.parquet")
+    assert 0 < cohort.height < stays.height and cohort.columns == ["stay_id", "in_hospital_mortality"]
+    table = pl.read_csv(results / "tables" / "mortality.csv")
+    # resnet50 on matched (one test set); transformer, MMTM and DrFuse under both recipes on both sets
+    assert table.height == 1 + 4 * 2 * 2 and set(table["model"]) == {
+        "ResNet50", "Transformer", "MMTM", "DrFuse (paper recipe)", "DrFuse (our recipe)"}
+    assert (table["n_seeds"] == 1).all() and (table["n_stays"] > 0).all()
+    defined = table.filter(pl.col("deaths") > 0)
+    assert defined.height and defined["auroc"].is_not_null().all() and (defined["auroc_ci_low"] <= defined["auroc_ci_high"]).all()
+    md = (results / "tables" / "mortality.md").read_text()
+    assert "AUROC MedFuse paper" in md and "0.865" in md and "PyHealth" in md and (results / "tables" / "mortality.tex").is_file()
+    paired = pl.read_csv(results / "tables" / "mortality_paired.csv", schema_overrides={"seed": pl.String})
+    assert set(paired["metric"]) == {"AUROC", "AUPRC"} and set(paired["reference"]) == {"DrFuse (paper recipe)", "DrFuse (our recipe)"}
+    assert (results / "figures" / "attention_mortality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    planted = pl.read_csv(results / "tables" / "planted_mortality.csv", infer_schema_length=None)
+    criteria = planted.filter(pl.col("section") == "criterion")
+    assert set(criteria["criterion"]) == {"attention_favours_planted", "prauc_ratio_ehr"}
+    assert set(criteria["model"]) == {"DrFuse (paper recipe)", "DrFuse (our recipe)"}
+    assert (criteria["passed"].is_not_null() | criteria["note"].is_not_null()).all()
+    assert "Acceptance criteria (in-hospital mortality)" in (results / "tables" / "planted_mortality.md").read_text()
+    run = json.loads((results / "mortality" / "train" / "drfuse" / "matched" / "seed0" / "run.json").read_text())
+    assert run["task"] == "mortality" and run["warm_start"] == str(results / "mortality" / "warmup" / "seed0" / "warmup.pt")
 
 
 def check_planted_paired_and_seeds(results: Path, seeds: list[int], n_models: int) -> None:
@@ -704,6 +765,10 @@ def test_report_bundles_tables_figures_and_the_data_provenance(finished_run, tmp
 OUR_RECIPE = {"drfuse": 2, "drfuse_no_disentangle": 1, "drfuse_mse": 1, "drfuse_no_rank": 1}
 DRFUSE_FAMILY = {**OUR_RECIPE, **{m.replace("drfuse", "drfuse_paper"): n for m, n in OUR_RECIPE.items()}}
 EVAL = {"evaluate": 1, "tables": 1, "figures": 1, "planted": 1, "all": 1}  # planted: matched->matched runs
+MORTALITY_EVAL = {"evaluate_mortality": 1, "tables_mortality": 1, "figures_mortality": 1, "planted_mortality": 1}
+# the mortality task's jobs of E2E_CONFIG: its cohort, warm-up and 9 runs and what evaluates them
+MORTALITY_JOBS = {"mortality_cohort": 1, "warmup_mortality": 1, "train_mortality": 8, "train_image_only_mortality": 1,
+                  **MORTALITY_EVAL, "all": 1}
 # (what is changed, extra snakemake arguments or a config override, jobs planned)
 # Every operational setting flipped at once (one dry run instead of one per setting: a param that
 # depended on any of them would change, and its rule be planned).
@@ -723,23 +788,36 @@ RESOURCE_FLIPS = [  # threads (ingest, features, images follow --cores), memory,
 RERUNS = [
     ("operational settings", OPERATIONAL_FLIPS, {}),
     ("threads, memory, GPUs", RESOURCE_FLIPS, {}),
-    # a loss weight is not read by the shared image warm-up: it is not repeated
-    ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 10, **EVAL}),
-    # a change added to our recipe re-trains the runs under it (and its warm-up), not the paper recipe's
-    ("recipe.ehr_lr", {"recipe": {"ehr_lr": {"train": {"ehr_lr_factor": 0.5}}}}, {"warmup": 1, "train": 5, **EVAL}),
-    # a setting no change of our recipe sets: every fusion model's runs under both recipes
-    ("train.ehr_lr_factor", {"train": {"ehr_lr_factor": 0.5}}, {"warmup": 1, "train": 18, **EVAL}),
+    # a loss weight is not read by the shared image warm-up: it is not repeated; a model's settings
+    # re-train its runs of both tasks
+    ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 10, "train_mortality": 4, **EVAL, **MORTALITY_EVAL}),
+    # a change added to our recipe re-trains the runs under it (and its warm-ups), not the paper recipe's
+    ("recipe.ehr_lr", {"recipe": {"ehr_lr": {"train": {"ehr_lr_factor": 0.5}}}},
+     {"warmup": 1, "train": 5, "warmup_mortality": 1, "train_mortality": 2, **EVAL, **MORTALITY_EVAL}),
+    # a setting no change of our recipe sets: every fusion model's runs under both recipes, both tasks
+    ("train.ehr_lr_factor", {"train": {"ehr_lr_factor": 0.5}},
+     {"warmup": 1, "train": 18, "warmup_mortality": 1, "train_mortality": 6, **EVAL, **MORTALITY_EVAL}),
     (
         "model.baseline_backbone",
         {"builtin_overrides": {"model": {"baseline_backbone": "resnet34"}}},
-        {"train": 6, **EVAL},
+        {"train": 6, "train_mortality": 2, **EVAL, **MORTALITY_EVAL},
     ),
     # the bootstrap also gives the planted check's intervals for labels shown per patient in one modality
-    ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}}, {"evaluate": 1, "tables": 1, "planted": 1, "all": 1}),
-    # issue 26: the planted check's thresholds are the planted rule's alone; the seed is also t-SNE's
-    ("evaluation.planted", {"evaluation": {"planted": {"min_prauc_ratio": 0.8}}}, {"planted": 1, "all": 1}),
-    ("evaluation.seed", {"evaluation": {"seed": 1}}, {"evaluate": 1, "tables": 1, "figures": 1, "planted": 1, "all": 1}),
-    ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}}, {"train": 2, **EVAL}),
+    ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}},
+     {"evaluate": 1, "tables": 1, "planted": 1, "all": 1, "evaluate_mortality": 1, "tables_mortality": 1}),
+    # issue 26: the planted check's thresholds are the planted rules' alone; the seed is also t-SNE's
+    ("evaluation.planted", {"evaluation": {"planted": {"min_prauc_ratio": 0.8}}}, {"planted": 1, "planted_mortality": 1, "all": 1}),
+    ("evaluation.seed", {"evaluation": {"seed": 1}},
+     {"evaluate": 1, "tables": 1, "figures": 1, "planted": 1, "all": 1, "evaluate_mortality": 1, "tables_mortality": 1}),
+    ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}},
+     {"train": 2, "train_mortality": 2, **EVAL, **MORTALITY_EVAL}),
+    # issue 29: a task left out or re-run alone touches nothing of the other's
+    ("experiments.tasks: phenotyping alone", {"experiments": {"tasks": ["phenotyping"]}}, {}),
+    ("experiments.tasks: mortality alone", {"experiments": {"tasks": ["mortality"]}}, {}),
+    ("the mortality cohort forced", ["--forcerun", "mortality_cohort"], MORTALITY_JOBS),
+    ("the phenotyping tables forced", ["--forcerun", "tables"], {"tables": 1, "all": 1}),
+    ("experiments.mortality.models", {"experiments": {"mortality": {"models": ["resnet50", "transformer", "drfuse"]}}},
+     {"evaluate_mortality": 1, "tables_mortality": 1, "figures_mortality": 1, "planted_mortality": 1, "all": 1}),
 ]
 
 
@@ -835,6 +913,7 @@ def test_a_second_seed_trains_only_its_runs_and_every_table_pools_both(finished_
     config_file = finished_run["base"] / "two-seeds.yaml"
     two_seeds = dict(tiny, experiments={
         "seeds": [0, 1],
+        "tasks": ["phenotyping"],
         "table2": {"models": ["transformer", "drfuse"], "train_sets": ["matched"]},
         "table3": {"models": ["resnet50", "transformer", "drfuse"], "train_set": "matched", "test_set": "matched"},
         "table4": {"ablations": [], "train_set": "matched"},

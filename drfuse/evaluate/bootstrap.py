@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from drfuse.errors import UserError
@@ -59,10 +60,20 @@ def parse_prediction_path(path: Path) -> dict:
     return {"model": parts[-4], "train_set": parts[-3], "seed": int(match.group(1)), "test_set": path.stem}
 
 
+def file_labels(columns) -> tuple[str, ...]:
+    """The labels of a prediction file, in its column order (`y:<label>` columns): the 25
+    phenotypes, or in_hospital_mortality (`drfuse.tasks`)."""
+    return tuple(c[2:] for c in columns if c.startswith("y:"))
+
+
 def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """stay_id (n,), labels (n x 25, int8) and probabilities (n x 25, float64) of one prediction file."""
+    """stay_id (n,), labels (n x L, int8) and probabilities (n x L, float64) of one prediction file,
+    L its labels (`file_labels`: 25 for phenotyping, 1 for mortality)."""
     df = pd.read_parquet(path)
-    wanted = ["stay_id"] + [f"y:{c}" for c in PHENOTYPES] + [f"p:{c}" for c in PHENOTYPES]
+    labels = file_labels(df.columns)
+    if not labels:
+        raise UserError(f"prediction file {path}: no label columns (y:<label>); expected {', '.join(f'y:{c}' for c in PHENOTYPES[:2])}, ...")
+    wanted = ["stay_id"] + [f"y:{c}" for c in labels] + [f"p:{c}" for c in labels]
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise UserError(f"prediction file {path}: missing columns {missing[:3]}{' ...' if len(missing) > 3 else ''}")
@@ -71,8 +82,8 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     stay_id = df["stay_id"].to_numpy(np.int64)
     if len(np.unique(stay_id)) != len(stay_id):
         raise UserError(f"prediction file {path}: duplicate stay_id values")
-    y = df[[f"y:{c}" for c in PHENOTYPES]].to_numpy()
-    p = df[[f"p:{c}" for c in PHENOTYPES]].to_numpy(np.float64)
+    y = df[[f"y:{c}" for c in labels]].to_numpy()
+    p = df[[f"p:{c}" for c in labels]].to_numpy(np.float64)
     if not np.isin(y, (0, 1)).all():
         raise UserError(f"prediction file {path}: y: columns must hold 0/1")
     if not np.isfinite(p).all():
@@ -218,10 +229,11 @@ def evaluate(prediction_paths: list[Path], out_path: Path, n_bootstrap: int, see
         if not path.exists():
             raise UserError(f"prediction file not found: {path}")
         stay_id, y, p = read_predictions(path)
+        labels = file_labels(pq.read_schema(path).names)
         key = resample_key(stay_id, int(seed))
         test_sets.setdefault(f"{meta['test_set']} ({len(stay_id)} stays, key {key})", str(path))
         arrays = bootstrap_arrays(stay_id, y, p, int(n_bootstrap), int(seed), progress=True)
-        summary = summarise(arrays, PHENOTYPES, float(ci))
+        summary = summarise(arrays, labels, float(ci))
         values = resample_values(arrays)
         values.insert(0, "resample_key", key)
         for name, value in reversed(meta.items()):

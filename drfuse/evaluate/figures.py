@@ -15,6 +15,11 @@ one panel per recipe of `experiments.recipes` (paper, ours):
 
 A figure whose inputs the configuration does not produce (e.g. DrFuse not configured) is drawn as
 a panel saying so, so the stage always yields its three files.
+
+`build_mortality_figures` (`drfuse figures --task mortality`): `attention_mortality.png`, the same
+attention figure for the in-hospital mortality task, whose one "disease" is in_hospital_mortality
+(runs of `experiments.mortality` trained on the matched set, else on the first of its training
+sets; first seed; matched test stays).
 """
 
 from __future__ import annotations
@@ -116,8 +121,9 @@ def tsne_figure(npz_paths: dict[str, Path], out: Path, seed: int) -> None:
     save_png(fig, out)
 
 
-def attention_figure(pred_paths: dict[str, Path], out: Path) -> None:
-    """One panel per DrFuse run (display name -> its predictions): mean attention per disease."""
+def attention_figure(pred_paths: dict[str, Path], out: Path, labels: tuple[str, ...] = PHENOTYPES) -> None:
+    """One panel per DrFuse run (display name -> its predictions): mean attention per disease
+    (`labels`: the task's, the 25 phenotypes or in_hospital_mortality)."""
     frames = {}
     for name, path in pred_paths.items():
         if not path.is_file():
@@ -128,15 +134,15 @@ def attention_figure(pred_paths: dict[str, Path], out: Path) -> None:
             return _placeholder(out, f"{path}: no test stays with a CXR")
     if not frames:
         return _placeholder(out, "no DrFuse predictions: DrFuse not in the experiments config")
-    fig, axes = _panels(len(frames), 8, 9)
-    y = np.arange(len(PHENOTYPES))
+    fig, axes = _panels(len(frames), 8, 1.5 + 0.3 * len(labels))
+    y = np.arange(len(labels))
     for i, (ax, (name, df)) in enumerate(zip(axes, frames.items())):
-        means = np.array([[df[f"attn:{lab}:{part}"].mean() for part, _ in ATTENTION_PARTS] for lab in PHENOTYPES])
-        left = np.zeros(len(PHENOTYPES))
+        means = np.array([[df[f"attn:{lab}:{part}"].mean() for part, _ in ATTENTION_PARTS] for lab in labels])
+        left = np.zeros(len(labels))
         for j, (_, part) in enumerate(ATTENTION_PARTS):
             ax.barh(y, means[:, j], left=left, label=part, color=f"C{j}")
             left += means[:, j]
-        names = [lab if len(lab) <= 45 else lab[:42] + "..." for lab in PHENOTYPES]
+        names = [lab if len(lab) <= 45 else lab[:42] + "..." for lab in labels]
         ax.set_yticks(y, names if i == 0 else [""] * len(names), fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("mean attention weight")
@@ -188,6 +194,23 @@ def pr_figure(results_dir: Path, models: list[str], train_set: str, seed: int, o
         plt.close(fig)
         return _placeholder(out, f"no predictions of models trained on {train_set} under {results_dir / 'predict'}")
     save_png(fig, out)
+
+
+def build_mortality_figures(results_dir: Path, cfg: dict, out_dir: Path) -> None:
+    """Write attention_mortality.png: DrFuse's attention on in-hospital mortality, per recipe."""
+    from drfuse.experiments import mortality_runs
+    from drfuse.tasks import MORTALITY, labels, task_dir
+
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    exp = cfg["experiments"]
+    train_sets = exp["mortality"]["train_sets"]
+    train_set = "matched" if "matched" in train_sets else train_sets[0]
+    planned = {(run, t) for run, t, _ in mortality_runs(cfg)}
+    seed = int(exp["seeds"][0])
+    drfuse = {display_name(r): _prediction(task_dir(results_dir, MORTALITY), r, train_set, seed, "matched")
+              for r in drfuse_runs(cfg) if (r, train_set) in planned}
+    attention_figure(drfuse, out_dir / "attention_mortality.png", labels(MORTALITY))
+    log.info("wrote %s", out_dir / "attention_mortality.png")
 
 
 def build_figures(results_dir: Path, cfg: dict, out_dir: Path) -> None:

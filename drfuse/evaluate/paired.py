@@ -11,6 +11,8 @@ which the per-seed rows show.
 paired.csv: `train_set, test_set, reference, model, seed` (a seed, or `pooled`: the mean over seeds
 with the pooled interval), `reference_prauc, model_prauc, difference, ci_low, ci_high,
 n_resamples_used, ci_excludes_zero`. With one seed the pooled row repeats the seed's row.
+`paired_table(..., metric="auroc")` compares AUROC instead (the mortality table's, whose columns
+are then `reference_auroc`, `model_auroc`).
 """
 
 from __future__ import annotations
@@ -28,24 +30,25 @@ COLUMNS = ["train_set", "test_set", "reference", "model", "seed", "reference_pra
            "ci_high", "n_resamples_used", "ci_excludes_zero"]
 
 
-def _compare(boot, resamples, reference: str, model: str, train_set: str, test_set: str, seeds: list[int], ci: float) -> list[dict]:
-    ref_est = bootstrap_rows(boot, reference, train_set, test_set, seeds, "macro").set_index("seed")["estimate"]
-    est = bootstrap_rows(boot, model, train_set, test_set, seeds, "macro").set_index("seed")["estimate"]
-    per_seed, pooled = paired_intervals(resample_matrix(resamples, reference, train_set, test_set, seeds),
-                                        resample_matrix(resamples, model, train_set, test_set, seeds), ci)
+def _compare(boot, resamples, reference: str, model: str, train_set: str, test_set: str, seeds: list[int], ci: float,
+             metric: str = "prauc") -> list[dict]:
+    ref_est = bootstrap_rows(boot, reference, train_set, test_set, seeds, "macro", metric).set_index("seed")["estimate"]
+    est = bootstrap_rows(boot, model, train_set, test_set, seeds, "macro", metric).set_index("seed")["estimate"]
+    per_seed, pooled = paired_intervals(resample_matrix(resamples, reference, train_set, test_set, seeds, metric),
+                                        resample_matrix(resamples, model, train_set, test_set, seeds, metric), ci)
     entries = [(str(s), ref_est[s], est[s], per_seed[i]) for i, s in enumerate(seeds)]
     entries.append((POOLED, ref_est[seeds].mean(), est[seeds].mean(), pooled))
     return [{
         "train_set": train_set, "test_set": test_set, "reference": display_name(reference), "model": display_name(model),
-        "seed": seed, "reference_prauc": a, "model_prauc": b, "difference": a - b, "ci_low": low, "ci_high": high,
+        "seed": seed, f"reference_{metric}": a, f"model_{metric}": b, "difference": a - b, "ci_low": low, "ci_high": high,
         "n_resamples_used": used, "ci_excludes_zero": bool(low > 0 or high < 0),
     } for seed, a, b, (low, high, used) in entries]
 
 
-def paired_table(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+def paired_table(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict, metric: str = "prauc") -> pd.DataFrame:
     """One row per (training set, test set, reference DrFuse, other model, seed or pooled)."""
     seeds, ci = list(cfg["experiments"]["seeds"]), float(cfg["evaluation"]["ci"])
-    macro = boot[(boot["label"] == "macro") & (boot["metric"] == "prauc") & boot["seed"].isin(seeds)]
+    macro = boot[(boot["label"] == "macro") & (boot["metric"] == metric) & boot["seed"].isin(seeds)]
     rows = []
     for train_set in TEST_SETS:
         for test_set in TEST_SETS:
@@ -54,8 +57,8 @@ def paired_table(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.D
             for reference in [r for r in drfuse_runs(cfg) if r in here]:
                 done.add(reference)
                 for model in ordered_models(here - done):
-                    rows += _compare(boot, resamples, reference, model, train_set, test_set, seeds, ci)
-    return pd.DataFrame(rows, columns=COLUMNS)
+                    rows += _compare(boot, resamples, reference, model, train_set, test_set, seeds, ci, metric)
+    return pd.DataFrame(rows, columns=[c.replace("prauc", metric) for c in COLUMNS])
 
 
 def _signed(x) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from drfuse.phenotypes import N_PHENOTYPES
+
 # Settings read by every model's training (drfuse.train.engine, drfuse.train.run).
 TRAIN_ALL = (
     "lr", "lr_multipliers", "adam_betas", "weight_decay", "lr_scheduler", "batch_size", "epochs", "patience", "select_on",
@@ -130,6 +132,8 @@ def spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_model(name: str, model_cfg: dict):
+def build_model(name: str, model_cfg: dict, n_outputs: int = N_PHENOTYPES):
+    """Model `name` from the `model:` settings, with one output per label of its task
+    (`drfuse.tasks.n_outputs`: 25 phenotypes, or 1 for mortality)."""
     s = spec(name)
-    return getattr(importlib.import_module(s.module), s.factory)(model_cfg)
+    return getattr(importlib.import_module(s.module), s.factory)(model_cfg, n_outputs)

@@ -54,7 +54,7 @@ class DAFT(nn.Module):
     # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
     ehr_encoder_prefix = "ehr_encoder"
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, n_outputs: int = N_PHENOTYPES):
         super().__init__()
         d = cfg["d_model"]
         self.ehr_encoder = EHRLSTM(cfg, layers=lstm_layers(cfg, minimum=2))
@@ -64,10 +64,10 @@ class DAFT(nn.Module):
         # stages after the last DAFT block would not reach the output: drop them
         self.cxr_encoder.trunk.layers = self.cxr_encoder.trunk.layers[: stages[-1]]
         self.blocks = nn.ModuleDict({str(s): DAFTBlock(channels[s], d) for s in stages})
-        self.classifier = nn.Linear(d, N_PHENOTYPES)
+        self.classifier = nn.Linear(d, n_outputs)
         # reads the pooled CNN alone during the image warm-up only (built last: the other
         # parameters' initial values do not depend on it)
-        self.warmup_head = nn.Linear(channels[stages[-1]], N_PHENOTYPES)
+        self.warmup_head = nn.Linear(channels[stages[-1]], n_outputs)
 
     def forward(self, ehr, lengths, images, has_cxr) -> dict:
         images = zero_missing_images(images, has_cxr)
@@ -95,5 +95,5 @@ class DAFT(nn.Module):
         return losses.bce_loss(outputs["logits"], labels)
 
 
-def build_daft(cfg: dict) -> DAFT:
-    return DAFT(cfg)
+def build_daft(cfg: dict, n_outputs: int = N_PHENOTYPES) -> DAFT:
+    return DAFT(cfg, n_outputs)

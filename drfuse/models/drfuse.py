@@ -67,10 +67,10 @@ class DrFuse(nn.Module):
     # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
     ehr_encoder_prefix = "ehr_encoder"
 
-    def __init__(self, cfg: dict, alignment: str = "jsd", use_ranking: bool = True):
+    def __init__(self, cfg: dict, alignment: str = "jsd", use_ranking: bool = True, n_outputs: int = N_PHENOTYPES):
         super().__init__()
         d = cfg["d_model"]
-        self.n_classes = n_classes = N_PHENOTYPES
+        self.n_classes = n_classes = n_outputs  # the task's labels ("diseases"): 25, or 1 for mortality
         self.d = d
         self.pool = logit_pool if alignment == "jsd" else mean_pool
         self.attention_query = cfg["attention_query"]
@@ -158,20 +158,20 @@ class DrFuse(nn.Module):
         return loss, {"warmup_aux_cxr": loss.detach()}
 
 
-def build_drfuse(cfg: dict) -> DrFuse:
-    return DrFuse(cfg)
+def build_drfuse(cfg: dict, n_outputs: int = N_PHENOTYPES) -> DrFuse:
+    return DrFuse(cfg, n_outputs=n_outputs)
 
 
-def build_drfuse_no_disentangle(cfg: dict) -> DrFuse:
+def build_drfuse_no_disentangle(cfg: dict, n_outputs: int = N_PHENOTYPES) -> DrFuse:
     """Ablation 'w/o disentangled': no JSD alignment, no orthogonality (l1 = l2 = 0)."""
-    return DrFuse({**cfg, "lambda_jsd": 0.0, "lambda_orth": 0.0})
+    return DrFuse({**cfg, "lambda_jsd": 0.0, "lambda_orth": 0.0}, n_outputs=n_outputs)
 
 
-def build_drfuse_mse(cfg: dict) -> DrFuse:
+def build_drfuse_mse(cfg: dict, n_outputs: int = N_PHENOTYPES) -> DrFuse:
     """Ablation 'MSE alignment': MSE instead of JSD, average instead of logit pooling."""
-    return DrFuse(cfg, alignment="mse")
+    return DrFuse(cfg, alignment="mse", n_outputs=n_outputs)
 
 
-def build_drfuse_no_rank(cfg: dict) -> DrFuse:
+def build_drfuse_no_rank(cfg: dict, n_outputs: int = N_PHENOTYPES) -> DrFuse:
     """Ablation 'w/o attn. ranking': no L_attn; l3 weighs L_aux only."""
-    return DrFuse(cfg, use_ranking=False)
+    return DrFuse(cfg, use_ranking=False, n_outputs=n_outputs)

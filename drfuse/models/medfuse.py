@@ -3,7 +3,7 @@
 Follows MedFuse's `forward_lstm_fused`: an EHR feature and a CXR feature projected to the EHR
 width form a sequence [EHR, CXR] that a fusion LSTM (hidden size = the CNN's feature width, as in
 MedFuse) reads; a sample without CXR is a sequence of length 1 (pack_padded_sequence); its last
-hidden state goes to Linear(-> 25). Loss: BCE.
+hidden state goes to Linear(-> the task's labels: 25, or 1 for mortality). Loss: BCE.
 - `medfuse`: MedFuse's encoders: 2-layer LSTM (`model.lstm_layers`, hidden d) and ResNet-34
   (`model.baseline_backbone`, default resnet34).
 - `medfuse2`: DrFuse's Transformer EHR encoder (one branch) and the `model.backbone` CNN (ResNet50
@@ -69,7 +69,7 @@ class MedFuse(nn.Module):
     # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
     ehr_encoder_prefix = "ehr_encoder"
 
-    def __init__(self, cfg: dict, ehr_encoder: nn.Module, cxr_encoder: CNNEncoder):
+    def __init__(self, cfg: dict, ehr_encoder: nn.Module, cxr_encoder: CNNEncoder, n_outputs: int = N_PHENOTYPES):
         super().__init__()
         d = cfg["d_model"]
         self.ehr_encoder = ehr_encoder
@@ -77,11 +77,11 @@ class MedFuse(nn.Module):
         feat = cxr_encoder.out_dim
         self.projection = nn.Linear(feat, d)
         self.fusion = nn.LSTM(d, feat, batch_first=True)
-        self.classifier = nn.Linear(feat, N_PHENOTYPES)
+        self.classifier = nn.Linear(feat, n_outputs)
         # reads the CXR feature alone during the image warm-up only (MedFuse's uni-modal
         # pre-training has such a head); built last, so the other parameters' initial values do not
         # depend on it
-        self.warmup_head = nn.Linear(feat, N_PHENOTYPES)
+        self.warmup_head = nn.Linear(feat, n_outputs)
         if cfg.get("medfuse_init_ehr"):
             load_encoder(self.ehr_encoder, "ehr_encoder", cfg["medfuse_init_ehr"], "medfuse_init_ehr")
         if cfg.get("medfuse_init_cxr"):
@@ -111,11 +111,11 @@ class MedFuse(nn.Module):
         return losses.bce_loss(outputs["logits"], labels)
 
 
-def build_medfuse(cfg: dict) -> MedFuse:
-    return MedFuse(cfg, EHRLSTM(cfg, layers=lstm_layers(cfg)), CNNEncoder(*baseline_cnn(cfg)))
+def build_medfuse(cfg: dict, n_outputs: int = N_PHENOTYPES) -> MedFuse:
+    return MedFuse(cfg, EHRLSTM(cfg, layers=lstm_layers(cfg)), CNNEncoder(*baseline_cnn(cfg)), n_outputs)
 
 
-def build_medfuse2(cfg: dict) -> MedFuse:
+def build_medfuse2(cfg: dict, n_outputs: int = N_PHENOTYPES) -> MedFuse:
     return MedFuse(
-        cfg, EHRTransformer(cfg, n_branches=1), CNNEncoder(*cnn(cfg))
+        cfg, EHRTransformer(cfg, n_branches=1), CNNEncoder(*cnn(cfg)), n_outputs
     )

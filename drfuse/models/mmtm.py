@@ -59,7 +59,7 @@ class MMTM(nn.Module):
     # learns at `train.ehr_lr_factor` x lr (drfuse.train.engine.lr_factors)
     ehr_encoder_prefix = "ehr_encoder"
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, n_outputs: int = N_PHENOTYPES):
         super().__init__()
         d = cfg["d_model"]
         self.ehr_encoder = EHRLSTM(cfg, layers=lstm_layers(cfg, minimum=2))
@@ -69,10 +69,10 @@ class MMTM(nn.Module):
             {str(s): MMTMBlock(channels[s], d, float(cfg.get("mmtm_ratio", 4))) for s in fusion_stages(cfg, "mmtm_stages")}
         )
         feat = self.cxr_encoder.out_dim
-        self.ehr_head = nn.Linear(d, N_PHENOTYPES)
-        self.cxr_head = nn.Linear(feat, N_PHENOTYPES)
+        self.ehr_head = nn.Linear(d, n_outputs)
+        self.cxr_head = nn.Linear(feat, n_outputs)
         self.projection = nn.Linear(d, feat)
-        self.joint_head = nn.Linear(2 * feat, N_PHENOTYPES)
+        self.joint_head = nn.Linear(2 * feat, n_outputs)
 
     def forward(self, ehr, lengths, images, has_cxr) -> dict:
         images = zero_missing_images(images, has_cxr)
@@ -118,5 +118,5 @@ class MMTM(nn.Module):
         return total, dict(zip(["pred_ehr", "pred_cxr", "pred_joint", "total"], values.unbind()))
 
 
-def build_mmtm(cfg: dict) -> MMTM:
-    return MMTM(cfg)
+def build_mmtm(cfg: dict, n_outputs: int = N_PHENOTYPES) -> MMTM:
+    return MMTM(cfg, n_outputs)

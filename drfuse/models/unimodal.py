@@ -2,9 +2,9 @@
 
 - `transformer`: DrFuse's EHR encoder with one branch (embedding + learnable positional encoding,
   the first layer, one more layer, masked mean pooling: two Transformer layers in all) and
-  Linear(d -> 25). Ignores the images.
+  Linear(d -> the task's labels: 25, or 1 for mortality). Ignores the images.
 - `resnet50`: DrFuse's CXR encoder with one trunk (stem + layer1..4 + pool + Linear(feat -> d); the
-  backbone is `model.backbone`, ResNet50 at the paper's settings) and Linear(d -> 25). Accepts the
+  backbone is `model.backbone`, ResNet50 at the paper's settings) and Linear(d -> labels). Accepts the
   EHR arguments and ignores them; it is trained and tested on stays with a usable CXR only, so a
   batch with a missing CXR is an error.
 Both follow the paper's description ("DrFuse's encoders"); the loss is BCE over classes.
@@ -25,10 +25,10 @@ class EHRTransformerClassifier(nn.Module):
     uses_ehr = True
     uses_cxr = False
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, n_outputs: int = N_PHENOTYPES):
         super().__init__()
         self.ehr_encoder = EHRTransformer(cfg, n_branches=1)
-        self.classifier = nn.Linear(cfg["d_model"], N_PHENOTYPES)
+        self.classifier = nn.Linear(cfg["d_model"], n_outputs)
 
     def forward(self, ehr, lengths, images=None, has_cxr=None) -> dict:
         (h,) = self.ehr_encoder(ehr, lengths)
@@ -43,10 +43,10 @@ class CXRClassifier(nn.Module):
     uses_ehr = False
     uses_cxr = True
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, n_outputs: int = N_PHENOTYPES):
         super().__init__()
         self.cxr_encoder = CNNEncoder(*cnn(cfg), out_dim=cfg["d_model"])
-        self.classifier = nn.Linear(cfg["d_model"], N_PHENOTYPES)
+        self.classifier = nn.Linear(cfg["d_model"], n_outputs)
 
     def forward(self, ehr, lengths, images, has_cxr=None) -> dict:
         if has_cxr is not None and not bool(has_cxr.all()):
@@ -59,9 +59,9 @@ class CXRClassifier(nn.Module):
         return losses.bce_loss(outputs["logits"], labels)
 
 
-def build_transformer(cfg: dict) -> EHRTransformerClassifier:
-    return EHRTransformerClassifier(cfg)
+def build_transformer(cfg: dict, n_outputs: int = N_PHENOTYPES) -> EHRTransformerClassifier:
+    return EHRTransformerClassifier(cfg, n_outputs)
 
 
-def build_resnet(cfg: dict) -> CXRClassifier:
-    return CXRClassifier(cfg)
+def build_resnet(cfg: dict, n_outputs: int = N_PHENOTYPES) -> CXRClassifier:
+    return CXRClassifier(cfg, n_outputs)

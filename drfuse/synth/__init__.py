@@ -12,7 +12,8 @@ chunks of ICU stays.
 Settings (config.yaml `synth:`): n_subjects, seed, image_size [h, w], first_year,
 icd10_from_year, and the optional ones of `drfuse.synth.settings.DEFAULTS`, among them
 `modal_inconsistency`: labels whose positives show their signal in one modality each, drawn per
-admission (`drfuse.synth.channels`; the draw is in the answer key).
+admission (`drfuse.synth.channels`; the draw is in the answer key), and `mortality_signal`: who dies
+in hospital drawn from planted evidence with a known modality split (`drfuse.synth.mortality`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from drfuse.synth import answer_key, channels, cxr, events, icd, population, schema
+from drfuse.synth import answer_key, channels, cxr, events, icd, mortality, population, schema
 from drfuse.synth.csvgz import GzipCsvWriter, write_table
 from drfuse.synth.settings import SynthSettings, parse
 
@@ -62,8 +63,6 @@ def _generate(tmp: Path, s: SynthSettings, workers: int) -> None:
 
     pop = population.build(pop_rng, s)
     adm = pop.admissions
-    write_table(iv / "hosp" / "patients.csv.gz", pop.patients, schema.PATIENTS, level)
-    write_table(iv / "hosp" / "admissions.csv.gz", adm, schema.ADMISSIONS, level)
     write_table(iv / "hosp" / "transfers.csv.gz", pop.transfers, schema.TRANSFERS, level)
     write_table(iv / "icu" / "icustays.csv.gz", pop.icustays, schema.ICUSTAYS, level)
     dx = icd.diagnoses(dx_rng, adm["subject_id"].to_numpy(), adm["hadm_id"].to_numpy(), pop.adm_labels,
@@ -83,23 +82,50 @@ def _generate(tmp: Path, s: SynthSettings, workers: int) -> None:
     channel = channels.draw(np.random.default_rng([s.seed, 505]), pop.adm_labels, s.modal_inconsistency)
     ehr_view, cxr_view = (view[pop.stay_adm] for view in channels.modality_views(pop.adm_labels, channel))
     answer_key.write(tmp / answer_key.DIR_NAME, pop.icustays, stay_labels, channel[pop.stay_adm], s.modal_inconsistency)
-    _write_events(iv, s, pop, stay_subject, female, ehr_view, stay_acuity)
+    stay_levels = _write_events(iv, s, pop, stay_subject, female, ehr_view, stay_acuity)
 
     plan = cxr.plan_studies(cxr_rng, pop.stay_in, pop.stay_out, stay_acuity, s.cxr_share)
     meta = cxr.metadata(cxr_rng, plan, stay_subject, s.image_height, s.image_width)
     write_table(cxr_root / "mimic-cxr-2.0.0-metadata.csv.gz", meta, schema.CXR_METADATA, level)
+    image_labels = cxr_view[plan["stay"].to_numpy()]
     if s.images:
-        cxr.write_images(cxr_root, meta, cxr_view[plan["stay"].to_numpy()], s.seed, s.jpeg_quality, workers)
+        cxr.write_images(cxr_root, meta, image_labels, s.seed, s.jpeg_quality, workers)
+    pop = _deaths(tmp / answer_key.DIR_NAME, s, pop, stay_levels, plan, meta, image_labels)
+    write_table(iv / "hosp" / "patients.csv.gz", pop.patients, schema.PATIENTS, level)
+    write_table(iv / "hosp" / "admissions.csv.gz", pop.admissions, schema.ADMISSIONS, level)
 
 
-def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_labels, stay_acuity) -> None:
+def _deaths(key_dir: Path, s: SynthSettings, pop, stay_levels, plan, meta, image_labels):
+    """Who dies in hospital (`drfuse.synth.mortality`): with `synth.mortality_signal`, drawn again
+    from the stays' evidence in its own random stream; the evidence, the deaths and the planted
+    split go to the answer key either way. Returns the population with its death columns."""
+    stay_ehr_z = mortality.ehr_z(stay_levels)
+    matched = mortality.matched_image(plan, meta, pop.stay_in)
+    has_image = matched >= 0
+    stay_sign = np.zeros(len(matched), bool)
+    stay_sign[has_image] = mortality.image_signs_of(matched[has_image], image_labels, s.seed)
+    if s.mortality_signal:
+        died, logit, _ = mortality.draw(np.random.default_rng([s.seed, 707]), pop.stay_adm, len(pop.adm_last),
+                                        pop.adm_last, stay_ehr_z, stay_sign)
+        pop = population.with_deaths(pop, died)
+    else:
+        logit = np.full(len(matched), np.nan)
+    died_stay = pop.admissions["hospital_expire_flag"].to_numpy()[pop.stay_adm].astype(bool)
+    answer_key.write_mortality(key_dir, pop.icustays, stay_ehr_z, stay_sign, has_image, logit, died_stay,
+                               planted=s.mortality_signal)
+    return pop
+
+
+def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_labels, stay_acuity) -> dict[str, np.ndarray]:
     """chartevents and labevents, chunk by chunk of ICU stays, streamed to gzip; `stay_labels`: the
-    labels as the time series shows them (`drfuse.synth.channels.modality_views`)."""
+    labels as the time series shows them (`drfuse.synth.channels.modality_views`). Returns the
+    stays' latent levels of the variables that planted deaths read (`drfuse.synth.mortality`)."""
     n = len(stay_subject)
     stay_hadm = pop.icustays["hadm_id"].to_numpy()
     stay_id = pop.icustays["stay_id"].to_numpy()
     caregivers = np.sort(np.random.default_rng([s.seed, 303]).choice(np.arange(100, 100_000), 2000, replace=False))
     next_lab_id, next_specimen = 1, 10_000_000
+    evidence = {name: np.empty(n) for name in mortality.EHR_EVIDENCE}
     with GzipCsvWriter(iv / "icu" / "chartevents.csv.gz", schema.CHARTEVENTS, s.gzip_level) as chart, \
             GzipCsvWriter(iv / "hosp" / "labevents.csv.gz", schema.LABEVENTS, s.gzip_level) as lab, \
             tqdm(total=n, desc="synth events", unit="stay") as bar:
@@ -112,9 +138,12 @@ def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_la
                 labels=stay_labels[sl], acuity=stay_acuity[sl], female=female[sl],
             )
             levels = events.stay_levels(rng, stays)
+            for name in evidence:
+                evidence[name][sl] = levels[name][0]
             chart.write(events.chartevents_frame(rng, stays, levels, caregivers))
             labs = events.labevents_frame(rng, stays, levels, next_lab_id, next_specimen)
             lab.write(labs)
             next_lab_id += labs.height
             next_specimen = int(labs["specimen_id"].max()) + 1 if labs.height else next_specimen
             bar.update(sl.stop - sl.start)
+    return evidence

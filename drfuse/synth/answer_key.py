@@ -17,10 +17,21 @@ and the true (latent) label values.
   per phenotype, named as PHENOTYPES). The cohort's labels come from the ICD codes written for
   them and differ from these where an admission was left uncoded.
 
+- `mortality.csv`: the planted in-hospital mortality signal (`drfuse.synth.mortality`), one row:
+  `label` (`in_hospital_mortality`), `group` (`both`: evidence in the time series and in the
+  image; `none` with `synth.mortality_signal` off: deaths follow acuity, no split was planted),
+  `ehr_channels`, `cxr_signs` (the evidence), `ehr_weight`, `cxr_weight` (log-odds per unit of
+  `ehr_z` and per sign shown) and `ehr_share` (the EHR part's share of the planted log-odds
+  variance over the stays with a matched image: "mostly EHR" above one half).
+- `mortality_evidence.parquet`: one row per ICU stay: `stay_id` (int64), `ehr_z`, `cxr_sign`,
+  `has_image` (a matched image in the first 48 h), `logit` (the planted log-odds; NaN unplanted)
+  and `in_hospital_mortality` (int8: death during the stay's admission).
+
 A held-out dataset with its own planted structure ships the same `label_groups.csv` (only `label`
-and `group` are read; `read_label_groups`), and `channels.parquet` beside it when a label is
-`inconsistent` (`read_channels`); the planted-structure check (`drfuse.evaluate.planted`) reads
-the key, never this generator's tables.
+and `group` are read; `read_label_groups`), `channels.parquet` beside it when a label is
+`inconsistent` (`read_channels`), and `mortality.csv` for the mortality task (`label`, `group`,
+`ehr_share` are read; `read_mortality`); the planted-structure check (`drfuse.evaluate.planted`)
+reads the key, never this generator's tables.
 
 The groups are derived from the generator's tables, so a changed generator changes the key: a
 label is EHR-visible when a label effect of `drfuse.synth.events` (`VARIABLES`, `SIGNALS`) lands on
@@ -45,6 +56,8 @@ DIR_NAME = "answer_key"
 GROUPS_FILE = "label_groups.csv"
 LATENT_FILE = "latent_labels.parquet"
 CHANNELS_FILE = "channels.parquet"
+MORTALITY_FILE = "mortality.csv"
+MORTALITY_EVIDENCE_FILE = "mortality_evidence.parquet"
 CHANNELS = ("ehr", "cxr", "none")
 
 
@@ -112,6 +125,52 @@ def write(out_dir: Path, icustays: pl.DataFrame, stay_labels: np.ndarray, stay_c
         pl.Series(label, stay_labels[:, k], dtype=pl.Int8) for k, label in enumerate(PHENOTYPES)
     )
     latent.sort("stay_id").write_parquet(out_dir / LATENT_FILE, statistics=False)
+
+
+def write_mortality(out_dir: Path, icustays: pl.DataFrame, ehr_z: np.ndarray, cxr_sign: np.ndarray, has_image: np.ndarray,
+                    logit: np.ndarray, died: np.ndarray, planted: bool) -> None:
+    """`mortality.csv` and `mortality_evidence.parquet` (per ICU stay, aligned with `icustays`)."""
+    from drfuse.synth.mortality import LABEL, key_table
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = key_table(ehr_z, cxr_sign, has_image)
+    if not planted:
+        key = key.with_columns(group=pl.lit("none"), ehr_channels=pl.lit(""), cxr_signs=pl.lit(""), ehr_weight=pl.lit(0.0),
+                               cxr_weight=pl.lit(0.0), ehr_share=pl.lit(None, pl.Float64))
+    key.write_csv(out_dir / MORTALITY_FILE)
+    pl.DataFrame({
+        "stay_id": icustays["stay_id"].cast(pl.Int64), "ehr_z": ehr_z, "cxr_sign": cxr_sign, "has_image": has_image,
+        "logit": logit, LABEL: pl.Series(died.astype(np.int8), dtype=pl.Int8),
+    }).sort("stay_id").write_parquet(out_dir / MORTALITY_EVIDENCE_FILE, statistics=False)
+
+
+def read_mortality(path: Path) -> dict:
+    """The planted mortality signal of a `mortality.csv`: {label, group, ehr_share (NaN unknown)};
+    one-line errors name the file and what to fix."""
+    from drfuse.tasks import MORTALITY_LABEL
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mortality answer key not found: {path} (built-in data: re-run `drfuse synth`; other data: "
+                        f"put its {MORTALITY_FILE} beside data.answer_key's label_groups.csv)")
+    try:
+        table = pl.read_csv(path, infer_schema=False)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise UserError(f"mortality answer key {path}: not a CSV file ({exc})") from None
+    missing = [c for c in ("label", "group") if c not in table.columns]
+    if missing or table.height != 1 or table["label"][0] != MORTALITY_LABEL:
+        raise UserError(f"mortality answer key {path}: expected one row with label {MORTALITY_LABEL} and a group "
+                        f"(columns label, group[, ehr_share]); got {table.height} row(s), columns {table.columns}")
+    group = table["group"][0]
+    if group not in GROUPS:
+        raise UserError(f"mortality answer key {path}: group must be one of {', '.join(GROUPS)}, got {group!r}")
+    share = table["ehr_share"][0] if "ehr_share" in table.columns else None
+    try:
+        share = float(share) if share not in (None, "") else float("nan")
+    except ValueError:
+        raise UserError(f"mortality answer key {path}: ehr_share must be a number, got {share!r}") from None
+    return {"label": MORTALITY_LABEL, "group": group, "ehr_share": share}
 
 
 def read_label_groups(path: Path) -> dict[str, str]:

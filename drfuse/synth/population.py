@@ -9,7 +9,7 @@ MIMIC), ward stays between them, and a 'discharge' row. Times are int64 seconds 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -67,6 +67,14 @@ class Population:
     stay_adm: np.ndarray
     stay_in: np.ndarray
     stay_out: np.ndarray
+    # What the death columns are written from (`death_columns`): per admission its subject's row,
+    # whether it is the subject's last, its dischtime (s) and the discharge location drawn for it
+    # alive; per subject the date of a death after discharge (s, -1: none).
+    adm_subject: np.ndarray
+    adm_last: np.ndarray
+    adm_dischtime: np.ndarray
+    adm_discharge_drawn: np.ndarray
+    later_dod: np.ndarray
 
 
 def _year_start(years: np.ndarray) -> np.ndarray:
@@ -168,43 +176,34 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     transfer_id[is_stay] = stay_id[tr_stay[is_stay]]
     hadm_id = rng.permutation(_unique_ids(rng, n_a, 2))
 
-    deathtime = np.where(died, dischtime, -1)
-    discharge_location = DISCHARGE_LOCATIONS[rng.choice(len(DISCHARGE_LOCATIONS), n_a, p=DISCHARGE_LOCATION_P)]
-    discharge_location = np.where(died, "DIED", discharge_location)
-    dod = np.full(n, -1, np.int64)
+    discharge_drawn = DISCHARGE_LOCATIONS[rng.choice(len(DISCHARGE_LOCATIONS), n_a, p=DISCHARGE_LOCATION_P)]
     last_adm = np.r_[np.flatnonzero(first)[1:] - 1, n_a - 1]
     later = rng.random(n) < 0.15
-    dod = np.where(later, dischtime[last_adm] + (rng.uniform(30, 900, n) * DAY).astype(np.int64), dod)
-    dod = np.where(died[last_adm], deathtime[last_adm], dod)
-    dod_date = np.where(dod >= 0, dod - dod % DAY, -1)
-
-    def opt_time(values: np.ndarray) -> pl.Series:
-        return epoch_to_datetime(masked(values, values >= 0))
-
-    def opt_str(values: np.ndarray) -> pl.Series:
-        return masked(values, values != "")
+    later_dod = np.where(later, dischtime[last_adm] + (rng.uniform(30, 900, n) * DAY).astype(np.int64), -1)
+    adm_last = np.zeros(n_a, bool)
+    adm_last[last_adm] = True
+    deaths = _death_columns(died, adm_subj, adm_last, dischtime, discharge_drawn, later_dod)
 
     patients = pl.DataFrame({
         "subject_id": subject_id, "gender": gender, "anchor_age": age, "anchor_year": anchor_year,
-        "anchor_year_group": year_group,
-        "dod": opt_time(dod_date).dt.strftime("%Y-%m-%d"),
+        "anchor_year_group": year_group, "dod": deaths["dod"],
     })
     race = RACES[rng.choice(len(RACES), n, p=RACE_P)][adm_subj]
     admissions = pl.DataFrame({
         "subject_id": subject_id[adm_subj], "hadm_id": hadm_id,
         "admittime": epoch_to_datetime(admittime), "dischtime": epoch_to_datetime(dischtime),
-        "deathtime": opt_time(deathtime),
+        "deathtime": deaths["deathtime"],
         "admission_type": ADMISSION_TYPES[rng.choice(len(ADMISSION_TYPES), n_a, p=ADMISSION_TYPE_P)],
         "admit_provider_id": PROVIDERS[rng.integers(0, len(PROVIDERS), n_a)],
         "admission_location": np.where(has_ed, "EMERGENCY ROOM", ADMISSION_LOCATIONS[
             rng.choice(len(ADMISSION_LOCATIONS), n_a, p=ADMISSION_LOCATION_P)]),
-        "discharge_location": opt_str(discharge_location),
+        "discharge_location": deaths["discharge_location"],
         "insurance": INSURANCE[rng.choice(len(INSURANCE), n_a, p=INSURANCE_P)],
         "language": np.where(rng.random(n_a) < 0.08, "?", "ENGLISH"),
-        "marital_status": opt_str(MARITAL[rng.choice(len(MARITAL), n, p=MARITAL_P)][adm_subj]),
+        "marital_status": _opt_str(MARITAL[rng.choice(len(MARITAL), n, p=MARITAL_P)][adm_subj]),
         "race": race,
-        "edregtime": opt_time(edreg), "edouttime": opt_time(edout),
-        "hospital_expire_flag": died.astype(np.int64),
+        "edregtime": _opt_time(edreg), "edouttime": _opt_time(edout),
+        "hospital_expire_flag": deaths["hospital_expire_flag"],
     })
     transfers = pl.DataFrame({
         "subject_id": subject_id[adm_subj[tr_adm]], "hadm_id": hadm_id[tr_adm], "transfer_id": transfer_id,
@@ -226,4 +225,46 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
         patients=patients, admissions=admissions, transfers=transfers, icustays=icustays,
         adm_labels=labels, adm_acuity=acuity, adm_icd10=adm_year >= s.icd10_from_year,
         adm_coded=rng.random(n_a) >= 0.02, stay_adm=stay_adm, stay_in=stay_in, stay_out=stay_out,
+        adm_subject=adm_subj, adm_last=adm_last, adm_dischtime=dischtime, adm_discharge_drawn=discharge_drawn,
+        later_dod=later_dod,
     )
+
+
+def _opt_time(values: np.ndarray) -> pl.Series:
+    return epoch_to_datetime(masked(values, values >= 0))
+
+
+def _opt_str(values: np.ndarray) -> pl.Series:
+    return masked(values, values != "")
+
+
+def _death_columns(died, adm_subject, adm_last, dischtime, discharge_drawn, later_dod) -> dict[str, pl.Series]:
+    """The columns that say who died: admissions' deathtime (at discharge), discharge_location
+    ('DIED') and hospital_expire_flag, and patients' dod (the date of the death at the last
+    admission, else of a death after discharge, else empty)."""
+    deathtime = np.where(died, dischtime, -1)
+    subject_died = np.zeros(len(later_dod), bool)
+    subject_death = np.full(len(later_dod), -1, np.int64)
+    subject_died[adm_subject[adm_last]] = died[adm_last]
+    subject_death[adm_subject[adm_last]] = deathtime[adm_last]
+    dod = np.where(subject_died, subject_death, later_dod)
+    dod_date = np.where(dod >= 0, dod - dod % DAY, -1)
+    return {
+        "deathtime": _opt_time(deathtime),
+        "discharge_location": _opt_str(np.where(died, "DIED", discharge_drawn)),
+        "hospital_expire_flag": pl.Series(died.astype(np.int64)),
+        "dod": _opt_time(dod_date).dt.strftime("%Y-%m-%d"),
+    }
+
+
+def with_deaths(pop: Population, died: np.ndarray) -> Population:
+    """`pop` with another draw of who dies in hospital (`died`, per admission): the death columns
+    of admissions and patients rewritten, every other column and every time unchanged (an
+    admission of the original draw that ended in the ICU now ends there alive; a new death ends the
+    admission where it ended, on the ward)."""
+    deaths = _death_columns(died, pop.adm_subject, pop.adm_last, pop.adm_dischtime, pop.adm_discharge_drawn, pop.later_dod)
+    admissions = pop.admissions.with_columns(
+        deaths["deathtime"].alias("deathtime"), deaths["discharge_location"].alias("discharge_location"),
+        deaths["hospital_expire_flag"].alias("hospital_expire_flag"),
+    )
+    return replace(pop, admissions=admissions, patients=pop.patients.with_columns(deaths["dod"].alias("dod")))

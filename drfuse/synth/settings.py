@@ -16,6 +16,7 @@ DEFAULTS = {
     "gzip_level": 1,         # zlib level: 1 is ~2x faster than 6 end to end, files ~35 % larger
     "chunk_stays": 2000,     # ICU stays per event chunk: bounds memory at any scale
     "modal_inconsistency": [],  # labels whose positives show their signal in one modality each (drfuse.synth.channels)
+    "mortality_signal": True,  # who dies in hospital drawn from planted evidence, mostly EHR (drfuse.synth.mortality)
 }
 
 
@@ -34,6 +35,7 @@ class SynthSettings:
     gzip_level: int
     chunk_stays: int
     modal_inconsistency: tuple[str, ...]
+    mortality_signal: bool
 
 
 def parse(settings: dict) -> SynthSettings:
@@ -58,8 +60,9 @@ def parse(settings: dict) -> SynthSettings:
     share = opt["cxr_share"]
     if not isinstance(share, (int, float)) or not 0.0 < share < 0.9:
         raise UserError(f"config: synth.cxr_share must be a number in (0, 0.9), got {share!r}")
-    if not isinstance(opt["images"], bool):
-        raise UserError(f"config: synth.images must be true or false, got {opt['images']!r}")
+    for key in ("images", "mortality_signal"):
+        if not isinstance(opt[key], bool):
+            raise UserError(f"config: synth.{key} must be true or false, got {opt[key]!r}")
     parsed = SynthSettings(
         n_subjects=integer("n_subjects", settings["n_subjects"], 1, 5_000_000),
         seed=integer("seed", settings["seed"], 0),
@@ -74,5 +77,6 @@ def parse(settings: dict) -> SynthSettings:
         gzip_level=integer("gzip_level", opt["gzip_level"], 1, 9),
         chunk_stays=integer("chunk_stays", opt["chunk_stays"], 1),
         modal_inconsistency=check_labels(opt["modal_inconsistency"]),
+        mortality_signal=opt["mortality_signal"],
     )
     return parsed

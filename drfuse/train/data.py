@@ -7,6 +7,10 @@ Reads `cohort/stays.parquet` (split, labels, CXR match), `features/ehr.npy` + `i
 Datasets: `full` = every stay of the split; `matched` = the stays of the split with a usable CXR.
 A model that uses no EHR (the uni-modal CNN) always gets `matched`.
 
+Tasks (`drfuse.tasks`): `phenotyping` labels every cohort stay with the 25 phenotypes of
+stays.parquet; `mortality` keeps the stays of `cohort/mortality.parquet` (the IHM cohort) with their
+`in_hospital_mortality` label. Split, inputs and CXR match are the same for both.
+
 Only the images of the selected stays are copied out of the memmap, into a compact array that
 `image_rows` indexes (-1: no usable CXR), so the training set's images fit on the GPU as one
 uint8 tensor.
@@ -24,6 +28,7 @@ import polars as pl
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache, usable_cxr
 from drfuse.phenotypes import PHENOTYPES
+from drfuse.tasks import MORTALITY_FILE, PHENOTYPING, labels as task_labels
 
 DATASETS = ("full", "matched")
 SPLITS = ("train", "val", "test")
@@ -71,8 +76,24 @@ def _ehr_rows(results_dir: Path, stay_ids: np.ndarray) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(ehr[rows], dtype=np.float32), found["length"].to_numpy().astype(np.int64)
 
 
-def load_split(results_dir: Path, split: str, dataset: str) -> SplitData:
-    """The stays of `split` (train/val/test) in `dataset` (full/matched), sorted by stay_id."""
+def _task_stays(results_dir: Path, stays: pl.DataFrame, task: str) -> pl.DataFrame:
+    """The cohort stays of `task` with its label columns: stays.parquet's own for phenotyping,
+    joined with cohort/mortality.parquet (the IHM cohort and label) for mortality."""
+    if task == PHENOTYPING:
+        return stays
+    path = results_dir / MORTALITY_FILE
+    if not path.is_file():
+        raise UserError(f"{path} not found: run the mortality cohort stage (`drfuse mortality-cohort`)")
+    cohort = pl.read_parquet(path)
+    missing = [c for c in ("stay_id", *task_labels(task)) if c not in cohort.columns]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)}: run `drfuse mortality-cohort` again")
+    return stays.join(cohort.select("stay_id", *task_labels(task)), on="stay_id", how="inner")
+
+
+def load_split(results_dir: Path, split: str, dataset: str, task: str = PHENOTYPING) -> SplitData:
+    """The stays of `split` (train/val/test) in `dataset` (full/matched) of `task`'s cohort, sorted
+    by stay_id; the labels are the task's (`drfuse.tasks.labels`)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}")
     if dataset not in DATASETS:
@@ -85,12 +106,14 @@ def load_split(results_dir: Path, split: str, dataset: str) -> SplitData:
     missing = [c for c in ("stay_id", "has_cxr", "dicom_id", *PHENOTYPES) if c not in stays.columns]
     if missing:
         raise UserError(f"{stays_path} lacks column(s) {', '.join(missing)}")
+    stays = _task_stays(results_dir, stays, task)
     images_dir = results_dir / "images"
     usable = usable_cxr(stays, images_dir)
     if dataset == "matched":
         stays, usable = stays.filter(pl.Series(usable)), usable[usable]
     if stays.height == 0:
-        raise UserError(f"{stays_path}: no stays in the {split} split of the {dataset} dataset")
+        raise UserError(f"{stays_path}: no stays in the {split} split of the {dataset} dataset"
+                        + ("" if task == PHENOTYPING else f" of the {task} cohort ({results_dir / MORTALITY_FILE})"))
 
     stay_id = stays["stay_id"].to_numpy().astype(np.int64)
     ehr, lengths = _ehr_rows(results_dir, stay_id)
@@ -101,7 +124,7 @@ def load_split(results_dir: Path, split: str, dataset: str) -> SplitData:
     images = np.ascontiguousarray(cache.array[used]) if used.size else np.zeros((0, cache.size, cache.size), np.uint8)
     image_rows = np.full(len(stay_id), -1, dtype=np.int64)
     image_rows[usable] = np.searchsorted(used, cache_rows[usable])
-    labels = stays.select(PHENOTYPES).to_numpy().astype(np.int8)
+    labels = stays.select(task_labels(task)).to_numpy().astype(np.int8)
     return SplitData(stay_id, ehr, lengths, labels, usable, image_rows, images)
 
 
@@ -148,11 +171,12 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(results_dir: Path) -> dict[str, str]:
+def data_fingerprint(results_dir: Path, task: str = PHENOTYPING) -> dict[str, str]:
     """What a run was trained on, read from the results folder: `split` (each stay's split),
     `cohort` (the stays, labels and CXR matches), `features` (EHR matrix and its index), `images`
-    (the cache and its index). Recorded in best.pt and run.json; `predict` compares it with the
-    folder it is given, so a run is never tested on stays it was trained on."""
+    (the cache and its index), and for the mortality task `mortality` (its cohort and labels).
+    Recorded in best.pt and run.json; `predict` compares it with the folder it is given, so a run
+    is never tested on stays it was trained on."""
     results_dir = Path(results_dir)
     stays_path = results_dir / "cohort" / "stays.parquet"
     if not stays_path.is_file():
@@ -162,9 +186,15 @@ def data_fingerprint(results_dir: Path) -> dict[str, str]:
     for path in (features / "index.parquet", features / "ehr.npy", images / "index.parquet", images / "cxr.u8"):
         if not path.is_file():
             raise UserError(f"{path} not found: run the stage that writes it")
-    return {
+    parts = {
         "split": _columns_digest(stays.select("stay_id", "split")),
         "cohort": _columns_digest(stays.select("stay_id", "has_cxr", "dicom_id", *PHENOTYPES)),
         "features": "+".join(_file_digest(features / name) for name in ("index.parquet", "ehr.npy")),
         "images": "+".join(_file_digest(images / name) for name in ("index.parquet", "cxr.u8")),
     }
+    if task != PHENOTYPING:
+        path = results_dir / MORTALITY_FILE
+        if not path.is_file():
+            raise UserError(f"{path} not found: run the mortality cohort stage (`drfuse mortality-cohort`)")
+        parts[task] = _columns_digest(pl.read_parquet(path).sort("stay_id").select("stay_id", *task_labels(task)))
+    return parts

@@ -11,6 +11,10 @@ last, so run.json means "finished").
 that does its own warm-up: the workflow warms up once per seed for the family's runs whose
 warm-up settings are DrFuse's (`drfuse.experiments.shares_warmup`), not once per run.
 
+Every function takes the run's task (`drfuse.tasks`: phenotyping, the 25 labels, or mortality):
+the model gets one output per label and trains and predicts on the task's cohort; best.pt
+records a task other than phenotyping (its `meta`: older phenotyping checkpoints keep resuming).
+
 `predict` rebuilds the model from best.pt (the best-validation weights, never the last epoch's),
 after checking that the results folder holds the data the run was trained on (the split, cohort,
 features and images fingerprinted in best.pt: `data.data_fingerprint`), predicts the test split
@@ -33,7 +37,7 @@ import polars as pl
 
 from drfuse.errors import UserError
 from drfuse.experiments import warmup_settings
-from drfuse.phenotypes import PHENOTYPES
+from drfuse.tasks import PHENOTYPING, labels as task_labels, n_outputs
 from drfuse.train import checkpoint, gpu_lease, locks
 from drfuse.train.data import data_fingerprint, dataset_for, fingerprint, load_split
 from drfuse.train.engine import BEST, LAST, REPRESENTATIONS, DeviceData, EngineSettings, fit, predict_outputs, resolve_device
@@ -76,26 +80,35 @@ def training_cxr_drop(model, dataset: str, train_cfg: dict) -> float:
 WARMUP = "warmup.pt"
 
 
-def _warmup_fingerprint(model_name: str, cfg: dict, seed: int, results_dir: Path, image_split=None) -> dict:
+def _warmup_fingerprint(model_name: str, cfg: dict, seed: int, results_dir: Path, image_split=None,
+                        task: str = PHENOTYPING) -> dict:
     """What a warm-up's result depends on: its settings, the seed and the stays with an image it
-    trains on (the matched training split; `image_split` if already loaded)."""
+    trains on (the task's matched training split; `image_split` if already loaded) and, for a task
+    other than phenotyping, the task (phenotyping's warm-ups of earlier versions keep matching)."""
     settings = warmup_settings(model_name, cfg)
     if settings is None:
         raise UserError(
             f"{model_name} has no image warm-up (not the DrFuse family, or train.cxr_warmup_epochs: 0): "
             "nothing to start after; train without --warm-start"
         )
-    split = image_split if image_split is not None else load_split(results_dir, "train", "matched")
-    return {"warmup": settings, "seed": seed, "data": fingerprint(split)}
+    split = image_split if image_split is not None else load_split(results_dir, "train", "matched", task)
+    own = {"warmup": settings, "seed": seed, "data": fingerprint(split)}
+    return own if task == PHENOTYPING else {**own, "task": task}
 
 
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
 
 
+def _task_meta(task: str) -> dict:
+    """What best.pt's meta says of the task: nothing for phenotyping, so that the resume
+    fingerprints of runs trained before there were tasks still match."""
+    return {} if task == PHENOTYPING else {"task": task}
+
+
 def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None,
-          warm_start: Path | None = None) -> dict:
-    """Train `model_name` on `train_set` (full/matched) with `seed`; returns the run summary.
+          warm_start: Path | None = None, task: str = PHENOTYPING) -> dict:
+    """Train `model_name` on `train_set` (full/matched) of `task` with `seed`; returns the run summary.
 
     `on_epoch_end(epoch)` is a hook called after each epoch's files are written. `warm_start`: a
     `warm_up` result of this run's warm-up settings and seed to start after (else a UserError).
@@ -110,11 +123,11 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
         started = _now()
         device = resolve_device(train_cfg)
         checkpoint.seed_everything(seed)
-        model = build_model(model_name, cfg["model"])
+        model = build_model(model_name, cfg["model"], n_outputs(task))
         dataset = dataset_for(model, train_set)
         val_dataset = dataset if train_cfg["val_set"] == "same" else dataset_for(model, "full")
-        train_split = load_split(results_dir, "train", dataset)
-        val_split = load_split(results_dir, "val", val_dataset)
+        train_split = load_split(results_dir, "train", dataset, task)
+        val_split = load_split(results_dir, "val", val_dataset, task)
         cxr_drop = training_cxr_drop(model, dataset, train_cfg)
         settings = EngineSettings.from_cfg(cfg, device, cxr_drop)
         meta = {
@@ -125,7 +138,8 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
             "val_dataset": val_dataset,
             "seed": seed,
             # in best.pt: `predict` refuses a results folder of other data (another split, say)
-            "data_fingerprint": data_fingerprint(results_dir),
+            "data_fingerprint": data_fingerprint(results_dir, task),
+            **_task_meta(task),
         }
         fp = {
             **meta,
@@ -135,10 +149,11 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
         warm = None
         if warm_start is not None:
             image_split = train_split if dataset == "matched" else None
-            warm = (Path(warm_start), _warmup_fingerprint(model_name, cfg, seed, results_dir, image_split))
+            warm = (Path(warm_start), _warmup_fingerprint(model_name, cfg, seed, results_dir, image_split, task))
         summary = fit(model, train_split, val_split, settings, out_dir, seed, meta, fp, on_epoch_end, warm)
         run = {
             **meta,
+            "task": task,
             "warm_start": str(warm_start) if warm_start is not None else None,
             "results_dir": str(results_dir),
             "settings": cfg,
@@ -158,11 +173,11 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
     return run
 
 
-def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path) -> dict:
+def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path, task: str = PHENOTYPING) -> dict:
     """DrFuse's image warm-up alone into out_dir (last.pt, metrics.csv, then warmup.pt, a second name
     of last.pt, last: it means "finished"). `cfg`: DrFuse's resolved settings. The same steps as
-    the first `train.cxr_warmup_epochs` epochs of `train("drfuse", ...)` on either training set, in
-    the same order from the same seed; a killed warm-up resumes like a training run."""
+    the first `train.cxr_warmup_epochs` epochs of `train("drfuse", ...)` of `task` on either
+    training set, in the same order from the same seed; a killed warm-up resumes like a training run."""
     import dataclasses
 
     from drfuse.models import build_model
@@ -174,25 +189,25 @@ def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path) -> dict:
     with locks.train_dir_lock(out_dir), _lease(train_cfg):
         device = resolve_device(train_cfg)
         checkpoint.seed_everything(seed)
-        model = build_model("drfuse", cfg["model"])
-        image_split = load_split(results_dir, "train", "matched")
-        fp = _warmup_fingerprint("drfuse", cfg, seed, results_dir, image_split)
+        model = build_model("drfuse", cfg["model"], n_outputs(task))
+        image_split = load_split(results_dir, "train", "matched", task)
+        fp = _warmup_fingerprint("drfuse", cfg, seed, results_dir, image_split, task)
         # the image branch alone, then nothing: no joint epoch, so no validation is ever run
         settings = dataclasses.replace(EngineSettings.from_cfg(cfg, device, 0.0), epochs=0)
-        meta = {"model_name": "drfuse", "model_cfg": cfg["model"], "seed": seed, "warmup": True}
-        summary = fit(model, image_split, load_split(results_dir, "val", "matched"), settings, out_dir, seed, meta, fp)
+        meta = {"model_name": "drfuse", "model_cfg": cfg["model"], "seed": seed, "warmup": True, **_task_meta(task)}
+        summary = fit(model, image_split, load_split(results_dir, "val", "matched", task), settings, out_dir, seed, meta, fp)
         checkpoint.link_atomic(out_dir / LAST, out_dir / WARMUP)
     return summary
 
 
-def _check_trained_on(run_dir: Path, meta: dict, results_dir: Path) -> None:
+def _check_trained_on(run_dir: Path, meta: dict, results_dir: Path, task: str) -> None:
     """The run was trained on the data `results_dir` holds (its recorded `data_fingerprint`), so
     that no test stay was one of its training stays; a UserError naming both folders if not."""
     recorded = meta.get("data_fingerprint")
     if recorded is None:  # a best.pt from before fingerprints were recorded
         log.warning("%s records no fingerprint of its data: cannot check it was trained on %s", run_dir / BEST, results_dir)
         return
-    current = data_fingerprint(results_dir)
+    current = data_fingerprint(results_dir, task)
     differ = [part for part in recorded if recorded[part] != current.get(part)]
     if differ:
         try:
@@ -222,15 +237,16 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
         device = resolve_device(cfg["train"])
         state = checkpoint.load(best_path, remedy=f"delete the run folder {run_dir} and train it again")
         meta = json.loads(state["meta"])
-        _check_trained_on(run_dir, meta, results_dir)
-        model = build_model(meta["model_name"], meta["model_cfg"])
+        task = meta.get("task", PHENOTYPING)
+        _check_trained_on(run_dir, meta, results_dir, task)
+        model = build_model(meta["model_name"], meta["model_cfg"], n_outputs(task))
         model.load_state_dict(state["model"])
         if not model.uses_ehr and test_set != "matched":
             raise UserError(
                 f"{meta['model_name']} uses no EHR: it is tested on the matched test set only, not {test_set!r} "
                 "(config experiments)"
             )
-        data = load_split(results_dir, split, dataset_for(model, test_set))
+        data = load_split(results_dir, split, dataset_for(model, test_set), task)
         # the architecture (and crop) comes from the checkpoint, the device settings from cfg
         settings = EngineSettings.from_cfg({"train": cfg["train"], "model": meta["model_cfg"]}, device, 0.0)
         model.to(device)
@@ -239,12 +255,13 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
         out = predict_outputs(model, model, DeviceData(data, device, model.uses_cxr), settings, ("attention", *REPRESENTATIONS))
 
     columns = {"stay_id": pl.Series(data.stay_id, dtype=pl.Int64), "has_cxr": pl.Series(data.has_cxr, dtype=pl.Boolean)}
-    for c, label in enumerate(PHENOTYPES):
+    labels = task_labels(task)
+    for c, label in enumerate(labels):
         columns[f"y:{label}"] = pl.Series(data.labels[:, c], dtype=pl.Int8)
-    for c, label in enumerate(PHENOTYPES):
+    for c, label in enumerate(labels):
         columns[f"p:{label}"] = pl.Series(out["prob"][:, c], dtype=pl.Float32)
     if "attention" in out:
-        for c, label in enumerate(PHENOTYPES):
+        for c, label in enumerate(labels):
             for j, token in enumerate(ATTENTION_TOKENS):
                 columns[f"attn:{label}:{token}"] = pl.Series(out["attention"][:, c, j], dtype=pl.Float32)
     frame = pl.DataFrame(columns)

@@ -20,6 +20,7 @@ from drfuse.experiments import (
     run_params,
     run_priority,
     shares_warmup,
+    tasks,
     warmup_settings,
 )
 from drfuse.models import MODELS
@@ -114,13 +115,17 @@ EHR_RUN = "|".join(
 )
 IMAGE_ONLY_RUN = "|".join(sorted(IMAGE_ONLY_MODELS))
 
+# The tasks of experiments.tasks: phenotyping (the rules of data.smk to evaluate.smk, Tables 1-4)
+# and mortality (workflow/rules/mortality.smk, under results/mortality/). `all` asks for the
+# outputs of each task that is on; the two tasks share only the data stages.
+TASKS = tasks(CFG)
 PREDICTIONS = [str(R / p) for p in prediction_targets(CFG)]
-FINAL_OUTPUTS = [
+PHENOTYPING_OUTPUTS = [
     str(R / "tables" / f"table{i}.{ext}")
     for i in (1, 2, 3, 4)
     for ext in ("csv", "md", "tex")
 ] + [str(R / "figures" / f) for f in ("tsne.png", "attention.png", "pr_curves.png")]
-FINAL_OUTPUTS += [
+PHENOTYPING_OUTPUTS += [
     str(R / "tables" / f"{name}.{ext}")
     for name in ("seeds", "paired")
     for ext in ("csv", "md")
@@ -146,11 +151,12 @@ PLANTED_PREDICTIONS = [
 ]
 PLANTED = ANSWER_KEY is not None and bool(PLANTED_PREDICTIONS)
 if PLANTED:
-    FINAL_OUTPUTS += [
+    PHENOTYPING_OUTPUTS += [
         str(R / "tables" / "planted.csv"),
         str(R / "tables" / "planted.md"),
         str(R / "figures" / "planted.png"),
     ]
+FINAL_OUTPUTS = list(PHENOTYPING_OUTPUTS) if "phenotyping" in TASKS else []
 
 
 def warm_start(wildcards):
@@ -160,6 +166,15 @@ def warm_start(wildcards):
     if not shares_warmup(wildcards.model, CFG):
         return {}
     return {"warmup": expand(rules.warmup.output.warmup, seed=wildcards.seed)[0]}
+
+
+def mortality_warm_start(wildcards):
+    """As warm_start, from the mortality task's warm-up (workflow/rules/mortality.smk)."""
+    if not shares_warmup(wildcards.model, CFG):
+        return {}
+    return {
+        "warmup": expand(rules.warmup_mortality.output.warmup, seed=wildcards.seed)[0]
+    }
 
 
 # Whether Snakemake counts GPUs: `--resources gpu=N` (command line, profiles/gpu), or inside a

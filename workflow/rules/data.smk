@@ -16,6 +16,8 @@ if BUILTIN:
             answer_key=R / "synth" / "answer_key" / "label_groups.csv",
             latent_labels=R / "synth" / "answer_key" / "latent_labels.parquet",
             channels=R / "synth" / "answer_key" / "channels.parquet",
+            mortality=R / "synth" / "answer_key" / "mortality.csv",
+            mortality_evidence=R / "synth" / "answer_key" / "mortality_evidence.parquet",
         log:
             R / "logs" / "synth.log",
         benchmark:

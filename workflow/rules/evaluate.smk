@@ -52,7 +52,12 @@ rule tables:
     conda:
         CONDA_ENV
     params:
-        experiments=CFG["experiments"],
+        # the phenotyping tables' settings: not those of the tasks or the mortality runs
+        experiments={
+            k: v
+            for k, v in CFG["experiments"].items()
+            if k not in ("tasks", "mortality")
+        },
         results=R,
         out=lambda wildcards, output: Path(output.table1_csv).parent,
     shell:

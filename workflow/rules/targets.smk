@@ -36,6 +36,7 @@ rule table4:
 
 
 rule predictions:
-    """Every training run and its test-set predictions, nothing evaluated (results/predict/)."""
+    """Every training run and its test-set predictions, nothing evaluated (results/predict/, results/mortality/predict/)."""
     input:
-        PREDICTIONS,
+        PREDICTIONS if "phenotyping" in TASKS else [],
+        MORTALITY_PREDICTIONS,
