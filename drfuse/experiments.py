@@ -177,8 +177,7 @@ WARMUP_PRIORITY = 4
 
 def run_priority(run_name: str, train_set: str) -> int:
     """The train rule's scheduling priority: the longest runs first, so that none of them starts
-    last while the other cores idle (on the demo's 2 cores the last run, started 13 minutes in, once
-    ran alone for 45 s). Full-set runs (six times the matched set's stays per epoch) before
+    last while the other cores idle. Full-set runs (six times the matched set's stays per epoch) before
     matched-set ones; within a set the DrFuse family (two CNN trunks) first."""
     return 2 * (train_set == "full") + int(in_drfuse_family(registry_model(run_name)))
 

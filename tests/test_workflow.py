@@ -357,10 +357,10 @@ def test_every_rule_is_listed_with_a_one_line_description(tmp_path):
     """`snakemake --list-rules` (the rules' docstrings), the named targets among them."""
     listed = run_snakemake("--list-rules", "--configfile", str(results_config(tmp_path))).stdout.splitlines()
     described = dict(re.fullmatch(r"(\w+) \((.+)\)", line).groups() for line in listed)
-    # 12 phenotyping stage rules (synth, planted: built-in data), 8 of the mortality task, all, 5 named targets
-    assert len(described) == len(listed) == 26
+    # 12 phenotyping stage rules (synth, planted: built-in data), 8 of the mortality task, all, 6 named targets
+    assert len(described) == len(listed) == 27
     assert {"all", "synth", "train", "train_image_only", "warmup", "evaluate", "tables", "figures", "planted",
-            "table1", "table2", "table3", "table4", "predictions"} <= set(described)
+            "table1", "table2", "table3", "table4", "predictions", "report"} <= set(described)
     assert "matched test set" in described["train_image_only"] and "both test sets" in described["train"]
     assert "in-hospital mortality" in described["train_mortality"] and "AUROC and AUPRC" in described["tables_mortality"]
 
@@ -373,6 +373,10 @@ def test_named_targets_build_what_they_name(tmp_path):
     assert predictions["train"] + predictions["train_image_only"] == 21 and "evaluate" not in predictions
     assert predictions["train_mortality"] + predictions["train_image_only_mortality"] == 15 and "evaluate_mortality" not in predictions
     assert "snakemake --cores all table2" in README and "snakemake --cores all predictions" in README
+    report = planned_jobs(run_snakemake("report", "-n", "--cores", "2", "--configfile", conf))
+    everything = planned_jobs(run_snakemake("-n", "--cores", "2", "--configfile", conf))
+    assert {k: v for k, v in report.items() if k != "report"} == {k: v for k, v in everything.items() if k != "all"}
+    assert "snakemake --cores all report" in README
 
 
 def test_training_jobs_are_scheduled_longest_first(tmp_path):

@@ -143,8 +143,8 @@ def build_resnet(backbone: str, pretrained_weights: str = "", width: int = TORCH
 def _rebuild_with_width(net: torchvision.models.ResNet, width: int) -> None:
     """Replace the stem and the four stages by ones with width, 2, 4, 8 x width channels (torchvision
     fixes 64), built by torchvision's own stage builder and initialised as torchvision does. The
-    CPU demo uses 32: at its 48-pixel images DrFuse's training step takes 0.4x the time of the
-    full width's (docs/performance.md)."""
+    CPU demo uses 32: at its 48-pixel images a step's time is mostly per-layer costs that shrink
+    with the width, not the batch (docs/performance.md)."""
     block = type(net.layer1[0])
     depths = [len(stage) for stage in (net.layer1, net.layer2, net.layer3, net.layer4)]
     net.inplanes = width

@@ -5,9 +5,9 @@ with patience, the best-validation weights kept in `best.pt` (used for testing) 
 `last.pt`: a killed run that is started again continues from there and ends, on the CPU,
 bit-identical to a run that was never interrupted (every random state is saved). Both are written
 after an epoch once `train.checkpoint_interval_s` have passed since the last write (0: after every
-epoch), and after the last epoch; the best weights wait in memory until then. A `last.pt` with its
-Adam state is three times the model (70 MB for the demo's DrFuse, 0.3 s to write): written after
-each of the demo's 2-20 s epochs it cost a DrFuse run about a tenth of its time.
+epoch), and after the last epoch; the best weights wait in memory until then: a `last.pt` holds
+the Adam state too, three times the model, too costly to write after every short epoch
+(docs/performance.md).
 Per epoch, `metrics.csv` gets a row (train loss and its parts, validation PRAUC / AUROC, seconds);
 TensorBoard gets the same when it is installed.
 
@@ -212,9 +212,8 @@ def param_groups(model, settings: EngineSettings) -> list[dict]:
 
 
 def build_optimizer(model, settings: EngineSettings, fused: bool | None = None) -> torch.optim.Adam:
-    """Adam over `param_groups`. `fused` (default: on the CPU) runs one fused kernel per step:
-    PyTorch's default (foreach) Adam adds 0.12 s to a 0.46 s DrFuse step on the CPU at ResNet-18's
-    full width (benchmarks/cpu_train_step.py, docs/performance.md)."""
+    """Adam over `param_groups`. `fused` (default: on the CPU) runs one fused kernel per step,
+    faster than PyTorch's default (foreach) Adam there (docs/performance.md, cpu_train_step)."""
     fused = not settings.cuda if fused is None else fused
     return torch.optim.Adam(param_groups(model, settings), lr=settings.lr, betas=settings.adam_betas,
                             weight_decay=settings.weight_decay, fused=fused, foreach=None if fused else True)

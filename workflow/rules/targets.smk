@@ -1,6 +1,7 @@
 # Named targets: `snakemake --cores all table2` builds Table 2 and everything it needs; `snakemake
 # --list-rules` lists them with the stages. They name outputs of the rules above and run nothing
-# themselves. One rule (tables) writes every table, so any table target builds all four.
+# themselves. One rule (tables) writes every table, so any table target builds all four. `planted`
+# is the planted-structure rule itself (evaluate.smk), present with an answer key.
 
 
 localrules:
@@ -9,6 +10,7 @@ localrules:
     table3,
     table4,
     predictions,
+    report,
 
 
 rule table1:
@@ -40,3 +42,9 @@ rule predictions:
     input:
         PREDICTIONS if "phenotyping" in TASKS else [],
         MORTALITY_PREDICTIONS,
+
+
+rule report:
+    """Everything the HTML report bundles; then `snakemake --report results/report.html` writes it."""
+    input:
+        FINAL_OUTPUTS,

@@ -1,8 +1,7 @@
 # Train one model on one training set and seed, then predict its test sets with the best checkpoint
-# in the same job: importing torch and torchvision alone takes ~7 s of a laptop core, which a
-# separate prediction job per run paid again (16 runs: ~2 CPU-minutes of the demo's ~15), and on a
-# cluster it would be a second GPU job per run for seconds of work. `drfuse predict` re-predicts a
-# finished run by hand.
+# in the same job: a separate prediction job would import torch again and, on a cluster, be a second
+# GPU job per run for seconds of work (docs/performance.md). `drfuse predict` re-predicts a finished
+# run by hand.
 #
 # GPUs: a job that trains on a GPU when there is one (its run's `train.device` is not cpu) declares
 # gpu=1 wherever Snakemake counts GPUs: `--resources gpu=N` (command line or profiles/gpu) caps how
@@ -33,7 +32,7 @@ WARMUP_DIR = R / "warmup" / "seed{seed}"
 # DrFuse's image warm-up (train.cxr_warmup_epochs), once per seed: the family's runs with its
 # warm-up settings (drfuse.experiments.shares_warmup: in the default config DrFuse on both
 # training sets and the three ablations) start after it (--warm-start), bit-identical to doing
-# it themselves, instead of each repeating it (on the demo 4 x 20 epochs, about 2 CPU-minutes).
+# it themselves, instead of each repeating it.
 rule warmup:
     """DrFuse's image warm-up, once per seed for the family's runs (results/warmup/seed{n}/)."""
     input:
