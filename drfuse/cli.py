@@ -201,31 +201,28 @@ def cmd_figures(args):
     build_figures(Path(args.results), _cfg(args), Path(args.out))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drfuse", allow_abbrev=False, description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config",
-        default="config.yaml",
-        help="configuration file (default: config.yaml); a partial one, holding only the settings that change (like "
-        f"`snakemake --configfile`), is merged over the project's config.yaml ({config_mod.PROJECT_CONFIG})",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+# Flags shared by several subcommands: (flags, argparse keyword arguments).
+_REQUIRED = {"required": True}
+_THREADS = (["--threads"], {"type": int, "default": 0, "help": "CPU threads of this job (default 0: all cores)"})
+_MEMORY = (["--memory-mb"], {"type": int, "default": 0, "help": "memory of this job in MB (default 0: the machine's)"})
+_GPUS = (["--gpus"], {"type": int, "default": 0, "help": "GPUs given to this job; >= 1: train on CUDA or fail"})
+_TASK = (["--task"], {"choices": ["phenotyping", "mortality"], "default": "phenotyping",
+                      "help": "phenotyping (default: the 25 labels) or mortality (in-hospital mortality)"})
 
-    def add(name, func, help_text, *arguments):
-        p = sub.add_parser(name, help=help_text, allow_abbrev=False)
-        for flags, kwargs in arguments:
-            p.add_argument(*flags, **kwargs)
-        p.set_defaults(func=func)
 
-    req = {"required": True}
-    threads = (["--threads"], {"type": int, "default": 0, "help": "CPU threads of this job (default 0: all cores)"})
-    memory = (["--memory-mb"], {"type": int, "default": 0, "help": "memory of this job in MB (default 0: the machine's)"})
-    gpus = (["--gpus"], {"type": int, "default": 0, "help": "GPUs given to this job; >= 1: train on CUDA or fail"})
-    task = (["--task"], {"choices": ["phenotyping", "mortality"], "default": "phenotyping",
-                         "help": "phenotyping (default: the 25 labels) or mortality (in-hospital mortality)"})
-    add("synth", cmd_synth, "generate the built-in MIMIC-shaped dataset", (["--out"], req), threads)
-    add(
+def _add_command(sub, name, func, help_text, *arguments) -> None:
+    p = sub.add_parser(name, help=help_text, allow_abbrev=False)
+    for flags, kwargs in arguments:
+        p.add_argument(*flags, **kwargs)
+    p.set_defaults(func=func)
+
+
+def _add_data_commands(sub) -> None:
+    """The stages from raw data to the cohort, its features and its image cache."""
+    req, threads, memory = _REQUIRED, _THREADS, _MEMORY
+    _add_command(sub, "synth", cmd_synth, "generate the built-in MIMIC-shaped dataset", (["--out"], req), threads)
+    _add_command(
+        sub,
         "ingest",
         cmd_ingest,
         "load MIMIC-IV (+ MIMIC-CXR-JPG metadata) into one DuckDB file",
@@ -236,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         threads,
         memory,
     )
-    add(
+    _add_command(
+        sub,
         "cohort",
         cmd_cohort,
         "cohort, labels, CXR matching, splits; the list of CXR files it needs",
@@ -246,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         threads,
         memory,
     )
-    add(
+    _add_command(
+        sub,
         "mortality-cohort",
         cmd_mortality_cohort,
         "the in-hospital mortality cohort and label (stays of at least cohort.hours): cohort/mortality.parquet",
@@ -256,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         threads,
         memory,
     )
-    add(
+    _add_command(
+        sub,
         "features",
         cmd_features,
         "17 variables binned hourly, then the 76-column matrix",
@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         threads,
         memory,
     )
-    add(
+    _add_command(
+        sub,
         "images",
         cmd_images,
         "decode the cohort's chest X-rays once into a uint8 cache",
@@ -275,7 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], req),
         threads,
     )
-    add(
+
+
+def _add_model_commands(sub) -> None:
+    """Training, the image warm-up and prediction."""
+    req, task, threads, gpus = _REQUIRED, _TASK, _THREADS, _GPUS
+    _add_command(
+        sub,
         "train",
         cmd_train,
         "train one model on one training set (and predict its test sets)",
@@ -291,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         threads,
         gpus,
     )
-    add(
+    _add_command(
+        sub,
         "warmup",
         cmd_warmup,
         "DrFuse's image warm-up alone, once for the family's runs of a seed (train --warm-start)",
@@ -302,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         threads,
         gpus,
     )
-    add(
+    _add_command(
+        sub,
         "predict",
         cmd_predict,
         "predict test sets with a run's best checkpoint: OUT_DIR/{test_set}.parquet (+ .npz)",
@@ -313,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         threads,
         gpus,
     )
-    add(
+
+
+def _add_report_commands(sub) -> None:
+    """Bootstrap, the planted-structure check, tables and figures."""
+    req, task = _REQUIRED, _TASK
+    _add_command(
+        sub,
         "evaluate",
         cmd_evaluate,
         "bootstrap PRAUC / AUROC of prediction files",
@@ -321,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         (["--out"], req),
         (["--resamples"], {"default": None, "help": "also write every resample's macro values here (tables need them)"}),
     )
-    add(
+    _add_command(
+        sub,
         "planted",
         cmd_planted,
         "PRAUC and attention per planted modality group, against an answer key",
@@ -331,10 +347,25 @@ def build_parser() -> argparse.ArgumentParser:
         (["--figure"], {"default": None, "help": "path of planted.png (phenotyping)"}),
         task,
     )
-    add("tables", cmd_tables, "the paper's Tables 1-4 beside ours (--task mortality: tables/mortality.*)",
-        (["--results"], {"default": "results"}), (["--out"], req), task)
-    add("figures", cmd_figures, "t-SNE, attention and PR-curve figures (--task mortality: DrFuse's attention on it)",
-        (["--results"], {"default": "results"}), (["--out"], req), task)
+    _add_command(sub, "tables", cmd_tables, "the paper's Tables 1-4 beside ours (--task mortality: tables/mortality.*)",
+                 (["--results"], {"default": "results"}), (["--out"], req), task)
+    _add_command(sub, "figures", cmd_figures, "t-SNE, attention and PR-curve figures (--task mortality: DrFuse's attention on it)",
+                 (["--results"], {"default": "results"}), (["--out"], req), task)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drfuse", allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config",
+        default="config.yaml",
+        help="configuration file (default: config.yaml); a partial one, holding only the settings that change (like "
+        f"`snakemake --configfile`), is merged over the project's config.yaml ({config_mod.PROJECT_CONFIG})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    _add_report_commands(sub)
     return parser
 
 

@@ -60,7 +60,7 @@ def uses_builtin_data(cfg: dict) -> bool:
 def result_settings(cfg: dict, section: str) -> dict:
     """The settings of one section that change results (the section minus `OPERATIONAL`)."""
     skip = OPERATIONAL.get(section, ())
-    return {k: v for k, v in cfg.get(section, {}).items() if k not in skip}
+    return {k: v for k, v in cfg[section].items() if k not in skip}
 
 
 # ---------------------------------------------------------------- schema check

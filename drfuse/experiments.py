@@ -67,13 +67,13 @@ def recipe_changes(run_name: str, cfg: dict) -> list[str]:
 
     model = registry_model(run_name)
     recipe = spec(model).recipe
-    changes = list(cfg.get("recipe", {})) if recipe == "ours" else []
+    changes = list(cfg["recipe"]) if recipe == "ours" else []
     variant = None if GRID_RUN.match(run_name) else RECIPE_VARIANT.match(run_name)
     if variant is None:
         return changes
     change, removing = variant["change"], variant["sign"] == "-"
-    if change not in cfg.get("recipe", {}):
-        raise UserError(f"run {run_name}: {change!r} is not a change of config `recipe:` ({', '.join(cfg.get('recipe', {}))})")
+    if change not in cfg["recipe"]:
+        raise UserError(f"run {run_name}: {change!r} is not a change of config `recipe:` ({', '.join(cfg['recipe'])})")
     if removing != (recipe == "ours"):
         raise UserError(f"run {run_name}: a change is removed from a model under our recipe (`drfuse-{change}`) "
                         f"and added to one under the paper's (`drfuse_paper+{change}`); {model} trains under {recipe!r}")
@@ -84,7 +84,7 @@ def _per_model(model: str, cfg: dict) -> dict:
     """The `per_model` entries that apply to a model: its plain name's, then its own name's."""
     from drfuse.models import spec
 
-    entries = cfg.get("per_model", {})
+    entries = cfg["per_model"]
     base = spec(model).base
     return deep_merge(entries.get(base, {}), entries.get(model, {})) if base else entries.get(model, {})
 
@@ -109,7 +109,7 @@ def resolve_run(run_name: str, cfg: dict) -> tuple[str, dict]:
             raise UserError(f"per_model sets {section}.{key} for {model}, which recipe.{change} sets to {value!r} for "
                             "the runs under our recipe: change it in `recipe:` (or set it per_model for the other recipe's name)")
         run_cfg = deep_merge(run_cfg, cfg["recipe"][change])
-    select_on = cfg.get("experiments", {}).get("select_on", "own")
+    select_on = cfg["experiments"]["select_on"]
     if select_on != "own":
         run_cfg = deep_merge(run_cfg, {"train": {"select_on": select_on}})
     match = GRID_RUN.match(run_name)
@@ -205,7 +205,7 @@ def study_runs(cfg: dict) -> tuple[list[str], list[str]]:
     study = cfg["experiments"]["recipe_study"]
     if not study["enabled"]:
         return [], []
-    changes = list(cfg.get("recipe", {}))
+    changes = list(cfg["recipe"])
     variants = [f"drfuse-{c}" for c in changes] + [f"drfuse_paper+{c}" for c in changes]
     return variants, [f"{b}_ours" for b in study["baselines"]]
 

@@ -131,7 +131,8 @@ def _fake_outputs(batch: int, d: int = 8, c: int = 25, seed: int = 0) -> dict:
     }
 
 
-SETTINGS = {"lambda_jsd": 1.0, "lambda_orth": 0.7, "lambda_attn": 0.5, "margin": 0.0, "alignment": "jsd", "use_ranking": True}
+SETTINGS = {"lambda_jsd": 1.0, "lambda_orth": 0.7, "lambda_attn": 0.5, "margin": 0.0, "alignment": "jsd", "use_ranking": True,
+            "rank_order": "sample", "rank_gap": 0.0}
 
 
 def test_total_follows_eq13_mean_over_all_samples():

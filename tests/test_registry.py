@@ -18,8 +18,9 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 @pytest.fixture(scope="module")
 def full_model_cfg(tmp_path_factory) -> dict:
-    """Every `model:` setting at a value other than the code's fallback, so a model that reads an
-    undeclared key (even through `.get(key, default)`) is built differently without it."""
+    """Every `model:` setting (the schema's list), each at a value that changes the model where the
+    setting allows it, so a model that reads an undeclared key fails or is built differently
+    without it."""
     tmp = tmp_path_factory.mktemp("weights")
     paths = {}
     for name, seed in (("cnn", 1), ("baseline", 2)):
@@ -34,6 +35,7 @@ def full_model_cfg(tmp_path_factory) -> dict:
         "max_len": 60,
         "backbone": "resnet18",
         "pretrained_weights": str(paths["cnn"]),
+        "cnn_width": 64,  # the width of pretrained weights; the "narrow" variant below changes it
         "aux_head": "mlp",
         "image_size": 36,
         "lambda_jsd": 0.3,
@@ -63,6 +65,7 @@ def _fingerprint(model) -> tuple:
 @pytest.mark.parametrize("cnn", ["pretrained", "narrow"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_a_model_built_from_its_declared_settings_alone_is_the_same_model(name, cnn, full_model_cfg):
+    assert set(full_model_cfg) == set(config_mod.schema()["$defs"]["model"]["properties"])  # every setting
     # pretrained weights need torchvision's width: the CNN width is checked without them
     cfg = full_model_cfg if cnn == "pretrained" else {
         **full_model_cfg, "cnn_width": 16, "pretrained_weights": "", "baseline_pretrained_weights": ""}

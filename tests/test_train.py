@@ -450,9 +450,9 @@ def _drfuse_loss_read_every_step(outputs, labels, has_cxr, settings):
         class_losses = torch.stack([losses.bce_per_class(outputs[k][paired], y) for k in ("aux_ehr", "aux_shared", "aux_cxr")], dim=2)
         aux_i = class_losses.mean(1).sum(1)
         order_losses = class_losses
-        if settings.get("rank_order") == "batch":
+        if settings["rank_order"] == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
-        attn_i = losses.ranking_per_sample(outputs["attention"][paired], order_losses, settings["margin"], settings.get("rank_gap", 0.0))
+        attn_i = losses.ranking_per_sample(outputs["attention"][paired], order_losses, settings["margin"], settings["rank_gap"])
         paired_terms = (
             settings["lambda_jsd"] * align_i + settings["lambda_orth"] * orth_cxr_i + settings["lambda_attn"] * aux_i
             + (settings["lambda_attn"] * attn_i if settings["use_ranking"] else 0.0)
@@ -802,6 +802,26 @@ def test_train_refuses_a_bad_prediction_request_before_training(tiny_results, ti
                         "--out", run_dir, *args)
     assert code == 1 and len(errors) == 1 and message in errors[0]
     assert not run_dir.exists()  # nothing trained
+
+
+def test_a_run_from_before_a_model_setting_existed_predicts_as_the_paper_built_it(tiny_results, tiny_cfg, tmp_path):
+    """best.pt files written before model.cnn_width, rank_order, rank_gap, attention_query and
+    attention_prior existed record none of them: predict builds such a run as it was built then
+    (drfuse.train.run.OLD_RUN_MODEL_SETTINGS), the model of the paper's values."""
+    from drfuse.train.run import OLD_RUN_MODEL_SETTINGS
+
+    paper = {**tiny_cfg["model"], "cnn_width": 64, "rank_order": "sample", "rank_gap": 0.0, "attention_query": "mean",
+             "attention_prior": "none"}
+    assert {k: paper[k] for k in OLD_RUN_MODEL_SETTINGS} == OLD_RUN_MODEL_SETTINGS
+    torch.manual_seed(0)
+    model = build_model("drfuse", paper)
+    old = {k: v for k, v in paper.items() if k not in OLD_RUN_MODEL_SETTINGS}
+    frames = []
+    for name, model_cfg in (("new", paper), ("old", old)):
+        meta = {"model_name": "drfuse", "model_cfg": model_cfg}
+        checkpoint.save_atomic({"model": model.state_dict(), "meta": json.dumps(meta)}, tmp_path / name / "best.pt")
+        frames.append(predict(tmp_path / name, "matched", tiny_cfg, tiny_results, tmp_path / f"{name}.parquet"))
+    assert frames[0].equals(frames[1])
 
 
 def test_predict_refuses_a_results_folder_of_other_data_naming_both(tiny_results, tiny_cfg, tmp_path):

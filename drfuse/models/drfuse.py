@@ -80,8 +80,8 @@ class DrFuse(nn.Module):
             "lambda_orth": float(cfg["lambda_orth"]),
             "lambda_attn": float(cfg["lambda_attn"]),
             "margin": float(cfg["margin"]),
-            "rank_order": cfg.get("rank_order", "sample"),
-            "rank_gap": float(cfg.get("rank_gap", 0.0)),
+            "rank_order": cfg["rank_order"],
+            "rank_gap": float(cfg["rank_gap"]),
             "alignment": alignment,
             "use_ranking": use_ranking,
         }

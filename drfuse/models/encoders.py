@@ -254,24 +254,24 @@ def run_on_available(fn, images: torch.Tensor, has_cxr: torch.Tensor, dims, temp
 
 def baseline_cnn(cfg: dict) -> tuple[str, str, int]:
     """(backbone, weights file, width) of MMTM, DAFT and MedFuse: `model.baseline_backbone`,
-    ResNet-34 by default as in MedFuse's code (whose MMTM and DAFT the DrFuse paper's baselines come
-    from), `model.baseline_pretrained_weights` (`model.pretrained_weights` when both backbones
+    (config.yaml: ResNet-34, as in MedFuse's code, whose MMTM and DAFT the DrFuse paper's baselines
+    come from), `model.baseline_pretrained_weights` (`model.pretrained_weights` when both backbones
     agree) and `model.cnn_width`."""
-    backbone = cfg.get("baseline_backbone", "resnet34")
-    same = backbone == cfg.get("backbone")
-    weights = cfg.get("baseline_pretrained_weights") or (cfg.get("pretrained_weights", "") if same else "")
-    return backbone, weights, cfg.get("cnn_width", TORCHVISION_WIDTH)
+    backbone = cfg["baseline_backbone"]
+    same = backbone == cfg["backbone"]
+    weights = cfg["baseline_pretrained_weights"] or (cfg["pretrained_weights"] if same else "")
+    return backbone, weights, cfg["cnn_width"]
 
 
 def cnn(cfg: dict) -> tuple[str, str, int]:
     """(backbone, weights file, width) of DrFuse's and the uni-modal models' CNN."""
-    return cfg["backbone"], cfg.get("pretrained_weights", ""), cfg.get("cnn_width", TORCHVISION_WIDTH)
+    return cfg["backbone"], cfg["pretrained_weights"], cfg["cnn_width"]
 
 
 def lstm_layers(cfg: dict, minimum: int = 1) -> int:
-    """LSTM depth of the MedFuse-style EHR encoder: `model.lstm_layers`, 2 as in MedFuse's runs
-    (MMTM and DAFT act between layers, so they need `minimum` = 2)."""
-    layers = int(cfg.get("lstm_layers", 2))
+    """LSTM depth of the MedFuse-style EHR encoder: `model.lstm_layers` (config.yaml: 2, as in
+    MedFuse's runs; MMTM and DAFT act between layers, so they need `minimum` = 2)."""
+    layers = int(cfg["lstm_layers"])
     if layers < minimum:
         raise UserError(f"model.lstm_layers = {layers}: this model needs at least {minimum}")
     return layers
@@ -283,7 +283,7 @@ def fusion_stages(cfg: dict, key: str) -> list[int]:
     `--layer_after 4` / `--layer_after 3`)."""
     stages = sorted({int(s) for s in cfg[key]})
     if not stages or stages[0] < 0 or stages[-1] > 4:
-        raise UserError(f"model.{key} = {cfg.get(key)!r}: give stage numbers in 0..4")
+        raise UserError(f"model.{key} = {cfg[key]!r}: give stage numbers in 0..4")
     return stages
 
 

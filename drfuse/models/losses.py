@@ -99,8 +99,8 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
     and `paired_share`, a float).
 
     settings: lambda_jsd, lambda_orth, lambda_attn, margin, alignment ('jsd' | 'mse'),
-    use_ranking (bool), and optionally the ranking loss's order of the heads, rank_order ('sample'
-    | 'batch'), and its pair weights, rank_gap (nats; 0 = Eq. 10's indicator; `ranking_per_sample`).
+    use_ranking (bool), the ranking loss's order of the heads, rank_order ('sample' | 'batch'), and
+    its pair weights, rank_gap (nats; 0 = Eq. 10's indicator; `ranking_per_sample`).
     Terms that involve the CXR are computed on the paired rows only (their representations are NaN
     elsewhere) and enter the batch mean with weight 1/B each. `paired_rows`: the indices of those
     rows when the caller knows them without asking the device (the training engine's batches);
@@ -131,10 +131,10 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
         # the heads are ordered by each sample's own losses (the reference code) or, with
         # `model.rank_order: batch`, by their mean over the batch's paired samples per class
         order_losses = class_losses
-        if settings.get("rank_order") == "batch":
+        if settings["rank_order"] == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
         attn_i = ranking_per_sample(
-            paired("attention"), order_losses, settings["margin"], settings.get("rank_gap", 0.0)
+            paired("attention"), order_losses, settings["margin"], settings["rank_gap"]
         )
         paired_terms = (
             settings["lambda_jsd"] * align_i

@@ -82,9 +82,9 @@ class MedFuse(nn.Module):
         # pre-training has such a head); built last, so the other parameters' initial values do not
         # depend on it
         self.warmup_head = nn.Linear(feat, n_outputs)
-        if cfg.get("medfuse_init_ehr"):
+        if cfg["medfuse_init_ehr"]:
             load_encoder(self.ehr_encoder, "ehr_encoder", cfg["medfuse_init_ehr"], "medfuse_init_ehr")
-        if cfg.get("medfuse_init_cxr"):
+        if cfg["medfuse_init_cxr"]:
             load_encoder(self.cxr_encoder, "cxr_encoder", cfg["medfuse_init_cxr"], "medfuse_init_cxr")
 
     def forward(self, ehr, lengths, images, has_cxr) -> dict:

@@ -66,7 +66,7 @@ class MMTM(nn.Module):
         self.cxr_encoder = CNNEncoder(*baseline_cnn(cfg))
         channels = stage_channels(self.cxr_encoder)
         self.blocks = nn.ModuleDict(
-            {str(s): MMTMBlock(channels[s], d, float(cfg.get("mmtm_ratio", 4))) for s in fusion_stages(cfg, "mmtm_stages")}
+            {str(s): MMTMBlock(channels[s], d, float(cfg["mmtm_ratio"])) for s in fusion_stages(cfg, "mmtm_stages")}
         )
         feat = self.cxr_encoder.out_dim
         self.ehr_head = nn.Linear(d, n_outputs)

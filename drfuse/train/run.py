@@ -49,6 +49,18 @@ ATTENTION_TOKENS = ("ehr", "shared", "cxr")
 RESUMABLE_CHANGES = (
     "epochs", "patience", "device", "num_threads", "compile", "pad_images", "amp", "channels_last", "checkpoint_interval_s",
 )
+# `model:` settings that best.pt files written before the setting existed do not record, each at
+# the value that reproduces how those runs were built and trained (the paper's behaviour, which the
+# code had before the setting was added): torchvision's ResNet width, the heads of Eq. 10 ordered
+# by each sample's losses with the indicator of Eq. 10, and the attention of Eqs. 5-6. The only
+# model defaults outside config.yaml, and read only by `stored_model_cfg`.
+OLD_RUN_MODEL_SETTINGS = {
+    "cnn_width": 64,
+    "rank_order": "sample",
+    "rank_gap": 0.0,
+    "attention_query": "mean",
+    "attention_prior": "none",
+}
 
 
 def _lease(train_cfg: dict) -> gpu_lease.GpuLease:
@@ -200,6 +212,12 @@ def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path, task: str = 
     return summary
 
 
+def stored_model_cfg(meta: dict) -> dict:
+    """The `model:` settings a checkpoint's `meta` records, with `OLD_RUN_MODEL_SETTINGS` for those
+    an older checkpoint predates."""
+    return {**OLD_RUN_MODEL_SETTINGS, **meta["model_cfg"]}
+
+
 def _check_trained_on(run_dir: Path, meta: dict, results_dir: Path, task: str) -> None:
     """The run was trained on the data `results_dir` holds (its recorded `data_fingerprint`), so
     that no test stay was one of its training stays; a UserError naming both folders if not."""
@@ -239,7 +257,8 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
         meta = json.loads(state["meta"])
         task = meta.get("task", PHENOTYPING)
         _check_trained_on(run_dir, meta, results_dir, task)
-        model = build_model(meta["model_name"], meta["model_cfg"], n_outputs(task))
+        model_cfg = stored_model_cfg(meta)
+        model = build_model(meta["model_name"], model_cfg, n_outputs(task))
         model.load_state_dict(state["model"])
         if not model.uses_ehr and test_set != "matched":
             raise UserError(
@@ -248,7 +267,7 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
             )
         data = load_split(results_dir, split, dataset_for(model, test_set), task)
         # the architecture (and crop) comes from the checkpoint, the device settings from cfg
-        settings = EngineSettings.from_cfg({"train": cfg["train"], "model": meta["model_cfg"]}, device, 0.0)
+        settings = EngineSettings.from_cfg({"train": cfg["train"], "model": model_cfg}, device, 0.0)
         model.to(device)
         if settings.cuda and settings.channels_last:
             model.to(memory_format=torch.channels_last)
