@@ -131,10 +131,12 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     timelines = _walk_timelines(rng, adm)
     stay_id, transfer_id, hadm_id = _draw_ids(rng, timelines, n_a)
 
+    # Where each admission would be discharged to alive; deaths after the last discharge (dod).
     discharge_drawn = DISCHARGE_LOCATIONS[rng.choice(len(DISCHARGE_LOCATIONS), n_a, p=DISCHARGE_LOCATION_P)]
     last_adm = np.r_[np.flatnonzero(adm.first)[1:] - 1, n_a - 1]
-    later = rng.random(s.n_subjects) < 0.15
-    later_dod = np.where(later, timelines.dischtime[last_adm] + (rng.uniform(30, 900, s.n_subjects) * DAY).astype(np.int64), -1)
+    n = s.n_subjects
+    later = rng.random(n) < 0.15
+    later_dod = np.where(later, timelines.dischtime[last_adm] + (rng.uniform(30, 900, n) * DAY).astype(np.int64), -1)
     adm_last = np.zeros(n_a, bool)
     adm_last[last_adm] = True
     deaths = _death_columns(adm.died, adm.subject, adm_last, timelines.dischtime, discharge_drawn, later_dod)
@@ -145,7 +147,9 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     })
     admissions = _admissions_frame(rng, subjects, adm, timelines, hadm_id, deaths)
     transfers = _transfers_frame(subjects.subject_id[adm.subject], hadm_id, transfer_id, timelines.transfers)
-    icustays, stay_adm, stay_in, stay_out = _icustays_frame(subjects.subject_id[adm.subject], hadm_id, stay_id, timelines.stays)
+    icustays, stay_adm, stay_in, stay_out = _icustays_frame(
+        subjects.subject_id[adm.subject], hadm_id, stay_id, timelines.stays
+    )
     adm_year = adm.admittime.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
     return Population(
         patients=patients, admissions=admissions, transfers=transfers, icustays=icustays,

@@ -22,6 +22,7 @@ import torch
 from drfuse import atomic
 from drfuse.errors import UserError
 
+
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
     with atomic.writing(path) as tmp:
