@@ -35,6 +35,7 @@ import polars as pl
 import yaml
 from PIL import Image
 
+from drfuse import atomic
 from drfuse.images.cache import build_cache
 from drfuse.images.decode import read_jpeg, square
 
@@ -166,10 +167,7 @@ def main() -> None:
         print(f"{label:<36}{per_core}{ms}{n / wall[k]:12.1f}{ratio}")
     print(f"speed-up per core (CPU time): {result['speedup_per_core']:.2f}x (target >= 1.5x); "
           f"wall clock: {result['speedup_per_core_wall']:.2f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(args.out)
+    atomic.write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from drfuse import atomic
+
 MANIFEST = Path("ingest") / "manifest.json"
 BAD_IMAGES = Path("images") / "bad_images.csv"
 IMAGE_INDEX = Path("images") / "index.parquet"
@@ -62,8 +64,4 @@ def write_markdown(results_dir: Path, builtin: bool, out_path: Path) -> None:
     lines += [f"- ingest warning: {w}" for w in f.get("warnings", [])]
     if "bad_images" in f:
         lines.append(f"- images missing or unreadable: {f['bad_images']:,} of {f['bad_images'] + f['images']:,} (list: images/bad_images.csv)")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out_path)
+    atomic.write_text(out_path, "\n".join(lines) + "\n")

@@ -129,7 +129,7 @@ def test_stays_contract(demo_cohort):
     assert not df.has_cxr.any() and df.dicom_id.isna().all() and df.cxr_path.isna().all()
     labels = df[list(PHENOTYPES)].to_numpy()
     assert set(np.unique(labels)) == {0, 1}
-    assert not list((demo_cohort).glob("*.partial"))
+    assert not [p.name for p in demo_cohort.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
 def test_splits_by_subject(demo_cohort):

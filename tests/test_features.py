@@ -310,24 +310,24 @@ def test_stays_without_events_counted_and_warned(tmp_path, caplog):
 
 
 def test_stale_temp_folders_removed_at_start(tmp_path, caplog):
-    """The probe: a killed run left `.features-*/` (44 MB on the demo) for good. The next start
+    """The probe: a killed run left its temporary folder (44 MB on the demo) for good. The next start
     removes the folders of processes that are gone and leaves a live process's folder alone."""
     db, stays_path = make_data(tmp_path, [(1, 5, "train")], [chart(1, 0.5, HR, "90", 90.0)])
     out = tmp_path / "features"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [out / f".features-{int(dead.stdout)}-abc123", out / ".features-x7k2lq"]  # + a name without pid
-    alive = out / f".features-{os.getppid()}-def456"
+    stale = [out / f".staging.{int(dead.stdout)}.0123abcd.tmp"]  # as drfuse.atomic names it
+    alive = out / f".staging.{os.getppid()}.4567cdef.tmp"
     for folder in [*stale, alive]:
         (folder / "duckdb").mkdir(parents=True)
         (folder / "ehr.npy").write_bytes(b"\0" * 1024)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         build_features(db, stays_path, out, HAND_MADE_CFG)
     assert not any(folder.exists() for folder in stale)
     assert alive.exists()
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "counts.json", "ehr.npy", "hourly.parquet", "index.parquet", "normalizer.json"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [alive.name]
-    assert sum("removed" in r.getMessage() for r in caplog.records) == 2
+    assert sum("removed 1 temporary" in r.getMessage() for r in caplog.records) == 1
 
 
 # --------------------------------------------------------------------------- the real demo

@@ -746,7 +746,7 @@ def test_corrupt_checkpoints_are_one_line_errors(tiny_results, tiny_cfg, tmp_pat
 
 
 def test_stale_temp_files_are_removed_at_the_next_start(tiny_results, tiny_cfg, tmp_path):
-    """Issue-14 probe: a save killed mid-write left `.last.pt.<pid>.tmp` (as large as the
+    """Issue-14 probe: a save killed mid-write left its temporary file (as large as the
     checkpoint) for good. Only files of processes that are gone are removed."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -754,9 +754,9 @@ def test_stale_temp_files_are_removed_at_the_next_start(tiny_results, tiny_cfg, 
     dead_pid.wait()
     alive = subprocess.Popen(["sleep", "60"])
     try:
-        killed_save = run_dir / f".last.pt.{dead_pid.pid}.tmp"
+        killed_save = run_dir / f".last.pt.{dead_pid.pid}.0123abcd.tmp.pt"  # as drfuse.atomic names it
         killed_save.write_bytes(os.urandom(100_000))  # what a kill during torch.save leaves
-        in_progress = run_dir / f".best.pt.{alive.pid}.tmp"
+        in_progress = run_dir / f".best.pt.{alive.pid}.4567cdef.tmp.pt"
         in_progress.write_bytes(b"being written")
         other = run_dir / "notes.tmp"
         other.write_text("not ours")
@@ -766,7 +766,7 @@ def test_stale_temp_files_are_removed_at_the_next_start(tiny_results, tiny_cfg, 
     finally:
         alive.kill()
         alive.wait()
-    assert sorted(p.name for p in run_dir.glob(".*.tmp")) == [in_progress.name]
+    assert sorted(p.name for p in run_dir.glob(".*.tmp*")) == [in_progress.name]
 
 
 def test_train_with_predict_dir_writes_what_predict_writes(tiny_results, tiny_cfg, tmp_path):

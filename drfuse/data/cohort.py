@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 
 import duckdb
@@ -29,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from drfuse import atomic
 from drfuse.data import cxr_match, duckdb_limits, label_modes, labels, splits
 from drfuse.data.sql_files import read_sql, run_sql, scalar
 from drfuse.errors import UserError
@@ -89,23 +89,14 @@ def _label_matrix(stay_ids: np.ndarray, labels: pa.Table) -> np.ndarray:
 def _write_outputs(out_dir: Path, stays: pa.Table, attrition: list, reports: dict[str, dict]) -> None:
     """stays.parquet, attrition.csv and the JSON reports to temporary names first, then renamed:
     all or nothing."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = ("attrition.csv", *reports, "stays.parquet")
-    tmp = {name: out_dir / f"{name}.partial" for name in names}
-    try:
-        with tmp["attrition.csv"].open("w", newline="") as fh:
+    with atomic.writing_files(out_dir, ("attrition.csv", *reports, "stays.parquet")) as tmp:
+        with (tmp / "attrition.csv").open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["step", "stays_kept", "stays_removed"])
             writer.writerows(attrition)
         for name, report in reports.items():
-            tmp[name].write_text(json.dumps(report, indent=2) + "\n")
-        pq.write_table(stays, tmp["stays.parquet"])
-    except BaseException:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-        raise
-    for name in names:
-        os.replace(tmp[name], out_dir / name)
+            (tmp / name).write_text(json.dumps(report, indent=2) + "\n")
+        pq.write_table(stays, tmp / "stays.parquet")
 
 
 def _split(con, split_cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from drfuse import atomic
 from drfuse.errors import UserError
 
 FILE_NAME = "cxr_files.txt"
@@ -29,7 +30,5 @@ def write_cxr_file_list(stays_path: Path, out_path: Path) -> int:
         .sort()
         .to_list()
     )
-    tmp = out_path.with_name(out_path.name + ".partial")
-    tmp.write_text("".join(f"{p}\n" for p in paths))
-    tmp.replace(out_path)
+    atomic.write_text(out_path, "".join(f"{p}\n" for p in paths))
     return len(paths)

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +34,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from drfuse import atomic
 from drfuse.data import duckdb_limits, variables
 from drfuse.errors import UserError
-from drfuse.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
 STAY_COLUMNS = ("stay_id", "hadm_id", "intime", "outtime", "split")
-TEMP_PREFIX = ".features-"  # + pid: the working folder inside out_dir
 
 
 @dataclass(frozen=True)
@@ -204,18 +200,6 @@ def _warn_stays_without_events(con: duckdb.DuckDBPyConnection, n_empty: int, n_s
         )
 
 
-def remove_stale_temp(out_dir: Path) -> None:
-    """Remove the temporary folders of earlier runs that were killed before they could clean up
-    (`.features-<pid>-*`, DuckDB's spill files inside). A folder whose process is still alive on
-    this machine belongs to a concurrent run and is left alone."""
-    for folder in sorted(out_dir.glob(f"{TEMP_PREFIX}*")):
-        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not folder.is_dir() or (pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        log.warning("features: removed %s, left by an earlier run that was stopped", folder)
-
-
 def build_features(
     db_path: Path, stays_path: Path, out_dir: Path, cfg: dict, threads: int | None = None, memory_mb: int | None = None
 ) -> None:
@@ -228,15 +212,10 @@ def build_features(
     _check_stays(stays_path)
     settings = cfg["features"]
     hours = int(cfg["cohort"]["hours"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=out_dir))
-    try:
+    # A temporary folder (DuckDB's spill files too) whose outputs are renamed into out_dir at the end.
+    outputs = ("hourly.parquet", "index.parquet", "normalizer.json", "counts.json", "ehr.npy")
+    with atomic.writing_files(out_dir, outputs) as tmp:
         _build(db_path, stays_path, tmp, hours, settings, duckdb_limits.limits(threads, memory_mb))
-        for name in ("hourly.parquet", "index.parquet", "normalizer.json", "counts.json", "ehr.npy"):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("features written to %s", out_dir)
 
 

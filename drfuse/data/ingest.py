@@ -18,14 +18,14 @@ The version is detected, never assumed: layout from the folders (v1.0 has core/)
 '2020 - 2022' anchor year group, v2.2 from chartevents.caregiver_id. The manifest records it, the
 row counts and any warning (e.g. a full-size table whose count differs from the published one).
 
-Everything is written to `<db>.partial` and renamed at the end: a failed run leaves no database.
+Everything is written to a temporary folder beside the database and renamed at the end
+(`drfuse.atomic`): a failed run leaves no database.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 from tqdm import tqdm
 
+from drfuse import atomic
 from drfuse.data import duckdb_limits, items
 from drfuse.data import mimic_version as mv
 from drfuse.data.sql_files import read_sql as _sql
@@ -192,18 +193,6 @@ def _deduplicate_cxr(con, path: Path) -> int:
     return dropped
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _remove_db(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + ".wal")):
-        leftover.unlink(missing_ok=True)
-
-
 def _load_timed(con, table: str, planned: tuple, layout: str) -> dict:
     """Load one table; its manifest entry (path, rows, seconds, and rows_source for event tables)."""
     path, spec, columns = planned
@@ -265,12 +254,11 @@ def ingest(
     plan, warnings = _plan(mimic_iv_dir, mimic_cxr_dir, layout)
     log.info("MIMIC-IV layout v%s at %s; loading %d tables into %s", layout, mimic_iv_dir, len(plan), db_path)
 
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = db_path.with_name(db_path.name + ".partial")
-    _remove_db(tmp)
     threads, memory_limit = duckdb_limits.limits(threads, memory_mb)
-    try:
-        with duckdb.connect(str(tmp)) as con:
+    # The database last: it exists only when everything succeeded. Its WAL and spill files stay
+    # in the temporary folder, removed with it.
+    with atomic.writing_files(db_path.parent, [db_path.name]) as stage:
+        with duckdb.connect(str(stage / db_path.name)) as con:
             duckdb_limits.apply(con, threads, memory_limit)
             con.execute("SET preserve_insertion_order = false")  # lets CREATE TABLE AS stream
             tables = _load_all(con, plan, layout)
@@ -305,10 +293,6 @@ def ingest(
             "warnings": warnings,
             "row_count_warnings": count_warnings,  # also in `warnings`; tables and the report cite them
         }
-        _write_json(manifest_path, manifest)
-        os.replace(tmp, db_path)  # last: the database exists only when everything succeeded
-    except BaseException:
-        _remove_db(tmp)
-        raise
+        atomic.write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("MIMIC-IV v%s (release %s) ingested: %s", version, release or "unknown", db_path)
     return manifest

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from drfuse import atomic
 from drfuse.data import duckdb_limits
 from drfuse.data.cxr_match import has_table
 from drfuse.data.splits import SPLITS
@@ -60,21 +60,12 @@ def mortality_cohort(con, stays: pa.Table, min_hours: float) -> pa.Table:
 
 def _write(out_dir: Path, table: pa.Table, attrition: list[tuple[str, int, int]]) -> None:
     """mortality.parquet and the attrition rows, to temporary names first, then renamed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = {"mortality.parquet": out_dir / "mortality.parquet", ATTRITION_FILE: out_dir / ATTRITION_FILE}
-    tmp = {name: path.with_name(f".{name}.partial") for name, path in targets.items()}
-    try:
-        pq.write_table(table, tmp["mortality.parquet"])
-        with tmp[ATTRITION_FILE].open("w", newline="") as fh:
+    with atomic.writing_files(out_dir, ("mortality.parquet", ATTRITION_FILE)) as tmp:
+        pq.write_table(table, tmp / "mortality.parquet")
+        with (tmp / ATTRITION_FILE).open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["step", "stays_kept", "stays_removed"])
             writer.writerows(attrition)
-    except BaseException:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-        raise
-    for name, path in targets.items():
-        os.replace(tmp[name], path)
 
 
 def build_mortality_cohort(db_path: Path, stays_path: Path, out_dir: Path, min_hours: float,

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from drfuse import atomic
 from drfuse.errors import UserError
 from drfuse.evaluate.metrics import SortedLabel, macro
 from drfuse.phenotypes import PHENOTYPES
@@ -191,17 +190,8 @@ def select_run(frame: pd.DataFrame, name: str, model: str, train_set: str, test_
 
 def write_parquet_atomic(df: pd.DataFrame, out_path: Path) -> None:
     """Write next to the target, then rename: a failed run leaves no half-written file."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic.writing(out_path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resample_values(arrays: dict[str, np.ndarray]) -> pd.DataFrame:

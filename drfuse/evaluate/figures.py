@@ -25,8 +25,6 @@ sets; first seed; matched test stays).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -38,6 +36,7 @@ import pandas as pd  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
+from drfuse import atomic  # noqa: E402
 from drfuse.evaluate.names import display_name  # noqa: E402
 from drfuse.evaluate.tables import TEST_SETS, expand  # noqa: E402
 from drfuse.experiments import drfuse_runs  # noqa: E402
@@ -53,16 +52,9 @@ RECALL_GRID = np.linspace(0.0, 1.0, 101)
 
 def save_png(fig, path: Path) -> None:
     """Save to a temp file beside the target, then rename: no half-written PNG on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic.writing(path) as tmp:  # its name ends .png: savefig takes the format from it
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
 

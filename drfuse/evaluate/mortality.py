@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from drfuse import atomic
 from drfuse.config import data_source
 from drfuse.errors import UserError
 from drfuse.evaluate.names import display_name, ordered_models
 from drfuse.evaluate.paired import POOLED, paired_table
 from drfuse.evaluate.pooling import pooled_interval, resample_matrix
-from drfuse.evaluate.render import csv_text, markdown, write_table, write_text_atomic
+from drfuse.evaluate.render import csv_text, markdown, write_table
 from drfuse.evaluate.tables import POOLED_NOTE, RECIPE_NOTE, TEST_SETS, _ci, bootstrap_rows, fmt, selection_note
 from drfuse.experiments import mortality_runs, test_sets_for
 from drfuse.tasks import MORTALITY, MORTALITY_FILE, task_dir
@@ -171,6 +172,6 @@ def build_mortality_tables(results_dir: Path, cfg: dict, out_dir: Path) -> None:
     table = mortality_table(boot, resamples, cfg, test_sets)
     write_table(out_dir, "mortality", table, *render_mortality(table, cfg, test_sets))
     paired = paired_mortality(boot, resamples, cfg)
-    write_text_atomic(out_dir / "mortality_paired.csv", csv_text(paired))
-    write_text_atomic(out_dir / "mortality_paired.md", render_paired_mortality(paired, cfg))
+    atomic.write_text(out_dir / "mortality_paired.csv", csv_text(paired))
+    atomic.write_text(out_dir / "mortality_paired.md", render_paired_mortality(paired, cfg))
     log.info("wrote %s/mortality.{csv,md,tex} (%d rows) and mortality_paired.{csv,md} (%d rows)", out_dir, len(table), len(paired))

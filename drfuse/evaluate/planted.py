@@ -51,9 +51,10 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from drfuse import atomic
 from drfuse.evaluate.bootstrap import parse_prediction_path, read_predictions
 from drfuse.evaluate.metrics import ap_auroc
-from drfuse.evaluate.render import csv_text, markdown, write_text_atomic
+from drfuse.evaluate.render import csv_text, markdown
 from drfuse.evaluate.names import display_name, ordered_models
 from drfuse.evaluate.tables import fmt
 from drfuse.phenotypes import PHENOTYPES
@@ -359,8 +360,8 @@ def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict,
     """planted.{csv,md} into `table_dir` and the figure to `figure_path` (`bootstrap`: see `check`)."""
     answer_key = Path(answer_key)
     labels, groups, verdicts = check(prediction_paths, answer_key, settings, describe, bootstrap)
-    write_text_atomic(Path(table_dir) / "planted.csv", csv_text(planted_csv(labels, groups, verdicts)))
-    write_text_atomic(Path(table_dir) / "planted.md", render(labels, groups, verdicts, answer_key, settings))
+    atomic.write_text(Path(table_dir) / "planted.csv", csv_text(planted_csv(labels, groups, verdicts)))
+    atomic.write_text(Path(table_dir) / "planted.md", render(labels, groups, verdicts, answer_key, settings))
     figure(labels, groups, figure_path)
     for r in verdicts[verdicts["seed"] == MEAN].itertuples():
         log.info("%s %s: %s = %s (threshold %s)", r.model, r.train_set, r.criterion, fmt(r.value), r.threshold)

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from drfuse import atomic
 from drfuse.evaluate.bootstrap import parse_prediction_path, read_predictions
 from drfuse.evaluate.metrics import ap_auroc
 from drfuse.evaluate.names import display_name, ordered_models
 from drfuse.evaluate.planted import DID_NOT_LEARN, MEAN, NOT_RUN, RUN_KEYS
-from drfuse.evaluate.render import csv_text, markdown, write_text_atomic
+from drfuse.evaluate.render import csv_text, markdown
 from drfuse.evaluate.tables import fmt
 from drfuse.synth.answer_key import read_mortality
 from drfuse.tasks import MORTALITY_LABEL
@@ -133,7 +134,7 @@ def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict,
     csv["model"] = csv["model"].map(display_name)
     csv = csv.reindex(columns=["section", *RUN_KEYS, "auprc", "auroc", "prevalence", *ATTN, "criterion", "value", "threshold",
                                "passed", "note"])
-    write_text_atomic(Path(table_dir) / "planted_mortality.csv", csv_text(csv))
-    write_text_atomic(Path(table_dir) / "planted_mortality.md", render(runs, verdicts, key, Path(answer_key), settings))
+    atomic.write_text(Path(table_dir) / "planted_mortality.csv", csv_text(csv))
+    atomic.write_text(Path(table_dir) / "planted_mortality.md", render(runs, verdicts, key, Path(answer_key), settings))
     for r in verdicts[verdicts["seed"] == MEAN].itertuples():
         log.info("%s %s->%s: %s = %s (threshold %s)", r.model, r.train_set, r.test_set, r.criterion, fmt(r.value), r.threshold)

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from drfuse import atomic
+
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_text(df: pd.DataFrame) -> str:
@@ -65,6 +51,6 @@ def latex(title: str, header: list[str], rows: list[list[str]], notes: list[str]
 def write_table(out_dir: Path, name: str, df: pd.DataFrame, title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
     """`name`.csv (our numbers, machine-readable) and `name`.md / `name`.tex (ours beside the paper's)."""
     out_dir = Path(out_dir)
-    write_text_atomic(out_dir / f"{name}.csv", csv_text(df))
-    write_text_atomic(out_dir / f"{name}.md", markdown(title, header, rows, notes))
-    write_text_atomic(out_dir / f"{name}.tex", latex(title, header, rows, notes))
+    atomic.write_text(out_dir / f"{name}.csv", csv_text(df))
+    atomic.write_text(out_dir / f"{name}.md", markdown(title, header, rows, notes))
+    atomic.write_text(out_dir / f"{name}.tex", latex(title, header, rows, notes))

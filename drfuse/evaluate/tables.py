@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from drfuse import atomic
 from drfuse.config import data_source
 from drfuse.errors import UserError
 from drfuse.evaluate.bootstrap import select_run
 from drfuse.evaluate.names import display_name, ordered_models, paper_row
 from drfuse.evaluate.pooling import load_resamples, paired_intervals, pooled_interval, resample_matrix
 from drfuse.experiments import drfuse_runs, family_runs, resolve_run, study_runs
-from drfuse.evaluate.render import csv_text, markdown, write_table, write_text_atomic
+from drfuse.evaluate.render import csv_text, markdown, write_table
 from drfuse.phenotypes import PHENOTYPES
 
 log = logging.getLogger(__name__)
@@ -370,7 +371,7 @@ def grid_choice(results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
 
     grid = pd.DataFrame(select_grid(results_dir, cfg))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "grid_search.csv", grid.to_csv(index=False))
+    atomic.write_text(out_dir / "grid_search.csv", grid.to_csv(index=False))
     chosen = grid[grid["selected"]]
     log.info("grid search: selected %s", ", ".join(f"{r.run} ({r.train_set}, seed {r.seed})" for r in chosen.itertuples()))
     return chosen[["run", "train_set", "seed"]]
@@ -465,11 +466,11 @@ def build_tables(results_dir: Path, cfg: dict, out_dir: Path) -> None:
         log.info("wrote %s/%s.{csv,md,tex} (%d rows)", out_dir, name, len(df))
 
     seeds = seeds_table(boot, cfg)
-    write_text_atomic(out_dir / "seeds.csv", csv_text(seeds))
-    write_text_atomic(out_dir / "seeds.md", render_seeds(seeds, cfg))
+    atomic.write_text(out_dir / "seeds.csv", csv_text(seeds))
+    atomic.write_text(out_dir / "seeds.md", render_seeds(seeds, cfg))
     from drfuse.evaluate.paired import paired_table, render_paired  # paired builds on this module
 
     paired = paired_table(boot, resamples, cfg)
-    write_text_atomic(out_dir / "paired.csv", csv_text(paired))
-    write_text_atomic(out_dir / "paired.md", render_paired(paired, cfg))
+    atomic.write_text(out_dir / "paired.csv", csv_text(paired))
+    atomic.write_text(out_dir / "paired.md", render_paired(paired, cfg))
     log.info("wrote %s/{seeds,paired}.{csv,md} (%d, %d rows)", out_dir, len(seeds), len(paired))

@@ -14,8 +14,8 @@ behind on failure):
   stage fails naming how many and the first few paths, and writes nothing. So does a split (train,
   val, test) without a stay with a (readable) image: the matched dataset needs every split.
 
-A killed run leaves its temp files (`.cxr.u8.tmp<pid>`, ...): the next run removes those of
-processes that are gone. Decoding workers watch their parent and exit when it dies (drfuse.workers).
+A killed run leaves its temporary folder (`drfuse.atomic`): the next run removes it when its process
+is gone. Decoding workers watch their parent and exit when it dies (drfuse.workers).
 
 Reading it (training, tables)::
 
@@ -30,7 +30,6 @@ Reading it (training, tables)::
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -41,9 +40,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from drfuse import atomic
 from drfuse.errors import UserError
 from drfuse.images.decode import decode_task
-from drfuse.processes import pid_alive
 from drfuse.workers import ordered_map, worker_count
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ INDEX_FILE = "index.parquet"
 BAD_FILE = "bad_images.csv"
 # Parquet schema metadata key holding S, so a reader needs nothing but the folder.
 SIZE_KEY = b"drfuse.cache_size"
-TMP_SUFFIX = ".tmp"
 # Bad images named in the error when too many are missing.
 SHOW_BAD = 5
 _STAYS_COLUMNS = ("has_cxr", "dicom_id", "cxr_path")
@@ -111,25 +109,6 @@ def _write_index(path: Path, ids: list[str], sources: list[str], size: int) -> N
     pq.write_table(table.replace_schema_metadata({SIZE_KEY: str(size).encode()}), path)
 
 
-def _tmp_name(name: str, pid: int) -> str:
-    return f".{name}{TMP_SUFFIX}{pid}"
-
-
-def remove_stale_temp_files(out_dir: Path) -> list[Path]:
-    """Delete the temp files a killed run left in out_dir (their process is gone); return them."""
-    removed = []
-    for name in (DATA_FILE, INDEX_FILE, BAD_FILE):
-        prefix = f".{name}{TMP_SUFFIX}"
-        for path in out_dir.glob(f"{prefix}*"):
-            pid = path.name[len(prefix) :]
-            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    if removed:
-        log.info("removed %d temp file(s) of an earlier killed run: %s", len(removed), ", ".join(p.name for p in removed))
-    return removed
-
-
 def _check_missing_share(bad: list[tuple[str, str, str]], n_tasks: int, cxr_root: Path, max_share: float) -> None:
     if not n_tasks or len(bad) / n_tasks <= max_share:
         return
@@ -165,16 +144,12 @@ def build_cache(
         raise UserError(f"CXR image root not found: {cxr_root} (data.mimic_cxr_dir)")
     tasks = [(dicom_id, rel, str(cxr_root), size) for dicom_id, rel in wanted]
     n_workers = worker_count(workers, len(tasks), "images: --threads")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(out_dir)
-
-    tmp = {name: out_dir / _tmp_name(name, os.getpid()) for name in (DATA_FILE, INDEX_FILE, BAD_FILE)}
     ids: list[str] = []
     sources: list[str] = []
     bad: list[tuple[str, str, str]] = []
-    try:
+    with atomic.writing_files(out_dir, (DATA_FILE, INDEX_FILE, BAD_FILE)) as tmp:
         with ExitStack() as stack:
-            data = stack.enter_context(open(tmp[DATA_FILE], "wb"))
+            data = stack.enter_context(open(tmp / DATA_FILE, "wb"))
             results = stack.enter_context(closing(ordered_map(decode_task, tasks, n_workers)))
             for dicom_id, source, arr, reason in tqdm(results, total=len(tasks), desc="CXR cache", unit="img"):
                 if reason is not None:
@@ -189,16 +164,11 @@ def build_cache(
                 sources.append(source)
         _check_missing_share(bad, len(tasks), cxr_root, max_missing_share)
         _check_matched_splits(stays_path, set(ids))
-        _write_index(tmp[INDEX_FILE], ids, sources, size)
+        _write_index(tmp / INDEX_FILE, ids, sources, size)
         pl.DataFrame(
             {"dicom_id": [b[0] for b in bad], "path": [b[1] for b in bad], "reason": [b[2] for b in bad]},
             schema={"dicom_id": pl.String, "path": pl.String, "reason": pl.String},
-        ).write_csv(tmp[BAD_FILE])
-        for name, path in tmp.items():
-            path.replace(out_dir / name)
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
+        ).write_csv(tmp / BAD_FILE)
     log.info("CXR cache: %d images of %d px in %s", len(ids), size, out_dir)
     if bad:
         # Those stays count as without CXR downstream (usable_cxr); the count belongs in the report.

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from drfuse import atomic
 from drfuse.synth import answer_key, channels, cxr, events, icd, mortality, population, schema
 from drfuse.synth.csvgz import GzipCsvWriter, write_table
 from drfuse.synth.settings import SynthSettings, parse
@@ -41,17 +42,8 @@ def generate(out_dir: Path, settings: dict, workers: int = 1) -> None:
     """
     s = parse(settings)
     out_dir = Path(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic.writing(out_dir) as tmp:
         _generate(tmp, s, workers)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
 
 
 def _generate(tmp: Path, s: SynthSettings, workers: int) -> None:

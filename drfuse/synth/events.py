@@ -187,25 +187,47 @@ def _values(rng, name, levels, idx, t, stays, sd_scale=1.0):
     return np.clip(v, lo, hi)
 
 
+@dataclass
+class _ChartPlan:
+    """Per stay: when charting starts and ends (s), and which devices it has."""
+    start: np.ndarray
+    end: np.ndarray
+    arterial: np.ndarray  # an arterial line
+    oxygen: np.ndarray  # oxygen therapy
+    ventilated: np.ndarray
+
+
 def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
+    """The chartevents rows of a chunk of stays (idx, t, item, num, text, uom), unsorted."""
     n = len(stays.stay_id)
     rows = _Rows()
     start = stays.intime - stays.intime % 60 + 60 * rng.integers(1, 16, n)
-    end = stays.outtime
     arterial = rng.random(n) < 0.25 + 0.3 * (stays.acuity > 0.5)
     oxygen = rng.random(n) < signal("oxygen", stays.labels)
     ventilated = oxygen & (rng.random(n) < signal("ventilated", stays.labels))
+    plan = _ChartPlan(start, stays.outtime, arterial, oxygen, ventilated)
+    # In this order: each draws from rng in turn, so a seed gives the same rows.
+    for chart in (_vital_signs, _blood_pressures, _respiratory_support, _temperatures, _gcs, _capillary_refill,
+                  _glucose, _ph, _height_weight, _unrelated_items):
+        chart(rng, rows, stays, levels, plan)
+    return rows.concat()
 
-    # Heart rate, respiratory rate, SpO2: hourly.
-    idx, t = _schedule(rng, start, end, 1.0, p=0.97)
+
+def _vital_signs(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Heart rate, respiratory rate, SpO2: hourly."""
+    idx, t = _schedule(rng, plan.start, plan.end, 1.0, p=0.97)
     hr = _values(rng, "hr", levels, idx, t, stays)
     rows.add(idx, t, 220045, hr, 0, uom="bpm")
     idx_r, t_r = idx, t + 60 * rng.integers(0, 3, len(t))
     rows.add(idx_r, t_r, 220210, _values(rng, "rr", levels, idx_r, t_r, stays), 0, uom="insp/min")
     rows.add(idx, t, 220277, _values(rng, "spo2", levels, idx, t, stays), 0, uom="%")
 
-    # Blood pressure triples: arterial line hourly (+ cuff every 4 h) or cuff hourly.
-    art_items = np.where(rng.random(n) < 0.1, 1, 0)  # 1: the 'ART BP' items
+
+def _blood_pressures(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Blood pressure triples: arterial line hourly (+ cuff every 4 h) or cuff hourly; rare manual
+    pressures (left arm systolic/diastolic, right arm systolic)."""
+    start, end, arterial = plan.start, plan.end, plan.arterial
+    art_items = np.where(rng.random(len(start)) < 0.1, 1, 0)  # 1: the 'ART BP' items
     for every, use, items in ((1.0, arterial, None), (4.0, arterial, (220179, 220180, 220181)),
                               (1.0, ~arterial, (220179, 220180, 220181))):
         idx, t = _schedule(rng, np.where(use, start, end), end, every, p=0.95)
@@ -218,29 +240,33 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
         rows.add(idx, t, items[0], sbp, 0, uom="mmHg")
         rows.add(idx, t, items[1], dbp, 0, uom="mmHg")
         rows.add(idx, t, items[2], mbp, 0, uom="mmHg")
-    # Rare manual pressures (left arm systolic/diastolic, right arm systolic).
     idx, t = _schedule(rng, start, end, 24.0, p=0.1, jitter_min=30)
     rows.add(idx, t, 224167, _values(rng, "sbp", levels, idx, t, stays), 0, uom="mmHg")
     rows.add(idx, t, 224643, _values(rng, "dbp", levels, idx, t, stays), 0, uom="mmHg")
     rows.add(idx, t, 227243, _values(rng, "sbp", levels, idx, t, stays), 0, uom="mmHg")
 
-    # Ventilator respiratory rates and FiO2 (percent).
-    idx, t = _schedule(rng, np.where(ventilated, start, end), end, 2.0, p=0.9)
+
+def _respiratory_support(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Ventilator respiratory rates, FiO2 (percent) under oxygen, arterial SpO2."""
+    start, end = plan.start, plan.end
+    idx, t = _schedule(rng, np.where(plan.ventilated, start, end), end, 2.0, p=0.9)
     rows.add(idx, t, 224690, _values(rng, "rr", levels, idx, t, stays), 0, uom="insp/min")
     rows.add(idx, t, 224689, np.maximum(_values(rng, "rr", levels, idx, t, stays) - 4, 0), 0, uom="insp/min")
     idx, t = _schedule(rng, start, end, 24.0, p=0.05, jitter_min=60)
     rows.add(idx, t, 224422, _values(rng, "rr", levels, idx, t, stays), 0, uom="bpm")
-    idx, t = _schedule(rng, np.where(oxygen, start, end), end, 4.0, p=0.9, jitter_min=20)
+    idx, t = _schedule(rng, np.where(plan.oxygen, start, end), end, 4.0, p=0.9, jitter_min=20)
     fio2 = _values(rng, "fio2", levels, idx, t, stays)
     fio2 = np.where(fio2 < 24, 21, np.round(fio2 / 5) * 5)
     as_fraction = rng.random(len(idx)) < 0.02  # charted as a fraction: a unit mix-up MIMIC has
     rows.add(idx[~as_fraction], t[~as_fraction], 223835, fio2[~as_fraction], 0)
     rows.add(idx[as_fraction], t[as_fraction], 223835, fio2[as_fraction] / 100, 2)
-    idx, t = _schedule(rng, np.where(arterial, start, end), end, 12.0, p=0.8, jitter_min=60)
+    idx, t = _schedule(rng, np.where(plan.arterial, start, end), end, 12.0, p=0.8, jitter_min=60)
     rows.add(idx, t, 220227, _values(rng, "spo2", levels, idx, t, stays, 1.5), 0, uom="%")
 
-    # Temperature every 4 h, in F for most stays, in C for the rest.
-    idx, t = _schedule(rng, start, end, 4.0, p=0.9, jitter_min=20)
+
+def _temperatures(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Temperature every 4 h, in F for most stays, in C for the rest."""
+    idx, t = _schedule(rng, plan.start, plan.end, 4.0, p=0.9, jitter_min=20)
     temp_c = _values(rng, "temp", levels, idx, t, stays)
     fahrenheit = (stays.stay_id[idx] % 5) != 0
     wrong_unit = rng.random(len(idx)) < 0.004
@@ -248,42 +274,54 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
     rows.add(idx, t, np.where(fahrenheit, 223761, 223762), value, 1,
              uom=np.where(fahrenheit, U["°F"], U["°C"]))
 
-    # GCS eye/verbal/motor every 4 h as MIMIC-IV's phrases; stroke, shock and sedation lower it.
-    idx, t = _schedule(rng, start, end, 4.0, p=0.9, jitter_min=15)
-    depth = signal("gcs_depth", stays.labels) - 0.6 * ventilated + 0.4 * rng.standard_normal(n)
+
+def _gcs(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """GCS eye/verbal/motor every 4 h as MIMIC-IV's phrases; stroke, shock and sedation lower it."""
+    idx, t = _schedule(rng, plan.start, plan.end, 4.0, p=0.9, jitter_min=15)
+    depth = signal("gcs_depth", stays.labels) - 0.6 * plan.ventilated + 0.4 * rng.standard_normal(len(plan.start))
     g = np.minimum(depth[idx] + 0.5 * rng.standard_normal(len(idx)) + 0.3, 0.0)
     eye = np.clip(np.round(4 + 1.0 * g), 1, 4).astype(int)
     verbal = np.clip(np.round(5 + 1.5 * g), 1, 5).astype(int)
     motor = np.clip(np.round(6 + 1.3 * g), 1, 6).astype(int)
-    ett = ventilated[idx] & (rng.random(len(idx)) < 0.8)
+    ett = plan.ventilated[idx] & (rng.random(len(idx)) < 0.8)
     rows.add(idx, t, 220739, eye, text=T_EYE + eye - 1)
     rows.add(idx, t, 223900, np.where(ett, 1, verbal), text=np.where(ett, T_ETT, T_VERBAL + verbal - 1))
     rows.add(idx, t, 223901, motor, text=T_MOTOR + motor - 1)
 
-    # Capillary refill (right and left) as text, no valuenum.
-    charted = rng.random(n) < 0.6
-    idx, t = _schedule(rng, np.where(charted, start, end), end, 8.0, p=0.9, jitter_min=30)
+
+def _capillary_refill(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Capillary refill (right and left) as text, no valuenum."""
+    charted = rng.random(len(plan.start)) < 0.6
+    idx, t = _schedule(rng, np.where(charted, plan.start, plan.end), plan.end, 8.0, p=0.9, jitter_min=30)
     abnormal = rng.random(len(idx)) < signal("cap_refill_abnormal", stays.labels[idx])
     rows.add(idx, t, 223951, text=T_CAP + abnormal)
     rows.add(idx, t, 224308, text=T_CAP + (abnormal ^ (rng.random(len(idx)) < 0.05)))
 
-    # Glucose: finger sticks (more often in diabetics), serum, whole blood.
+
+def _glucose(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Glucose: finger sticks (more often in diabetics), serum, whole blood."""
+    start, end = plan.start, plan.end
     idx, t = _schedule(rng, start, end, 6.0, jitter_min=40)
     keep = rng.random(len(idx)) < signal("glucose_checks", stays.labels[idx])
     idx, t = idx[keep], t[keep]
     rows.add(idx, t, 225664, _values(rng, "glucose", levels, idx, t, stays), 0)
     idx, t = _schedule(rng, start + 2 * HOUR, end, 24.0, p=0.8, jitter_min=60)
     rows.add(idx, t, 220621, _values(rng, "glucose", levels, idx, t, stays), 0, uom="mg/dL")
-    idx, t = _schedule(rng, np.where(arterial, start, end), end, 12.0, p=0.3, jitter_min=60)
+    idx, t = _schedule(rng, np.where(plan.arterial, start, end), end, 12.0, p=0.3, jitter_min=60)
     rows.add(idx, t, 226537, _values(rng, "glucose", levels, idx, t, stays), 0, uom="mg/dL")
 
-    # pH: arterial (blood gas on arterial lines) and venous.
-    idx, t = _schedule(rng, np.where(arterial, start, end), end, 12.0, p=0.8, jitter_min=60)
+
+def _ph(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """pH: arterial (blood gas on arterial lines) and venous."""
+    idx, t = _schedule(rng, np.where(plan.arterial, plan.start, plan.end), plan.end, 12.0, p=0.8, jitter_min=60)
     rows.add(idx, t, 223830, _values(rng, "ph", levels, idx, t, stays), 2, uom="units")
-    idx, t = _schedule(rng, start, end, 24.0, p=0.3, jitter_min=60)
+    idx, t = _schedule(rng, plan.start, plan.end, 24.0, p=0.3, jitter_min=60)
     rows.add(idx, t, 220274, _values(rng, "ph", levels, idx, t, stays) - 0.03, 2, uom="units")
 
-    # Height (inches and cm, charted together) and weights (kg, daily kg, lbs) near admission.
+
+def _height_weight(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Height (inches and cm, charted together) and weights (kg, daily kg, lbs) near admission."""
+    start, end, n = plan.start, plan.end, len(plan.start)
     height_cm = np.where(stays.female, 162.0, 176.0) + 7 * rng.standard_normal(n)
     first = np.minimum(start + HOUR, end - 60)
     has_height = rng.random(n) < 0.6
@@ -297,18 +335,20 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
     idx, t = _schedule(rng, start + 20 * HOUR, end, 24.0, p=0.7, jitter_min=60)
     rows.add(idx, t, 224639, _values(rng, "weight", levels, idx, t, stays), 1, uom="kg")
 
-    # Unrelated items: heart rhythm (text), heart-rate alarm, PEEP, CVP.
+
+def _unrelated_items(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
+    """Unrelated items: heart rhythm (text), heart-rate alarm, PEEP, CVP."""
+    start, end = plan.start, plan.end
     idx, t = _schedule(rng, start, end, 4.0, p=0.9, jitter_min=10)
     af = rng.random(len(idx)) < signal("atrial_fibrillation", stays.labels[idx])
     rhythm = np.where(af, 3, np.where(levels["hr"][0][idx] > 100, 1, 0))
     rows.add(idx, t, 220048, text=T_RHYTHM + rhythm)
     idx, t = _schedule(rng, start, end, 12.0, p=0.8, jitter_min=10)
     rows.add(idx, t, 220046, np.full(len(idx), 120.0), 0, uom="bpm")
-    idx, t = _schedule(rng, np.where(ventilated, start, end), end, 4.0, p=0.9, jitter_min=10)
+    idx, t = _schedule(rng, np.where(plan.ventilated, start, end), end, 4.0, p=0.9, jitter_min=10)
     rows.add(idx, t, 220339, np.round(rng.uniform(5, 12, len(idx))), 0, uom="cmH2O")
-    idx, t = _schedule(rng, np.where(arterial, start, end), end, 2.0, p=0.7, jitter_min=5)
+    idx, t = _schedule(rng, np.where(plan.arterial, start, end), end, 2.0, p=0.7, jitter_min=5)
     rows.add(idx, t, 220074, np.clip(rng.normal(9, 4, len(idx)), -2, 30), 0, uom="mmHg")
-    return rows.concat()
 
 
 def _add_outliers(rng, rows: dict[str, np.ndarray]) -> np.ndarray:
@@ -361,27 +401,42 @@ LAB_ITEMS = {
 }
 
 
+class _Panels:
+    """Collects lab panels: each drawn panel one specimen, its items' rows as parts
+    (idx, t, specimen, item, num, text)."""
+
+    def __init__(self, first_specimen_id: int):
+        self.next_specimen = first_specimen_id
+        self.parts: list[tuple] = []
+
+    def add(self, idx, t, items_values):
+        """One specimen per (idx, t); items_values: (item, num, text or None, keep or None)."""
+        spec = self.next_specimen + np.arange(len(idx))
+        self.next_specimen += len(idx)
+        for item, num, text, keep in items_values:
+            keep = np.ones(len(idx), bool) if keep is None else keep
+            self.parts.append((idx[keep], t[keep], spec[keep], item, num[keep],
+                               None if text is None else text[keep]))
+
+
 def labevents_frame(rng, stays: StayChunk, levels, first_event_id: int, first_specimen_id: int) -> pl.DataFrame:
     """Blood draws every ~8 h from 12 h before ICU admission to discharge: chemistry (glucose and
     unrelated analytes), blood gases (pH, O2 saturation, glucose), sometimes urine (pH, glucose)."""
-    n = len(stays.stay_id)
-    parts: list[tuple] = []  # (idx, t, specimen, item, num, text)
-    specimen = first_specimen_id
-
-    def panel(idx, t, items_values):
-        nonlocal specimen
-        spec = specimen + np.arange(len(idx))
-        specimen += len(idx)
-        for item, num, text, keep in items_values:
-            keep = np.ones(len(idx), bool) if keep is None else keep
-            parts.append((idx[keep], t[keep], spec[keep], item, num[keep],
-                          None if text is None else text[keep]))
-
+    panels = _Panels(first_specimen_id)
     idx, t = _schedule(rng, stays.intime - 12 * HOUR, stays.outtime, 8.0, p=0.9, jitter_min=90)
     t = t - t % 60
+    # In this order: each draws from rng in turn, so a seed gives the same rows.
+    _chemistry(rng, panels, stays, levels, idx, t)
+    _blood_gases(rng, panels, stays, levels, idx, t)
+    _urine(rng, panels, idx, t)
+    return _labevents_table(rng, stays, panels.parts, first_event_id)
+
+
+def _chemistry(rng, panels: _Panels, stays: StayChunk, levels, idx, t) -> None:
+    """At every draw: glucose, potassium, sodium, creatinine; hematocrit and hemoglobin mostly."""
     m = len(idx)
     creat_level = levels["creat"][0][idx] * np.exp(0.1 * rng.standard_normal(m))
-    panel(idx, t, [
+    panels.add(idx, t, [
         (50931, _values(rng, "glucose", levels, idx, t, stays), None, None),
         (50971, rng.normal(4.2, 0.5, m), None, None),
         (50983, rng.normal(139, 3.5, m), None, None),
@@ -389,24 +444,38 @@ def labevents_frame(rng, stays: StayChunk, levels, first_event_id: int, first_sp
         (51221, rng.normal(31, 5, m), None, rng.random(m) < 0.7),
         (51222, rng.normal(10.3, 1.7, m), None, rng.random(m) < 0.7),
     ])
+
+
+def _blood_gases(rng, panels: _Panels, stays: StayChunk, levels, idx, t) -> None:
+    """At some draws (more with respiratory failure) a blood gas: pH, O2 saturation, glucose; rarely
+    the pH of another fluid."""
+    m = len(idx)
     gas = rng.random(m) < signal("blood_gas", stays.labels[idx])
     gi, gt = idx[gas], t[gas] + 60 * rng.integers(0, 30, gas.sum())
     g = len(gi)
-    panel(gi, gt, [
+    panels.add(gi, gt, [
         (50820, _values(rng, "ph", levels, gi, gt, stays), None, None),
         (50817, _values(rng, "spo2", levels, gi, gt, stays, 1.5), None, rng.random(g) < 0.6),
         (50809, _values(rng, "glucose", levels, gi, gt, stays), None, rng.random(g) < 0.5),
     ])
     other = rng.random(g) < 0.02  # pH of another fluid (pleural, ...), a rare item
-    panel(gi[other], gt[other], [(50831, rng.normal(7.4, 0.1, other.sum()), None, None)])
-    urine = rng.random(m) < 0.05
+    panels.add(gi[other], gt[other], [(50831, rng.normal(7.4, 0.1, other.sum()), None, None)])
+
+
+def _urine(rng, panels: _Panels, idx, t) -> None:
+    """At a few draws a urine sample: pH and glucose (text 'NEG' or '100')."""
+    urine = rng.random(len(idx)) < 0.05
     ui, ut = idx[urine], t[urine] + 60 * rng.integers(0, 120, urine.sum())
     u_glu = (rng.random(len(ui)) < 0.2).astype(np.int64)
-    panel(ui, ut, [
+    panels.add(ui, ut, [
         (51491, np.round(rng.normal(6.0, 0.8, len(ui)) * 2) / 2, None, None),
         (51478, np.where(u_glu == 1, 100.0, np.nan), T_URINE + u_glu, None),
     ])
 
+
+def _labevents_table(rng, stays: StayChunk, parts: list[tuple], first_event_id: int) -> pl.DataFrame:
+    """The labevents rows of the panels, sorted by stay, time and item, with units, reference
+    ranges, flags and store times."""
     idx = np.concatenate([p[0] for p in parts])
     t = np.concatenate([p[1] for p in parts])
     spec = np.concatenate([p[2] for p in parts])

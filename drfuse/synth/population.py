@@ -86,7 +86,81 @@ def _unique_ids(rng: np.random.Generator, n: int, prefix: int) -> np.ndarray:
     return prefix * 10_000_000 + np.sort(rng.choice(10_000_000, size=n, replace=False))
 
 
+@dataclass
+class _Subjects:
+    """Per subject: ids and demographics (patients' columns but dod)."""
+    subject_id: np.ndarray
+    gender: np.ndarray
+    age: np.ndarray
+    anchor_year: np.ndarray
+    year_group: np.ndarray
+
+
+@dataclass
+class _Admissions:
+    """Per admission (subjects' admissions in turn): what is drawn before its timeline is walked."""
+    subject: np.ndarray  # the subject's row
+    first: np.ndarray  # the subject's first admission
+    admittime: np.ndarray  # seconds; `_walk_timelines` moves one that would overlap the previous
+    icu: np.ndarray
+    labels: np.ndarray
+    acuity: np.ndarray
+    n_stays: np.ndarray
+    died: np.ndarray
+    has_ed: np.ndarray
+
+
+@dataclass
+class _Timelines:
+    """The walked timelines: transfer rows (adm, eventtype, careunit, intime, outtime, stay index
+    or -1), ICU stays (adm, intime, outtime, first_unit, last_unit) and per admission its
+    discharge and ED times (-1: no ED visit)."""
+    transfers: list[tuple]
+    stays: list[tuple]
+    dischtime: np.ndarray
+    edreg: np.ndarray
+    edout: np.ndarray
+
+
 def build(rng: np.random.Generator, s: SynthSettings) -> Population:
+    """Draw the population. The draws from `rng` come in a fixed order (the helpers in turn), so
+    a seed gives the same dataset."""
+    subjects = _draw_subjects(rng, s)
+    adm = _draw_admissions(rng, subjects.anchor_year)
+    n_a = len(adm.subject)
+    timelines = _walk_timelines(rng, adm)
+    stay_id, transfer_id, hadm_id = _draw_ids(rng, timelines, n_a)
+
+    # Where each admission would be discharged to alive; deaths after the last discharge (dod).
+    discharge_drawn = DISCHARGE_LOCATIONS[rng.choice(len(DISCHARGE_LOCATIONS), n_a, p=DISCHARGE_LOCATION_P)]
+    last_adm = np.r_[np.flatnonzero(adm.first)[1:] - 1, n_a - 1]
+    n = s.n_subjects
+    later = rng.random(n) < 0.15
+    later_dod = np.where(later, timelines.dischtime[last_adm] + (rng.uniform(30, 900, n) * DAY).astype(np.int64), -1)
+    adm_last = np.zeros(n_a, bool)
+    adm_last[last_adm] = True
+    deaths = _death_columns(adm.died, adm.subject, adm_last, timelines.dischtime, discharge_drawn, later_dod)
+
+    patients = pl.DataFrame({
+        "subject_id": subjects.subject_id, "gender": subjects.gender, "anchor_age": subjects.age,
+        "anchor_year": subjects.anchor_year, "anchor_year_group": subjects.year_group, "dod": deaths["dod"],
+    })
+    admissions = _admissions_frame(rng, subjects, adm, timelines, hadm_id, deaths)
+    transfers = _transfers_frame(subjects.subject_id[adm.subject], hadm_id, transfer_id, timelines.transfers)
+    icustays, stay_adm, stay_in, stay_out = _icustays_frame(
+        subjects.subject_id[adm.subject], hadm_id, stay_id, timelines.stays
+    )
+    adm_year = adm.admittime.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return Population(
+        patients=patients, admissions=admissions, transfers=transfers, icustays=icustays,
+        adm_labels=adm.labels, adm_acuity=adm.acuity, adm_icd10=adm_year >= s.icd10_from_year,
+        adm_coded=rng.random(n_a) >= 0.02, stay_adm=stay_adm, stay_in=stay_in, stay_out=stay_out,
+        adm_subject=adm.subject, adm_last=adm_last, adm_dischtime=timelines.dischtime,
+        adm_discharge_drawn=discharge_drawn, later_dod=later_dod,
+    )
+
+
+def _draw_subjects(rng: np.random.Generator, s: SynthSettings) -> _Subjects:
     n = s.n_subjects
     subject_id = _unique_ids(rng, n, 1)
     gender = np.where(rng.random(n) < 0.44, "F", "M")
@@ -95,9 +169,14 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     age[minors] = rng.integers(15, 18, minors.sum())
     anchor_year = s.first_year + rng.integers(0, s.year_span, n)
     year_group = YEAR_GROUPS[rng.integers(0, len(YEAR_GROUPS), n)]
+    return _Subjects(subject_id, gender, age, anchor_year, year_group)
 
-    n_adm = 1 + rng.poisson(0.3, n)
-    adm_subj = np.repeat(np.arange(n), n_adm)
+
+def _draw_admissions(rng: np.random.Generator, anchor_year: np.ndarray) -> _Admissions:
+    """How many admissions each subject has, when, whether they reach the ICU (and how many stays),
+    their labels and acuity, who dies and who comes through the ED."""
+    n_adm = 1 + rng.poisson(0.3, len(anchor_year))
+    adm_subj = np.repeat(np.arange(len(anchor_year)), n_adm)
     n_a = len(adm_subj)
     first = np.r_[True, adm_subj[1:] != adm_subj[:-1]]
     # Admissions follow each other by 1-24 months, the first within 3 years of anchor_year.
@@ -112,17 +191,24 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     n_stays = np.where(icu, 1 + (rng.random(n_a) < 0.06) + (rng.random(n_a) < 0.01), 0)
     died = rng.random(n_a) < 1 / (1 + np.exp(-(-2.6 + 0.9 * acuity)))
     has_ed = rng.random(n_a) < 0.6
+    return _Admissions(adm_subj, first, admittime, icu, labels, acuity, n_stays, died, has_ed)
 
-    # Walk each admission's timeline (a loop over admissions, not events).
-    tr_rows: list[tuple] = []  # (adm, eventtype, careunit, intime, outtime, stay index or -1)
-    stays: list[tuple] = []    # (adm, intime, outtime, first_unit, last_unit)
+
+def _walk_timelines(rng: np.random.Generator, adm: _Admissions) -> _Timelines:
+    """Each admission's transfers in time order: the ED, a ward before the ICU, the ICU stay(s)
+    (a move between units inside one), a ward after each (none after a death in the ICU), the
+    discharge. A loop over admissions, not events."""
+    n_a = len(adm.subject)
+    first, admittime, icu, n_stays, died, has_ed = adm.first, adm.admittime, adm.icu, adm.n_stays, adm.died, adm.has_ed
+    tr_rows: list[tuple] = []
+    stays: list[tuple] = []
     dischtime = np.zeros(n_a, np.int64)
     edreg = np.full(n_a, -1, np.int64)
     edout = np.full(n_a, -1, np.int64)
     # Uniforms per admission: 0-1 ED times, 2-3 ward before the ICU, 4-6 ward after each stay,
     # 7 a move between ICU units.
     u = rng.random((n_a, 8))
-    los_h = np.exp(rng.normal(np.log(46.0) + 0.25 * acuity[:, None], 0.85, (n_a, 3)))
+    los_h = np.exp(rng.normal(np.log(46.0) + 0.25 * adm.acuity[:, None], 0.85, (n_a, 3)))
     los_h = np.clip(los_h, 3.0, 40 * 24.0)
     units = rng.choice(len(ICU_UNITS), size=(n_a, 3, 2), p=ICU_WEIGHTS)
     wards = rng.integers(0, len(WARDS), (n_a, 4))
@@ -162,72 +248,73 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
                 t = ward_end
         dischtime[a] = t - t % 60
         tr_rows.append((a, "discharge", None, t, None, -1))
+    return _Timelines(tr_rows, stays, dischtime, edreg, edout)
 
-    stay_adm = np.array([r[0] for r in stays], np.int64)
-    n_s = len(stays)
-    tr_adm = np.array([r[0] for r in tr_rows], np.int64)
-    tr_stay = np.array([r[5] for r in tr_rows], np.int64)
+
+def _draw_ids(rng: np.random.Generator, timelines: _Timelines, n_a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """stay_id (per stay), transfer_id (per transfer row; an ICU stay's first is its stay_id) and
+    hadm_id (per admission)."""
+    n_s, n_t = len(timelines.stays), len(timelines.transfers)
+    tr_stay = np.array([r[5] for r in timelines.transfers], np.int64)
     # Stay ids and the other transfer ids share MIMIC's 3xxxxxxx id space; shuffled so the id order
     # does not reveal the time order.
-    ids = rng.permutation(_unique_ids(rng, n_s + len(tr_rows), 3))
+    ids = rng.permutation(_unique_ids(rng, n_s + n_t, 3))
     stay_id = ids[:n_s]
-    transfer_id = ids[n_s:n_s + len(tr_rows)].copy()
+    transfer_id = ids[n_s:n_s + n_t].copy()
     is_stay = tr_stay >= 0
     transfer_id[is_stay] = stay_id[tr_stay[is_stay]]
     hadm_id = rng.permutation(_unique_ids(rng, n_a, 2))
+    return stay_id, transfer_id, hadm_id
 
-    discharge_drawn = DISCHARGE_LOCATIONS[rng.choice(len(DISCHARGE_LOCATIONS), n_a, p=DISCHARGE_LOCATION_P)]
-    last_adm = np.r_[np.flatnonzero(first)[1:] - 1, n_a - 1]
-    later = rng.random(n) < 0.15
-    later_dod = np.where(later, dischtime[last_adm] + (rng.uniform(30, 900, n) * DAY).astype(np.int64), -1)
-    adm_last = np.zeros(n_a, bool)
-    adm_last[last_adm] = True
-    deaths = _death_columns(died, adm_subj, adm_last, dischtime, discharge_drawn, later_dod)
 
-    patients = pl.DataFrame({
-        "subject_id": subject_id, "gender": gender, "anchor_age": age, "anchor_year": anchor_year,
-        "anchor_year_group": year_group, "dod": deaths["dod"],
-    })
+def _admissions_frame(rng: np.random.Generator, subjects: _Subjects, adm: _Admissions, timelines: _Timelines,
+                      hadm_id: np.ndarray, deaths: dict[str, pl.Series]) -> pl.DataFrame:
+    """The admissions table; draws the columns nothing else depends on (race, type, provider, ...)."""
+    n, n_a, adm_subj = len(subjects.subject_id), len(adm.subject), adm.subject
     race = RACES[rng.choice(len(RACES), n, p=RACE_P)][adm_subj]
-    admissions = pl.DataFrame({
-        "subject_id": subject_id[adm_subj], "hadm_id": hadm_id,
-        "admittime": epoch_to_datetime(admittime), "dischtime": epoch_to_datetime(dischtime),
+    return pl.DataFrame({
+        "subject_id": subjects.subject_id[adm_subj], "hadm_id": hadm_id,
+        "admittime": epoch_to_datetime(adm.admittime), "dischtime": epoch_to_datetime(timelines.dischtime),
         "deathtime": deaths["deathtime"],
         "admission_type": ADMISSION_TYPES[rng.choice(len(ADMISSION_TYPES), n_a, p=ADMISSION_TYPE_P)],
         "admit_provider_id": PROVIDERS[rng.integers(0, len(PROVIDERS), n_a)],
-        "admission_location": np.where(has_ed, "EMERGENCY ROOM", ADMISSION_LOCATIONS[
+        "admission_location": np.where(adm.has_ed, "EMERGENCY ROOM", ADMISSION_LOCATIONS[
             rng.choice(len(ADMISSION_LOCATIONS), n_a, p=ADMISSION_LOCATION_P)]),
         "discharge_location": deaths["discharge_location"],
         "insurance": INSURANCE[rng.choice(len(INSURANCE), n_a, p=INSURANCE_P)],
         "language": np.where(rng.random(n_a) < 0.08, "?", "ENGLISH"),
         "marital_status": _opt_str(MARITAL[rng.choice(len(MARITAL), n, p=MARITAL_P)][adm_subj]),
         "race": race,
-        "edregtime": _opt_time(edreg), "edouttime": _opt_time(edout),
+        "edregtime": _opt_time(timelines.edreg), "edouttime": _opt_time(timelines.edout),
         "hospital_expire_flag": deaths["hospital_expire_flag"],
     })
-    transfers = pl.DataFrame({
-        "subject_id": subject_id[adm_subj[tr_adm]], "hadm_id": hadm_id[tr_adm], "transfer_id": transfer_id,
-        "eventtype": [r[1] for r in tr_rows], "careunit": [r[2] for r in tr_rows],
-        "intime": epoch_to_datetime(np.array([r[3] for r in tr_rows], np.int64)),
-        "outtime": epoch_to_datetime(pl.Series([r[4] for r in tr_rows], dtype=pl.Int64)),
+
+
+def _transfers_frame(adm_subject_id: np.ndarray, hadm_id: np.ndarray, transfer_id: np.ndarray,
+                     rows: list[tuple]) -> pl.DataFrame:
+    tr_adm = np.array([r[0] for r in rows], np.int64)
+    return pl.DataFrame({
+        "subject_id": adm_subject_id[tr_adm], "hadm_id": hadm_id[tr_adm], "transfer_id": transfer_id,
+        "eventtype": [r[1] for r in rows], "careunit": [r[2] for r in rows],
+        "intime": epoch_to_datetime(np.array([r[3] for r in rows], np.int64)),
+        "outtime": epoch_to_datetime(pl.Series([r[4] for r in rows], dtype=pl.Int64)),
     })
+
+
+def _icustays_frame(adm_subject_id: np.ndarray, hadm_id: np.ndarray, stay_id: np.ndarray,
+                    stays: list[tuple]) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The icustays table, and per stay its admission row, intime and outtime (s)."""
+    stay_adm = np.array([r[0] for r in stays], np.int64)
     stay_in = np.array([r[1] for r in stays], np.int64)
     stay_out = np.array([r[2] for r in stays], np.int64)
     icustays = pl.DataFrame({
-        "subject_id": subject_id[adm_subj[stay_adm]], "hadm_id": hadm_id[stay_adm], "stay_id": stay_id,
+        "subject_id": adm_subject_id[stay_adm], "hadm_id": hadm_id[stay_adm], "stay_id": stay_id,
         "first_careunit": [r[3] for r in stays], "last_careunit": [r[4] for r in stays],
         "intime": epoch_to_datetime(stay_in), "outtime": epoch_to_datetime(stay_out),
         # MIMIC writes los (days) with 17 significant digits.
         "los": [f"{v:.17g}" for v in (stay_out - stay_in) / DAY],
     })
-    adm_year = admittime.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
-    return Population(
-        patients=patients, admissions=admissions, transfers=transfers, icustays=icustays,
-        adm_labels=labels, adm_acuity=acuity, adm_icd10=adm_year >= s.icd10_from_year,
-        adm_coded=rng.random(n_a) >= 0.02, stay_adm=stay_adm, stay_in=stay_in, stay_out=stay_out,
-        adm_subject=adm_subj, adm_last=adm_last, adm_dischtime=dischtime, adm_discharge_drawn=discharge_drawn,
-        later_dod=later_dod,
-    )
+    return icustays, stay_adm, stay_in, stay_out
 
 
 def _opt_time(values: np.ndarray) -> pl.Series:

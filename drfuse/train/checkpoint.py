@@ -4,59 +4,38 @@
 killed run that is restarted ends bit-identical, on the CPU, to one that never stopped. RNG
 states are stored as tensors and plain lists (no numpy objects) so loading needs no pickle.
 
-Temporary files are named `.<name>.<pid>.tmp` beside their target; one left behind by a killed
-process (a `last.pt` half-written is as large as the checkpoint) is removed by
-`remove_stale_temps` at the next start, unless its process is still alive.
+Files are written through `drfuse.atomic`; a temporary one left behind by a killed process (a
+`last.pt` half-written is as large as the checkpoint) is removed at the next start of training
+(`atomic.remove_stale`), unless its process is still alive.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from drfuse import atomic
 from drfuse.errors import UserError
-from drfuse.processes import pid_alive
-
-log = logging.getLogger(__name__)
-TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # what temp_beside makes
-
-
-def temp_beside(path: Path) -> Path:
-    """A temporary name in path's folder (same file system, so os.replace is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
-    tmp = temp_beside(path)
-    try:
+    with atomic.writing(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def link_atomic(src: Path, dst: Path) -> None:
     """Make dst another name of src (a hard link: no extra disk; a copy where links fail)."""
-    tmp = temp_beside(dst)
-    tmp.unlink(missing_ok=True)
-    try:
+    with atomic.writing(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load(path: Path, map_location="cpu", remedy: str = "delete it and run the step that wrote it again") -> dict:
@@ -69,28 +48,6 @@ def load(path: Path, map_location="cpu", remedy: str = "delete it and run the st
         raise
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError ... here
         raise UserError(f"{path} is truncated or corrupt (torch.load failed: {type(exc).__name__}); {remedy}") from exc
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete the temporary files in `folder` whose writing process (the pid in the name) is no
-    longer alive on this machine; returns them."""
-    folder = Path(folder)
-    removed, size = [], 0
-    if not folder.is_dir():
-        return removed
-    for path in folder.iterdir():
-        match = TEMP_NAME.match(path.name)
-        if not match or not path.is_file() or pid_alive(int(match.group(1))):
-            continue
-        try:
-            size += path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:  # removed by someone else meanwhile
-            continue
-        removed.append(path)
-    if removed:
-        log.info("removed %d temporary file(s) (%.1f MB) left in %s by killed runs", len(removed), size / 2**20, folder)
-    return removed
 
 
 def rng_state(data_generator: torch.Generator) -> dict:

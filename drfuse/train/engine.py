@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from drfuse import atomic
 from drfuse.errors import UserError
 from drfuse.models.encoders import padded_image_batches
 from drfuse.train import checkpoint
@@ -398,15 +399,10 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
     columns: list[str] = []
     for row in history:
         columns += [c for c in row if c not in columns]
-    tmp = checkpoint.temp_beside(path)
-    try:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.writing(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def _restore(state: dict, model, optimizer, scheduler, generator) -> list[dict]:
@@ -566,7 +562,7 @@ def fit(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.remove_stale_temps(out_dir)
+    atomic.remove_stale(out_dir)
     device = settings.device
     if settings.cuda:
         torch.backends.cudnn.benchmark = True

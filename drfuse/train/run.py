@@ -28,13 +28,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 import platform
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from drfuse import atomic
 from drfuse.errors import UserError
 from drfuse.experiments import warmup_settings
 from drfuse.tasks import PHENOTYPING, labels as task_labels, n_outputs
@@ -68,15 +68,6 @@ def _lease(train_cfg: dict) -> gpu_lease.GpuLease:
     if train_cfg["device"] == "cpu":
         return gpu_lease.GpuLease(None, None, None)
     return gpu_lease.acquire()
-
-
-def _write_json(obj, path: Path) -> None:
-    tmp = checkpoint.temp_beside(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def training_cxr_drop(model, dataset: str, train_cfg: dict) -> float:
@@ -181,7 +172,7 @@ def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Pa
             "started": started,
             "finished": _now(),
         }
-        _write_json(run, out_dir / "run.json")
+        atomic.write_text(out_dir / "run.json", json.dumps(run, indent=2, default=str))
     return run
 
 
@@ -292,17 +283,9 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
     for key in ("cxr_distinct", "cxr_shared"):
         if key in reps:
             reps[key][~data.has_cxr] = np.nan  # no image: no CXR representation
-    tmp = checkpoint.temp_beside(out_path).with_suffix(".npz")  # np.savez wants the suffix
-    try:
+    with atomic.writing(out_path.with_suffix(".npz")) as tmp:  # np.savez keeps a name ending .npz
         np.savez(tmp, stay_id=data.stay_id, **reps)
-        os.replace(tmp, out_path.with_suffix(".npz"))
-    finally:
-        tmp.unlink(missing_ok=True)
-    tmp = checkpoint.temp_beside(out_path)
-    try:
+    with atomic.writing(out_path) as tmp:
         frame.write_parquet(tmp)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("predicted %d %s %s stays with %s -> %s", frame.height, test_set, split, best_path, out_path)
     return frame
