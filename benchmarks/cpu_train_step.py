@@ -24,8 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def step_seconds(name: str, train_set: str, batch_size: int, width: int, fused: bool, results: Path,
-                 base_cfg: dict, steps: int) -> dict | None:
+def step_seconds(
+    name: str, train_set: str, batch_size: int, width: int, fused: bool, results: Path, base_cfg: dict, steps: int
+) -> dict | None:
     from drfuse.experiments import resolve_run
     from drfuse.models import build_model
     from drfuse.train.data import load_split
@@ -48,15 +49,25 @@ def step_seconds(name: str, train_set: str, batch_size: int, width: int, fused: 
     order = torch.randperm(len(split.labels), generator=generator)
     per_epoch = len(order) // batch_size
     n = min(steps, per_epoch - 1)
-    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n + 1)]
-    train_step(model, model, optimizer, make_batch(data, batches[0], settings, True, generator, model.uses_cxr), settings)
+    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(n + 1)]
+    train_step(
+        model, model, optimizer, make_batch(data, batches[0], settings, True, generator, model.uses_cxr), settings
+    )
     start = time.perf_counter()
     for idx in batches[1:]:
         train_step(model, model, optimizer, make_batch(data, idx, settings, True, generator, model.uses_cxr), settings)
     seconds = (time.perf_counter() - start) / n
-    return {"model": name, "train_set": train_set, "batch_size": batch_size, "cnn_width": width,
-            "adam": "fused" if fused else "foreach", "parameters": sum(p.numel() for p in model.parameters()),
-            "s_per_step": round(seconds, 4), "steps_per_epoch": per_epoch, "s_per_epoch": round(seconds * per_epoch, 1)}
+    return {
+        "model": name,
+        "train_set": train_set,
+        "batch_size": batch_size,
+        "cnn_width": width,
+        "adam": "fused" if fused else "foreach",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "s_per_step": round(seconds, 4),
+        "steps_per_epoch": per_epoch,
+        "s_per_epoch": round(seconds * per_epoch, 1),
+    }
 
 
 def main() -> None:
@@ -76,15 +87,21 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = config_mod.load(args.config)
     rows = []
-    print(f"{'model':24s} {'set':8s} {'batch':>5s} {'width':>5s} {'adam':8s} {'params':>10s} {'s/step':>7s} {'steps':>6s} {'s/epoch':>8s}")
-    for name, train_set, batch, width, adam in itertools.product(args.models, args.train_sets, args.batch_sizes,
-                                                                  args.widths, args.adam):
+    print(
+        f"{'model':24s} {'set':8s} {'batch':>5s} {'width':>5s} {'adam':8s} {'params':>10s} {'s/step':>7s} {'steps':>6s} {'s/epoch':>8s}"
+    )
+    for name, train_set, batch, width, adam in itertools.product(
+        args.models, args.train_sets, args.batch_sizes, args.widths, args.adam
+    ):
         row = step_seconds(name, train_set, batch, width, adam == "fused", Path(args.results), cfg, args.steps)
         if row is None:
             continue
         rows.append(row)
-        print(f"{name:24s} {train_set:8s} {batch:5d} {width:5d} {adam:8s} {row['parameters']:10,d} "
-              f"{row['s_per_step']:7.3f} {row['steps_per_epoch']:6d} {row['s_per_epoch']:8.1f}", flush=True)
+        print(
+            f"{name:24s} {train_set:8s} {batch:5d} {width:5d} {adam:8s} {row['parameters']:10,d} "
+            f"{row['s_per_step']:7.3f} {row['steps_per_epoch']:6d} {row['s_per_epoch']:8.1f}",
+            flush=True,
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"torch": torch.__version__, "threads": 1, "rows": rows}, indent=1))
 

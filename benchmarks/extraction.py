@@ -50,11 +50,25 @@ T_START = np.datetime64("2150-01-01T00:00:00", "s")
 
 # item id -> (mean, sd, unit) of generated values; GCS and capillary refill get phrases
 NUMERIC_ITEMS = {
-    220045: (85, 15, "bpm"), 220050: (120, 20, "mmHg"), 220179: (118, 20, "mmHg"), 220051: (60, 12, "mmHg"),
-    220180: (62, 12, "mmHg"), 220052: (78, 12, "mmHg"), 220181: (77, 12, "mmHg"), 220210: (19, 5, "insp/min"),
-    220277: (97, 3, "%"), 223761: (98.4, 1.5, "°F"), 223762: (36.9, 0.8, "°C"), 220621: (130, 40, "mg/dL"),
-    225664: (130, 40, "mg/dL"), 223835: (45, 15, ""), 226512: (80, 20, "kg"), 226531: (176, 40, ""),
-    226707: (67, 4, "Inch"), 226730: (170, 10, "cm"), 223830: (7.38, 0.08, "units"),
+    220045: (85, 15, "bpm"),
+    220050: (120, 20, "mmHg"),
+    220179: (118, 20, "mmHg"),
+    220051: (60, 12, "mmHg"),
+    220180: (62, 12, "mmHg"),
+    220052: (78, 12, "mmHg"),
+    220181: (77, 12, "mmHg"),
+    220210: (19, 5, "insp/min"),
+    220277: (97, 3, "%"),
+    223761: (98.4, 1.5, "°F"),
+    223762: (36.9, 0.8, "°C"),
+    220621: (130, 40, "mg/dL"),
+    225664: (130, 40, "mg/dL"),
+    223835: (45, 15, ""),
+    226512: (80, 20, "kg"),
+    226531: (176, 40, ""),
+    226707: (67, 4, "Inch"),
+    226730: (170, 10, "cm"),
+    223830: (7.38, 0.08, "units"),
 }
 TEXT_ITEMS = {
     220739: ["Spontaneously", "To Speech", "To Pain", "None"],
@@ -110,19 +124,39 @@ def _events(rng, stays: dict, n_rows: int, kind: str) -> pa.Table:
         uom[sel] = unit or None
     cols = {"subject_id": stays["subject_id"][idx], "hadm_id": stays["hadm_id"][idx]}
     if kind == "lab":
-        return pa.table({
-            "labevent_id": np.arange(n_rows), **cols, "specimen_id": np.arange(n_rows), "itemid": item,
-            "order_provider_id": pa.nulls(n_rows, pa.string()), "charttime": _ts(t), "storetime": _ts(t + 600),
-            "value": value, "valuenum": pa.array(valuenum, from_pandas=True), "valueuom": uom,
-            "ref_range_lower": pa.nulls(n_rows, pa.float64()), "ref_range_upper": pa.nulls(n_rows, pa.float64()),
-            "flag": pa.nulls(n_rows, pa.string()), "priority": pa.nulls(n_rows, pa.string()),
-            "comments": pa.nulls(n_rows, pa.string()),
-        })
-    return pa.table({
-        **cols, "stay_id": stays["stay_id"][idx], "caregiver_id": pa.nulls(n_rows, pa.int64()), "charttime": _ts(t),
-        "storetime": _ts(t + 300), "itemid": item, "value": value, "valuenum": pa.array(valuenum, from_pandas=True),
-        "valueuom": uom, "warning": np.zeros(n_rows, dtype=np.int64),
-    })
+        return pa.table(
+            {
+                "labevent_id": np.arange(n_rows),
+                **cols,
+                "specimen_id": np.arange(n_rows),
+                "itemid": item,
+                "order_provider_id": pa.nulls(n_rows, pa.string()),
+                "charttime": _ts(t),
+                "storetime": _ts(t + 600),
+                "value": value,
+                "valuenum": pa.array(valuenum, from_pandas=True),
+                "valueuom": uom,
+                "ref_range_lower": pa.nulls(n_rows, pa.float64()),
+                "ref_range_upper": pa.nulls(n_rows, pa.float64()),
+                "flag": pa.nulls(n_rows, pa.string()),
+                "priority": pa.nulls(n_rows, pa.string()),
+                "comments": pa.nulls(n_rows, pa.string()),
+            }
+        )
+    return pa.table(
+        {
+            **cols,
+            "stay_id": stays["stay_id"][idx],
+            "caregiver_id": pa.nulls(n_rows, pa.int64()),
+            "charttime": _ts(t),
+            "storetime": _ts(t + 300),
+            "itemid": item,
+            "value": value,
+            "valuenum": pa.array(valuenum, from_pandas=True),
+            "valueuom": uom,
+            "warning": np.zeros(n_rows, dtype=np.int64),
+        }
+    )
 
 
 def generate(root: Path, n_stays: int, rows_per_stay: int, seed: int = 0) -> None:
@@ -130,38 +164,102 @@ def generate(root: Path, n_stays: int, rows_per_stay: int, seed: int = 0) -> Non
     rng = np.random.default_rng(seed)
     n_subjects = max(1, int(n_stays * 0.8))
     subject = 10_000_000 + np.sort(rng.integers(0, n_subjects, n_stays))
-    subject[: n_subjects] = 10_000_000 + np.arange(min(n_subjects, n_stays))
+    subject[:n_subjects] = 10_000_000 + np.arange(min(n_subjects, n_stays))
     subject.sort()
     stays = {
-        "subject_id": subject, "hadm_id": 20_000_000 + np.arange(n_stays), "stay_id": 30_000_000 + np.arange(n_stays),
-        "intime_s": rng.integers(0, 10 * 365 * 86400, n_stays), "los_s": rng.integers(4 * 3600, 10 * 86400, n_stays),
+        "subject_id": subject,
+        "hadm_id": 20_000_000 + np.arange(n_stays),
+        "stay_id": 30_000_000 + np.arange(n_stays),
+        "intime_s": rng.integers(0, 10 * 365 * 86400, n_stays),
+        "los_s": rng.integers(4 * 3600, 10 * 86400, n_stays),
     }
     mimic = root / "mimic-iv"
     intime, outtime = _ts(stays["intime_s"]), _ts(stays["intime_s"] + stays["los_s"])
     subjects = np.unique(subject)
-    _write(mimic / "hosp" / "patients.csv.gz", pa.table({
-        "subject_id": subjects, "gender": ["F"] * len(subjects), "anchor_age": rng.integers(18, 90, len(subjects)),
-        "anchor_year": [2150] * len(subjects), "anchor_year_group": ["2008 - 2010"] * len(subjects),
-        "dod": pa.nulls(len(subjects), pa.timestamp("s"))}))
-    _write(mimic / "hosp" / "admissions.csv.gz", pa.table({
-        "subject_id": subject, "hadm_id": stays["hadm_id"], "admittime": _ts(stays["intime_s"] - 3600),
-        "dischtime": _ts(stays["intime_s"] + stays["los_s"] + 3600), "race": ["WHITE"] * n_stays}))
-    _write(mimic / "hosp" / "transfers.csv.gz", pa.table({
-        "subject_id": subject, "hadm_id": stays["hadm_id"], "transfer_id": stays["stay_id"],
-        "eventtype": ["admit"] * n_stays, "careunit": ["MICU"] * n_stays, "intime": intime, "outtime": outtime}))
-    _write(mimic / "hosp" / "diagnoses_icd.csv.gz", pa.table({
-        "subject_id": subject, "hadm_id": stays["hadm_id"], "seq_num": [1] * n_stays,
-        "icd_code": ["4280"] * n_stays, "icd_version": ["9"] * n_stays}))
-    _write(mimic / "hosp" / "d_labitems.csv.gz", pa.table({
-        "itemid": list(LAB_ITEMS), "label": ["lab"] * len(LAB_ITEMS), "fluid": ["Blood"] * len(LAB_ITEMS),
-        "category": ["Chemistry"] * len(LAB_ITEMS)}))
+    _write(
+        mimic / "hosp" / "patients.csv.gz",
+        pa.table(
+            {
+                "subject_id": subjects,
+                "gender": ["F"] * len(subjects),
+                "anchor_age": rng.integers(18, 90, len(subjects)),
+                "anchor_year": [2150] * len(subjects),
+                "anchor_year_group": ["2008 - 2010"] * len(subjects),
+                "dod": pa.nulls(len(subjects), pa.timestamp("s")),
+            }
+        ),
+    )
+    _write(
+        mimic / "hosp" / "admissions.csv.gz",
+        pa.table(
+            {
+                "subject_id": subject,
+                "hadm_id": stays["hadm_id"],
+                "admittime": _ts(stays["intime_s"] - 3600),
+                "dischtime": _ts(stays["intime_s"] + stays["los_s"] + 3600),
+                "race": ["WHITE"] * n_stays,
+            }
+        ),
+    )
+    _write(
+        mimic / "hosp" / "transfers.csv.gz",
+        pa.table(
+            {
+                "subject_id": subject,
+                "hadm_id": stays["hadm_id"],
+                "transfer_id": stays["stay_id"],
+                "eventtype": ["admit"] * n_stays,
+                "careunit": ["MICU"] * n_stays,
+                "intime": intime,
+                "outtime": outtime,
+            }
+        ),
+    )
+    _write(
+        mimic / "hosp" / "diagnoses_icd.csv.gz",
+        pa.table(
+            {
+                "subject_id": subject,
+                "hadm_id": stays["hadm_id"],
+                "seq_num": [1] * n_stays,
+                "icd_code": ["4280"] * n_stays,
+                "icd_version": ["9"] * n_stays,
+            }
+        ),
+    )
+    _write(
+        mimic / "hosp" / "d_labitems.csv.gz",
+        pa.table(
+            {
+                "itemid": list(LAB_ITEMS),
+                "label": ["lab"] * len(LAB_ITEMS),
+                "fluid": ["Blood"] * len(LAB_ITEMS),
+                "category": ["Chemistry"] * len(LAB_ITEMS),
+            }
+        ),
+    )
     all_items = sorted(set(NUMERIC_ITEMS) | set(TEXT_ITEMS) | set(OTHER_ITEMS.tolist()))
-    _write(mimic / "icu" / "d_items.csv.gz", pa.table({
-        "itemid": all_items, "label": ["item"] * len(all_items), "linksto": ["chartevents"] * len(all_items)}))
-    _write(mimic / "icu" / "icustays.csv.gz", pa.table({
-        "subject_id": subject, "hadm_id": stays["hadm_id"], "stay_id": stays["stay_id"],
-        "first_careunit": ["MICU"] * n_stays, "last_careunit": ["MICU"] * n_stays, "intime": intime,
-        "outtime": outtime, "los": stays["los_s"] / 86400}))
+    _write(
+        mimic / "icu" / "d_items.csv.gz",
+        pa.table(
+            {"itemid": all_items, "label": ["item"] * len(all_items), "linksto": ["chartevents"] * len(all_items)}
+        ),
+    )
+    _write(
+        mimic / "icu" / "icustays.csv.gz",
+        pa.table(
+            {
+                "subject_id": subject,
+                "hadm_id": stays["hadm_id"],
+                "stay_id": stays["stay_id"],
+                "first_careunit": ["MICU"] * n_stays,
+                "last_careunit": ["MICU"] * n_stays,
+                "intime": intime,
+                "outtime": outtime,
+                "los": stays["los_s"] / 86400,
+            }
+        ),
+    )
     _write(mimic / "hosp" / "labevents.csv.gz", _events(rng, stays, n_stays * rows_per_stay // 20, "lab"))
     # chartevents in chunks: bounded memory at any size
     path = mimic / "icu" / "chartevents.csv.gz"
@@ -172,9 +270,20 @@ def generate(root: Path, n_stays: int, rows_per_stay: int, seed: int = 0) -> Non
         pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed", include_header=start == 0))
     sink.close()
     split = np.where(rng.random(n_stays) < 0.7, "train", np.where(rng.random(n_stays) < 0.33, "val", "test"))
-    pq.write_table(pa.table({
-        "stay_id": stays["stay_id"], "subject_id": subject, "hadm_id": stays["hadm_id"], "intime": intime,
-        "outtime": outtime, "los_hours": stays["los_s"] / 3600, "split": split}), root / "stays.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "stay_id": stays["stay_id"],
+                "subject_id": subject,
+                "hadm_id": stays["hadm_id"],
+                "intime": intime,
+                "outtime": outtime,
+                "los_hours": stays["los_s"] / 3600,
+                "split": split,
+            }
+        ),
+        root / "stays.parquet",
+    )
     (root / "done").write_text(json.dumps({"stays": n_stays, "chartevents_rows": total}))
 
 
@@ -188,7 +297,9 @@ def run_floor(root: Path, work: Path) -> dict:
     counts = {}
     for name in ("icu/chartevents", "hosp/labevents"):
         path = root / "mimic-iv" / f"{name}.csv.gz"
-        counts[name] = con.execute(f"SELECT count(*) FROM read_csv('{path}', header = true, all_varchar = true)").fetchone()[0]
+        counts[name] = con.execute(
+            f"SELECT count(*) FROM read_csv('{path}', header = true, all_varchar = true)"
+        ).fetchone()[0]
     return counts
 
 
@@ -221,9 +332,12 @@ def run_ours(root: Path, work: Path) -> dict:
     t1 = time.perf_counter()
     build_features(work / "mimiciv.duckdb", root / "stays.parquet", work / "features", cfg)
     t2 = time.perf_counter()
-    return {"ingest_seconds": t1 - t0, "features_seconds": t2 - t1,
-            "tables": {t: {k: v for k, v in info.items() if k != "path"} for t, info in manifest["tables"].items()},
-            "counts": json.loads((work / "features" / "counts.json").read_text())}
+    return {
+        "ingest_seconds": t1 - t0,
+        "features_seconds": t2 - t1,
+        "tables": {t: {k: v for k, v in info.items() if k != "path"} for t, info in manifest["tables"].items()},
+        "counts": json.loads((work / "features" / "counts.json").read_text()),
+    }
 
 
 SPLIT_FLUSH_ROWS = 200_000  # rows buffered before they are appended to the subjects' files
@@ -263,11 +377,17 @@ def _split_events(path: Path, subjects_dir: Path, keep_subjects: set, keep_items
             n_rows += 1
             if row["subject_id"] not in keep_subjects or row["itemid"] not in keep_items:
                 continue
-            buffered[row["subject_id"]].append({
-                "subject_id": row["subject_id"], "hadm_id": row["hadm_id"], "stay_id": row.get("stay_id", ""),
-                "charttime": row["charttime"], "itemid": row["itemid"], "value": row["value"],
-                "valueuom": row["valueuom"],
-            })
+            buffered[row["subject_id"]].append(
+                {
+                    "subject_id": row["subject_id"],
+                    "hadm_id": row["hadm_id"],
+                    "stay_id": row.get("stay_id", ""),
+                    "charttime": row["charttime"],
+                    "itemid": row["itemid"],
+                    "value": row["value"],
+                    "valueuom": row["valueuom"],
+                }
+            )
             n_buf += 1
             if n_buf >= SPLIT_FLUSH_ROWS:
                 write_s += flush()
@@ -291,8 +411,12 @@ def _clean_events(events, item_var: dict, rng_of: dict):
         if variables.is_categorical(var):
             raw = sub["value"].astype(str).str.strip().str.lower().map(variables.text_scores(var)).fillna(raw)
         unit = sub["valueuom"].astype(str).str.strip().str.lower()
-        conv = sub["itemid"].map(variables.ITEM_CONVERSIONS).fillna(
-            unit.map(variables.UNIT_CONVERSIONS.get(var, {}))).fillna(variables.CHANNEL_CONVERSIONS.get(var, "none"))
+        conv = (
+            sub["itemid"]
+            .map(variables.ITEM_CONVERSIONS)
+            .fillna(unit.map(variables.UNIT_CONVERSIONS.get(var, {})))
+            .fillna(variables.CHANNEL_CONVERSIONS.get(var, "none"))
+        )
         raw = raw.where(conv != "inch_to_cm", raw * 2.54)
         raw = raw.where(conv != "f_to_c", (raw - 32) * 5 / 9)
         raw = raw.where(conv != "lbs_to_kg", raw * 0.45359237)
@@ -372,8 +496,13 @@ def run_pandas(root: Path, work: Path, fraction: float) -> dict:
     t0 = time.perf_counter()
     rows_read, write_s = 0, 0.0
     for name, key in (("icu/chartevents", "chart"), ("hosp/labevents", "lab")):
-        n, w = _split_events(root / "mimic-iv" / f"{name}.csv.gz", subjects_dir, {str(s) for s in subset},
-                             {str(i) for i in item_var}, key)
+        n, w = _split_events(
+            root / "mimic-iv" / f"{name}.csv.gz",
+            subjects_dir,
+            {str(s) for s in subset},
+            {str(i) for i in item_var},
+            key,
+        )
         rows_read += n
         write_s += w
     split_s = time.perf_counter() - t0
@@ -381,8 +510,10 @@ def run_pandas(root: Path, work: Path, fraction: float) -> dict:
     t1 = time.perf_counter()
     n_episodes = 0
     for subject in subset:
-        parts = [pd.read_csv(f, header=0, index_col=None, dtype={"value": str, "valueuom": str})
-                 for f in sorted((subjects_dir / str(subject)).glob("events_*.csv"))]
+        parts = [
+            pd.read_csv(f, header=0, index_col=None, dtype={"value": str, "valueuom": str})
+            for f in sorted((subjects_dir / str(subject)).glob("events_*.csv"))
+        ]
         events = pd.concat(parts, ignore_index=True)
         events["charttime"] = pd.to_datetime(events["charttime"])
         events["stay_id"] = events["stay_id"].fillna(-1).astype(int)
@@ -393,9 +524,13 @@ def run_pandas(root: Path, work: Path, fraction: float) -> dict:
             own = (events.stay_id == stay.stay_id) | ((events.stay_id == -1) & (events.hadm_id == stay.hadm_id))
             ev = events[own & (events.charttime >= stay.intime) & (events.charttime <= stay.outtime)].copy()
             ev["hours"] = (ev.charttime - stay.intime).dt.total_seconds() / 3600
-            ts = (ev[["hours", "variable", "value"]].sort_values(by=["hours", "variable", "value"])
-                  .drop_duplicates(subset=["hours", "variable"], keep="last")
-                  .pivot(index="hours", columns="variable", values="value").sort_index())
+            ts = (
+                ev[["hours", "variable", "value"]]
+                .sort_values(by=["hours", "variable", "value"])
+                .drop_duplicates(subset=["hours", "variable"], keep="last")
+                .pivot(index="hours", columns="variable", values="value")
+                .sort_index()
+            )
             ts = ts.reindex(columns=chans)
             episode = subjects_dir / str(subject) / f"episode{i + 1}_timeseries.csv"
             ts.to_csv(episode, index_label="Hours")
@@ -403,12 +538,18 @@ def run_pandas(root: Path, work: Path, fraction: float) -> dict:
             n_episodes += 1
     per_subject_s = time.perf_counter() - t1
     scan_s = split_s - write_s
-    return {"rows_read": rows_read, "split_seconds": split_s, "split_write_seconds_subset": write_s,
-            "per_subject_seconds_subset": per_subject_s, "subjects_done": len(subset),
-            "subjects_total": len(subjects), "episodes_done": n_episodes,
-            "extrapolated_seconds": scan_s + (write_s + per_subject_s) * scale,
-            "extrapolation": f"row scan measured in full ({rows_read:,} rows); writes and per-subject part "
-                             f"measured on {len(subset)} of {len(subjects)} subjects, scaled x{scale:.1f}"}
+    return {
+        "rows_read": rows_read,
+        "split_seconds": split_s,
+        "split_write_seconds_subset": write_s,
+        "per_subject_seconds_subset": per_subject_s,
+        "subjects_done": len(subset),
+        "subjects_total": len(subjects),
+        "episodes_done": n_episodes,
+        "extrapolated_seconds": scan_s + (write_s + per_subject_s) * scale,
+        "extrapolation": f"row scan measured in full ({rows_read:,} rows); writes and per-subject part "
+        f"measured on {len(subset)} of {len(subjects)} subjects, scaled x{scale:.1f}",
+    }
 
 
 def child(variant: str, root: Path, work: Path, fraction: float) -> None:
@@ -428,14 +569,31 @@ def child(variant: str, root: Path, work: Path, fraction: float) -> None:
     # CPU seconds as well: on a shared machine the wall time of the multi-threaded variant suffers
     # most from other people's load, CPU time hardly at all
     cpu = sum(u.ru_utime + u.ru_stime for u in usage) - (before.ru_utime + before.ru_stime)
-    print(json.dumps({"variant": variant, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak / 1024, "info": info}, default=str))
+    print(
+        json.dumps(
+            {"variant": variant, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak / 1024, "info": info}, default=str
+        )
+    )
 
 
 def _run_child(args, variant: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--stays", str(args.stays), "--rows-per-stay",
-         str(args.rows_per_stay), "--data-dir", str(args.data_dir), "--pandas-fraction", str(args.pandas_fraction)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--stays",
+            str(args.stays),
+            "--rows-per-stay",
+            str(args.rows_per_stay),
+            "--data-dir",
+            str(args.data_dir),
+            "--pandas-fraction",
+            str(args.pandas_fraction),
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode:
         sys.exit(f"variant {variant} failed:\n{proc.stderr[-3000:]}")
@@ -484,8 +642,14 @@ def main() -> None:
         results["pandas"] = pandas
 
     names = [v for v in variants if v != "pandas"]
-    summary = {v: {"wall_s": _spread([r[v]["wall_s"] for r in rounds]), "cpu_s": _spread([r[v]["cpu_s"] for r in rounds]),
-                   "peak_rss_mb": max(r[v]["peak_rss_mb"] for r in rounds)} for v in names}
+    summary = {
+        v: {
+            "wall_s": _spread([r[v]["wall_s"] for r in rounds]),
+            "cpu_s": _spread([r[v]["cpu_s"] for r in rounds]),
+            "peak_rss_mb": max(r[v]["peak_rss_mb"] for r in rounds),
+        }
+        for v in names
+    }
     has_floor = "floor" in names
     for v in names:
         if has_floor:
@@ -497,7 +661,9 @@ def main() -> None:
     for v in names:
         ratio_w = fmt(summary[v]["wall_over_floor"], 2) if has_floor else "-"
         ratio_c = fmt(summary[v]["cpu_over_floor"], 2) if has_floor else "-"
-        print(f"{v:<13} {fmt(summary[v]['wall_s'], 1):>19} {ratio_w:>20} {ratio_c:>20} {summary[v]['peak_rss_mb']:8.0f}")
+        print(
+            f"{v:<13} {fmt(summary[v]['wall_s'], 1):>19} {ratio_w:>20} {ratio_c:>20} {summary[v]['peak_rss_mb']:8.0f}"
+        )
     targets = {}
     if "ours" in names:
         ingest_s = [r["ours"]["info"]["ingest_seconds"] for r in rounds]
@@ -511,13 +677,23 @@ def main() -> None:
         ours_wall = summary["ours"]["wall_s"]["median"]
         targets["pandas_over_ours"] = results["pandas"]["wall_s"] / ours_wall
         targets["at_least_20x_faster_than_pandas"] = targets["pandas_over_ours"] >= 20
-        print(f"pandas: {results['pandas']['wall_s']:.1f} s, {targets['pandas_over_ours']:.1f}x ours "
-              f"({results['pandas']['info']['extrapolation']})")
+        print(
+            f"pandas: {results['pandas']['wall_s']:.1f} s, {targets['pandas_over_ours']:.1f}x ours "
+            f"({results['pandas']['info']['extrapolation']})"
+        )
     print("targets:", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in targets.items()))
     OUT.mkdir(parents=True, exist_ok=True)
-    payload = {"stays": args.stays, "chartevents_rows": args.stays * args.rows_per_stay, "repeat": args.repeat,
-               "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "targets": targets,
-               "summary": summary, "rounds": rounds, "pandas": results.get("pandas")}
+    payload = {
+        "stays": args.stays,
+        "chartevents_rows": args.stays * args.rows_per_stay,
+        "repeat": args.repeat,
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "targets": targets,
+        "summary": summary,
+        "rounds": rounds,
+        "pandas": results.get("pandas"),
+    }
     (OUT / "extraction.json").write_text(json.dumps(payload, indent=2, default=str))
     print(f"written {OUT / 'extraction.json'}")
 

@@ -63,9 +63,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
-
 import train_throughput as tp  # benchmarks/ is on sys.path when this file runs
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("data", "graph", "throughput", "train", "amp", "lease")
@@ -99,10 +98,25 @@ DATA = {
 }
 # Throughput sizes: the paper's on CUDA, toy ones on the CPU.
 THROUGHPUT = {
-    "cuda": {**tp.FULL, "batches": [16, 64, 128], "fp32_batches": [16, 128], "compile_batches": [16],
-             "steps": 20, "warmup": 5, "small": False},
-    "cpu": {**tp.SMALL, "n": 32, "batches": [8], "fp32_batches": [], "compile_batches": [],
-            "steps": 2, "warmup": 1, "small": True},
+    "cuda": {
+        **tp.FULL,
+        "batches": [16, 64, 128],
+        "fp32_batches": [16, 128],
+        "compile_batches": [16],
+        "steps": 20,
+        "warmup": 5,
+        "small": False,
+    },
+    "cpu": {
+        **tp.SMALL,
+        "n": 32,
+        "batches": [8],
+        "fp32_batches": [],
+        "compile_batches": [],
+        "steps": 2,
+        "warmup": 1,
+        "small": True,
+    },
 }
 TRAIN_MODELS = ("drfuse", "medfuse")
 LEASE_MODEL, LEASE_EPOCHS = "transformer", 2
@@ -136,7 +150,9 @@ class Check:
         from drfuse import config as config_mod
 
         cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-        cfg = config_mod.deep_merge(cfg, {"data": {"results_dir": str(self.results)}, "builtin_overrides": DATA[self.mode]})
+        cfg = config_mod.deep_merge(
+            cfg, {"data": {"results_dir": str(self.results)}, "builtin_overrides": DATA[self.mode]}
+        )
         # every model trains by the check's few epochs: the baselines' own recipes (per_model) would
         # give them other epochs and an AUROC selection that float rounding can tip between epochs
         cfg["per_model"] = {}
@@ -219,13 +235,18 @@ def trains(ck: Check, name: str) -> str:
         for model, variants in by_model.items():
             warmup, joint = ck.epochs(model)
             epochs = f"{warmup} warm-up + {_epochs(joint, 'joint ')}" if warmup else _epochs(joint)
-            parts.append(f"{'DrFuse' if model == 'drfuse' else 'MedFuse'} {epochs} x {len(variants)} ({', '.join(variants)})")
+            parts.append(
+                f"{'DrFuse' if model == 'drfuse' else 'MedFuse'} {epochs} x {len(variants)} ({', '.join(variants)})"
+            )
         return "; ".join(parts)
     if name == "lease":
         _, joint = ck.epochs(LEASE_MODEL, epochs=LEASE_EPOCHS)
         return f"Transformer {_epochs(joint)} x 2 processes, one after the other"
-    return {"data": "nothing (builds the data)", "graph": "nothing (traces the DrFuse forward)",
-            "amp": "nothing (predicts with the train part's DrFuse)"}[name]
+    return {
+        "data": "nothing (builds the data)",
+        "graph": "nothing (traces the DrFuse forward)",
+        "amp": "nothing (predicts with the train part's DrFuse)",
+    }[name]
 
 
 def part_budget(ck: Check, name: str) -> float:
@@ -265,8 +286,10 @@ def cudagraph_skips(report: dict):
         yield
     finally:
         logger.removeHandler(handler)
-        report["cudagraphs"] = {"skipped": counters["inductor"]["cudagraph_skips"] - before,
-                                "reasons": sorted(set(reasons))}
+        report["cudagraphs"] = {
+            "skipped": counters["inductor"]["cudagraph_skips"] - before,
+            "reasons": sorted(set(reasons)),
+        }
 
 
 def cudagraph_text(info: dict | None) -> str:
@@ -288,13 +311,41 @@ def part_data(ck: Check, report: dict) -> bool:
     config = ck.work / "config.yaml"  # Check.write_base_config
     synth, r = ck.work / "synth", ck.results
     drfuse(config, "synth", "--out", synth)
-    drfuse(config, "ingest", "--mimic-iv", synth / "mimic-iv", "--mimic-cxr", synth / "mimic-cxr-jpg",
-           "--db", r / "mimiciv.duckdb", "--manifest", r / "ingest" / "manifest.json")
+    drfuse(
+        config,
+        "ingest",
+        "--mimic-iv",
+        synth / "mimic-iv",
+        "--mimic-cxr",
+        synth / "mimic-cxr-jpg",
+        "--db",
+        r / "mimiciv.duckdb",
+        "--manifest",
+        r / "ingest" / "manifest.json",
+    )
     drfuse(config, "cohort", "--db", r / "mimiciv.duckdb", "--out", r / "cohort")
-    drfuse(config, "features", "--db", r / "mimiciv.duckdb", "--stays", r / "cohort" / "stays.parquet", "--out", r / "features")
+    drfuse(
+        config,
+        "features",
+        "--db",
+        r / "mimiciv.duckdb",
+        "--stays",
+        r / "cohort" / "stays.parquet",
+        "--out",
+        r / "features",
+    )
     threads = [] if ck.cuda else ["--threads", "1"]  # the CPU check shares a small machine
-    drfuse(config, "images", "--stays", r / "cohort" / "stays.parquet", "--cxr-root", synth / "mimic-cxr-jpg",
-           "--out", r / "images", *threads)
+    drfuse(
+        config,
+        "images",
+        "--stays",
+        r / "cohort" / "stays.parquet",
+        "--cxr-root",
+        synth / "mimic-cxr-jpg",
+        "--out",
+        r / "images",
+        *threads,
+    )
     stays = pl.read_parquet(r / "cohort" / "stays.parquet")
     n_subjects = config_mod.load(config)["synth"]["n_subjects"]
     matched = stays.filter(pl.col("has_cxr") & (pl.col("split") == "train")).height
@@ -313,8 +364,12 @@ def part_graph(ck: Check, report: dict) -> bool:
     device = torch.device(ck.mode)
     model = build_model("drfuse", model_cfg).to(device).train()
     b, crop = 16, model_cfg["image_size"]
-    args = (torch.randn(b, 48, 76, device=device), torch.full((b,), 48, device=device),
-            torch.randn(b, 3, crop, crop, device=device), torch.arange(b, device=device) % 3 != 0)
+    args = (
+        torch.randn(b, 48, 76, device=device),
+        torch.full((b,), 48, device=device),
+        torch.randn(b, 3, crop, crop, device=device),
+        torch.arange(b, device=device) % 3 != 0,
+    )
     breaks = {}
     for pad in (True, False) if ck.cuda else (True,):  # on the CPU a unit test traces the other
         torch._dynamo.reset()
@@ -322,8 +377,9 @@ def part_graph(ck: Check, report: dict) -> bool:
             breaks[pad] = torch._dynamo.explain(model)(*args).graph_break_count
     torch._dynamo.reset()
     report["details"] = {"graph_breaks_padded": breaks[True], "graph_breaks_unpadded": breaks.get(False)}
-    report["figure"] = f"DrFuse forward graph breaks: padded {breaks[True]}" + \
-        (f", unpadded {breaks[False]}" if False in breaks else "")
+    report["figure"] = f"DrFuse forward graph breaks: padded {breaks[True]}" + (
+        f", unpadded {breaks[False]}" if False in breaks else ""
+    )
     return breaks[True] == 0
 
 
@@ -358,9 +414,13 @@ def part_throughput(ck: Check, report: dict) -> bool:
     figure = f"batch {b16}: eager {eager['stays_s']:.0f} stays/s ({eager['ratio']:.2f} of ceiling)"
     graphs = by.get((b16, "bf16", "reduce-overhead", True))
     if graphs:
-        figure += f", reduce-overhead {graphs['stays_s']:.0f} ({graphs['ratio']:.2f}; {cudagraph_text(graphs['cudagraphs'])})"
+        figure += (
+            f", reduce-overhead {graphs['stays_s']:.0f} ({graphs['ratio']:.2f}; {cudagraph_text(graphs['cudagraphs'])})"
+        )
     best = max(rows, key=lambda r: r["stays_s"])
-    report["figure"] = figure + f"; best {best['stays_s']:.0f} stays/s at batch {best['batch']} {best['compile']} {best['precision']}"
+    report["figure"] = (
+        figure + f"; best {best['stays_s']:.0f} stays/s at batch {best['batch']} {best['compile']} {best['precision']}"
+    )
     return len(rows) == len(plan) and (graphs is None or graphs["stays_s"] > eager["stays_s"])
 
 
@@ -406,19 +466,47 @@ def part_train(ck: Check, report: dict) -> bool:
         out = out_dir / "matched.parquet"
         graphs: dict = {}
         with cudagraph_skips(graphs) if train["compile"] == "reduce-overhead" else contextlib.nullcontext():
-            drfuse(config, "train", "--model", model, "--train-set", "matched", "--seed", 0, "--results", ck.results,
-                   "--out", run_dir)
-        drfuse(config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out-dir", out_dir)
+            drfuse(
+                config,
+                "train",
+                "--model",
+                model,
+                "--train-set",
+                "matched",
+                "--seed",
+                0,
+                "--results",
+                ck.results,
+                "--out",
+                run_dir,
+            )
+        drfuse(
+            config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out-dir", out_dir
+        )
         run = json.loads((run_dir / "run.json").read_text())
-        runs.append({"model": model, "variant": variant, "prauc": _prauc(out), "seconds": time.perf_counter() - t0,
-                     "epochs": run["epochs_run"], "device": run["device"], "peak_gpu_memory_mb": run["peak_gpu_memory_mb"],
-                     "cudagraphs": graphs.get("cudagraphs")})
+        runs.append(
+            {
+                "model": model,
+                "variant": variant,
+                "prauc": _prauc(out),
+                "seconds": time.perf_counter() - t0,
+                "epochs": run["epochs_run"],
+                "device": run["device"],
+                "peak_gpu_memory_mb": run["peak_gpu_memory_mb"],
+                "cudagraphs": graphs.get("cudagraphs"),
+            }
+        )
         log.info("train run %s", runs[-1])
     cpu = {r["model"]: r["prauc"] for r in runs if r["variant"] == "cpu"}
     gaps = {f"{r['model']} {r['variant']}": r["prauc"] - cpu[r["model"]] for r in runs if r["variant"] != "cpu"}
-    report["figure"] = "PRAUC device - CPU: " + ", ".join(f"{k} {v:+.3f}" for k, v in gaps.items()) + \
-        " (CPU: " + ", ".join(f"{m} {v:.3f}" for m, v in cpu.items()) + ")" + \
-        "".join(f"; {r['model']} {r['variant']}: {cudagraph_text(r['cudagraphs'])}" for r in runs if r["cudagraphs"])
+    report["figure"] = (
+        "PRAUC device - CPU: "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in gaps.items())
+        + " (CPU: "
+        + ", ".join(f"{m} {v:.3f}" for m, v in cpu.items())
+        + ")"
+        + "".join(f"; {r['model']} {r['variant']}: {cudagraph_text(r['cudagraphs'])}" for r in runs if r["cudagraphs"])
+    )
     return len(runs) == len(_variants(ck)) and all(abs(g) <= PRAUC_TOLERANCE for g in gaps.values())
 
 
@@ -449,7 +537,9 @@ def _autocast_probs(ck: Check, run_dir: Path) -> np.ndarray:
     probs = []
     with torch.no_grad(), torch.autocast(ck.mode, dtype=torch.bfloat16):
         for start in range(0, data.n, settings.batch_size):
-            batch = make_batch(data, torch.arange(start, min(start + settings.batch_size, data.n)), settings, False, None, True)
+            batch = make_batch(
+                data, torch.arange(start, min(start + settings.batch_size, data.n)), settings, False, None, True
+            )
             logits = run_forward(model, batch.ehr, batch.lengths, batch.images, batch.has_cxr, settings)["logits"]
             probs.append(torch.sigmoid(logits).float().cpu())
     return torch.cat(probs).numpy()
@@ -466,24 +556,35 @@ def part_amp(ck: Check, report: dict) -> bool:
     for amp in (True, False):
         config = ck.config(f"amp-{amp}", device=ck.mode, amp=amp, pad_images=True)
         out_dir = ck.work / "predict" / f"drfuse-amp-{amp}"
-        drfuse(config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out-dir", out_dir)
+        drfuse(
+            config, "predict", "--run", run_dir, "--test-set", "matched", "--results", ck.results, "--out-dir", out_dir
+        )
         scores[amp] = pl.read_parquet(out_dir / "matched.parquet").select(f"p:{c}" for c in PHENOTYPES).to_numpy()
     autocast = _autocast_probs(ck, run_dir)
     diff = float(np.abs(scores[True] - scores[False]).max())
     ties = {"amp_on": _ties(scores[True]), "amp_off": _ties(scores[False]), "bf16_autocast_forward": _ties(autocast)}
-    report["details"] = {"max_abs_diff": diff, "ties": ties,
-                         "bf16_autocast_max_abs_diff": float(np.abs(autocast - scores[False]).max())}
-    report["figure"] = (f"amp on vs off: max |dp| {diff:.1e}, ties {ties['amp_on']} vs {ties['amp_off']} "
-                        f"(a bf16-autocast forward: {ties['bf16_autocast_forward']} ties, "
-                        f"max |dp| {report['details']['bf16_autocast_max_abs_diff']:.1e})")
+    report["details"] = {
+        "max_abs_diff": diff,
+        "ties": ties,
+        "bf16_autocast_max_abs_diff": float(np.abs(autocast - scores[False]).max()),
+    }
+    report["figure"] = (
+        f"amp on vs off: max |dp| {diff:.1e}, ties {ties['amp_on']} vs {ties['amp_off']} "
+        f"(a bf16-autocast forward: {ties['bf16_autocast_forward']} ties, "
+        f"max |dp| {report['details']['bf16_autocast_max_abs_diff']:.1e})"
+    )
     return diff <= AMP_TOLERANCE and ties["amp_on"] <= ties["amp_off"]
 
 
 def part_lease(ck: Check, report: dict, seconds: float) -> bool:
     from drfuse.train import gpu_lease
 
-    env = {**os.environ, "DRFUSE_GPU_LOCK_DIR": str(ck.work / "leases"), "DRFUSE_GPU_LEASE_TIMEOUT": str(int(seconds)),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "DRFUSE_GPU_LOCK_DIR": str(ck.work / "leases"),
+        "DRFUSE_GPU_LEASE_TIMEOUT": str(int(seconds)),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     # The lease is what is checked here: the quickest model will do (the train part reports
     # DrFuse's peak GPU memory).
     model = LEASE_MODEL
@@ -502,8 +603,22 @@ def part_lease(ck: Check, report: dict, seconds: float) -> bool:
     try:
         for i in range(2):
             err = logs[i].open("w")
-            cmd = [sys.executable, "-m", "drfuse", "--config", str(config), "train", "--model", model, "--train-set",
-                   "matched", "--results", str(ck.results), "--out", str(runs[i].parent)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "drfuse",
+                "--config",
+                str(config),
+                "train",
+                "--model",
+                model,
+                "--train-set",
+                "matched",
+                "--results",
+                str(ck.results),
+                "--out",
+                str(runs[i].parent),
+            ]
             procs.append((subprocess.Popen(cmd, env=env, stdout=err, stderr=subprocess.STDOUT, cwd=ck.work), err))
         while not all(LEASE_WAIT in log_.read_text() or p.poll() is not None for log_, (p, _) in zip(logs, procs)):
             time.sleep(0.2)
@@ -523,14 +638,18 @@ def part_lease(ck: Check, report: dict, seconds: float) -> bool:
     times = [json.loads(r.read_text()) if r.is_file() else None for r in runs]
     took_turns = None
     if None not in times:
-        spans = sorted((datetime.datetime.fromisoformat(t["started"]), datetime.datetime.fromisoformat(t["finished"]))
-                       for t in times)
+        spans = sorted(
+            (datetime.datetime.fromisoformat(t["started"]), datetime.datetime.fromisoformat(t["finished"]))
+            for t in times
+        )
         took_turns = spans[1][0] >= spans[0][1]
     peaks = [t and t["peak_gpu_memory_mb"] for t in times]
     report["details"] = {"exit_codes": codes, "waited": waited, "took_turns": took_turns, "peak_gpu_memory_mb": peaks}
     peak_text = ", ".join(f"{p} MB" for p in peaks) if ck.cuda else "n/a on the CPU"
-    report["figure"] = (f"exit codes {codes}, waited while the check held the lease {waited}, "
-                        f"then took turns {took_turns}, peak GPU memory {peak_text}")
+    report["figure"] = (
+        f"exit codes {codes}, waited while the check held the lease {waited}, "
+        f"then took turns {took_turns}, peak GPU memory {peak_text}"
+    )
     return codes == [0, 0] and waited == [0, 1] and took_turns is True
 
 
@@ -570,40 +689,64 @@ def _release_memory() -> None:
 def machine(mode: str) -> dict:
     import torch
 
-    info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpus": os.cpu_count()}
+    info = {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+    }
     if mode == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(), cuda_runtime=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=torch.cuda.get_device_name(), cuda_runtime=torch.version.cuda, cudnn=torch.backends.cudnn.version()
+        )
         try:
-            query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", os.environ["CUDA_VISIBLE_DEVICES"]]
-            info["driver"] = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip() or "unknown"
+            query = [
+                "nvidia-smi",
+                "--query-gpu=driver_version",
+                "--format=csv,noheader",
+                "-i",
+                os.environ["CUDA_VISIBLE_DEVICES"],
+            ]
+            info["driver"] = (
+                subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip() or "unknown"
+            )
         except (OSError, subprocess.SubprocessError):
             info["driver"] = "unknown"
     return info
 
 
 def print_table(result: dict) -> None:
-    print(f"\ngpu_check ({result['mode']}) on {result['machine'].get('gpu', 'CPU')}, torch {result['machine']['torch']}"
-          f"{', driver ' + result['machine']['driver'] if 'driver' in result['machine'] else ''}")
+    print(
+        f"\ngpu_check ({result['mode']}) on {result['machine'].get('gpu', 'CPU')}, torch {result['machine']['torch']}"
+        f"{', driver ' + result['machine']['driver'] if 'driver' in result['machine'] else ''}"
+    )
     for name, part in result["parts"].items():
-        print(f"{part['status']:<4}  {name:<10} {part['seconds']:>6.1f} s / {part['budget_s']:>4.0f}  {part.get('figure', '')}")
+        print(
+            f"{part['status']:<4}  {name:<10} {part['seconds']:>6.1f} s / {part['budget_s']:>4.0f}  {part.get('figure', '')}"
+        )
         print(f"{'':<17}trains: {part['trains']}")
     rows = result["parts"].get("throughput", {}).get("rows", [])
     if rows:
-        print(f"\n{'batch':>5} {'precision':>9} {'compile':>15} {'pad':>5} {'stays/s':>9} {'images/s':>9} "
-              f"{'ceiling':>9} {'(compile)':>15} {'ratio':>6} {'warm-up s':>9} {'peak MB':>8}")
+        print(
+            f"\n{'batch':>5} {'precision':>9} {'compile':>15} {'pad':>5} {'stays/s':>9} {'images/s':>9} "
+            f"{'ceiling':>9} {'(compile)':>15} {'ratio':>6} {'warm-up s':>9} {'peak MB':>8}"
+        )
         for r in rows:
             peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
-            print(f"{r['batch']:>5} {r['precision']:>9} {r['compile']:>15} {str(r['pad_images']):>5} {r['stays_s']:>9.1f} "
-                  f"{r['images_s']:>9.1f} {r['ceiling_stays_s']:>9.1f} {r['ceiling_compile']:>15} {r['ratio']:>6.2f} "
-                  f"{r['warmup_s']:>9.1f} {peak:>8}")
+            print(
+                f"{r['batch']:>5} {r['precision']:>9} {r['compile']:>15} {str(r['pad_images']):>5} {r['stays_s']:>9.1f} "
+                f"{r['images_s']:>9.1f} {r['ceiling_stays_s']:>9.1f} {r['ceiling_compile']:>15} {r['ratio']:>6.2f} "
+                f"{r['warmup_s']:>9.1f} {peak:>8}"
+            )
     runs = result["parts"].get("train", {}).get("runs", [])
     if runs:
         print(f"\n{'model':>8} {'run':>16} {'PRAUC':>6} {'epochs':>6} {'seconds':>7} {'peak MB':>8}")
         for r in runs:
-            print(f"{r['model']:>8} {r['variant']:>16} {r['prauc']:>6.3f} {r['epochs']:>6} {r['seconds']:>7.1f} "
-                  f"{r['peak_gpu_memory_mb'] if r['peak_gpu_memory_mb'] is not None else '-':>8}")
+            print(
+                f"{r['model']:>8} {r['variant']:>16} {r['prauc']:>6.3f} {r['epochs']:>6} {r['seconds']:>7.1f} "
+                f"{r['peak_gpu_memory_mb'] if r['peak_gpu_memory_mb'] is not None else '-':>8}"
+            )
     print(f"\n{'ALL PASS' if result['passed'] else 'SOME PARTS FAILED'} in {result['seconds']:.0f} s")
 
 
@@ -617,7 +760,10 @@ def print_plan(mode: str, budget_scale: float = 1.0) -> int:
     for name, (seconds, what) in plan.items():
         print(f"{name:<10} {seconds:>6.0f} s  trains: {what}")
     total = sum(s for s, _ in plan.values())
-    print(f"{'total':<10} {total:>6.0f} s" + (f" (the check's limit on one H100: {TOTAL_CUDA_S} s)" if mode == "cuda" else ""))
+    print(
+        f"{'total':<10} {total:>6.0f} s"
+        + (f" (the check's limit on one H100: {TOTAL_CUDA_S} s)" if mode == "cuda" else "")
+    )
     return 0
 
 
@@ -632,11 +778,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="every part that can, at toy sizes, on the CPU")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/out/gpu_check[_cpu].json)")
-    parser.add_argument("--workdir", default=None, help="keep the data and runs here (default: a temporary folder, removed)")
-    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every part's time budget (slower GPUs)")
+    parser.add_argument(
+        "--workdir", default=None, help="keep the data and runs here (default: a temporary folder, removed)"
+    )
+    parser.add_argument(
+        "--budget-scale", type=float, default=1.0, help="multiply every part's time budget (slower GPUs)"
+    )
     parser.add_argument("--parts", default=",".join(PARTS), help="comma list, in this order: " + ",".join(PARTS))
-    parser.add_argument("--plan", action="store_true",
-                        help="print each part's budget and what it trains (CUDA, or the CPU with --cpu), run nothing")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print each part's budget and what it trains (CUDA, or the CPU with --cpu), run nothing",
+    )
     args = parser.parse_args(argv)
     if args.plan:
         return print_plan("cpu" if args.cpu else "cuda", args.budget_scale)
@@ -645,8 +798,11 @@ def main(argv=None) -> int:
 
     mode = "cpu" if args.cpu else "cuda"
     if not args.cpu and not torch.cuda.is_available():
-        print("gpu_check: torch sees no CUDA device here; run it on a machine with a GPU, or with --cpu "
-              "for the CPU parts at toy sizes", file=sys.stderr)
+        print(
+            "gpu_check: torch sees no CUDA device here; run it on a machine with a GPU, or with --cpu "
+            "for the CPU parts at toy sizes",
+            file=sys.stderr,
+        )
         return 2
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # nothing in this process may use a GPU
@@ -662,21 +818,33 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "out" / f"gpu_check{'_cpu' if args.cpu else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # every part's and every drfuse command's log lines go to a file beside the JSON
-    logging.basicConfig(level=logging.INFO, filename=out.with_suffix(".log"), filemode="w",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        filename=out.with_suffix(".log"),
+        filemode="w",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
     ck = Check(mode, work, args.budget_scale)
     ck.write_base_config()
-    result = {"created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "mode": mode,
-              "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine(mode), "parts": {}, "passed": False, "seconds": 0.0}
+    result = {
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "mode": mode,
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(mode),
+        "parts": {},
+        "passed": False,
+        "seconds": 0.0,
+    }
     t0 = time.perf_counter()
     try:
         for name in (p for p in PARTS if p in wanted):
             print(f"[gpu_check] {name} ...", flush=True)
             result["parts"][name] = run_part(ck, name)
             part = result["parts"][name]
-            print(f"[gpu_check] {name}: {part['status']} ({part['seconds']:.0f} s) {part.get('figure', '')}", flush=True)
+            print(
+                f"[gpu_check] {name}: {part['status']} ({part['seconds']:.0f} s) {part.get('figure', '')}", flush=True
+            )
             result["seconds"] = round(time.perf_counter() - t0, 1)
             result["passed"] = all(p["status"] == "PASS" for p in result["parts"].values())
             out.write_text(json.dumps(result, indent=2, default=str))  # after every part: a crash keeps the rest

@@ -51,7 +51,7 @@ def chest_like(rng: np.random.Generator) -> np.ndarray:
     yn, xn = y / HEIGHT, x / WIDTH
     img = 150 + 60 * np.exp(-(((xn - 0.5) / 0.12) ** 2))  # mediastinum
     for cx in (0.3, 0.7):  # lungs
-        img -= 90 * np.exp(-(((xn - cx) / 0.16) ** 2 + ((yn - 0.45) / 0.28) ** 2) ** 2)
+        img -= 90 * np.exp(-((((xn - cx) / 0.16) ** 2 + ((yn - 0.45) / 0.28) ** 2) ** 2))
     img += 12 * np.sin(2 * np.pi * (yn * rng.uniform(9, 13) + 0.3 * np.abs(xn - 0.5)))  # ribs
     coarse = rng.normal(0, 1, (HEIGHT // 64, WIDTH // 64)).astype(np.float32)
     img += 15 * np.asarray(Image.fromarray(coarse, "F").resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC))
@@ -105,8 +105,10 @@ def main() -> None:
         stays = make_dataset(root, args.n_images, args.seed)
         files = sorted(root.glob("files/*/*/*/*.jpg"))
         mb = [p.stat().st_size / 1e6 for p in files]
-        print(f"generated {len(files)} JPEGs {WIDTH}x{HEIGHT}, {np.mean(mb):.2f} MB each "
-              f"(min {min(mb):.2f}, max {max(mb):.2f}) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated {len(files)} JPEGs {WIDTH}x{HEIGHT}, {np.mean(mb):.2f} MB each "
+            f"(min {min(mb):.2f}, max {max(mb):.2f}) in {time.perf_counter() - t0:.1f} s"
+        )
 
         def bare():
             for p in files:
@@ -165,8 +167,10 @@ def main() -> None:
         ratio = f"{bare_cpu / cpu[k]:8.2f}x" if k != "build_cache_all_cores" else f"{'':>9}"
         label = k if k != "build_cache_all_cores" else f"build_cache workers=0 ({cores} cores)"
         print(f"{label:<36}{per_core}{ms}{n / wall[k]:12.1f}{ratio}")
-    print(f"speed-up per core (CPU time): {result['speedup_per_core']:.2f}x (target >= 1.5x); "
-          f"wall clock: {result['speedup_per_core_wall']:.2f}x")
+    print(
+        f"speed-up per core (CPU time): {result['speedup_per_core']:.2f}x (target >= 1.5x); "
+        f"wall clock: {result['speedup_per_core_wall']:.2f}x"
+    )
     atomic.write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 

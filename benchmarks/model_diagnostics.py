@@ -89,10 +89,22 @@ def reference_runs(args, optional: bool = True) -> list[Path]:
 
     if not args.reference:
         return []
-    needed = [run_dir(Path(args.reference), m, s) / "matched.parquet"
-              for m in REFERENCE.values() if m not in args.models for s in args.seeds]
-    extra = [run_dir(Path(args.reference), m, s) / "matched.parquet"
-             for m in FUSION_BASELINES if m not in args.models for s in args.seeds] if optional else []
+    needed = [
+        run_dir(Path(args.reference), m, s) / "matched.parquet"
+        for m in REFERENCE.values()
+        if m not in args.models
+        for s in args.seeds
+    ]
+    extra = (
+        [
+            run_dir(Path(args.reference), m, s) / "matched.parquet"
+            for m in FUSION_BASELINES
+            if m not in args.models
+            for s in args.seeds
+        ]
+        if optional
+        else []
+    )
     return needed + [path for path in extra if path.is_file()]
 
 
@@ -100,8 +112,10 @@ def missing_references(args) -> None:
     """UserError naming the first run that --reference lacks."""
     for path in reference_runs(args, optional=False):
         if not path.is_file():
-            raise UserError(f"--reference: {path} does not exist (a variant run with --models resnet50 transformer "
-                            "and the same --seeds writes it)")
+            raise UserError(
+                f"--reference: {path} does not exist (a variant run with --models resnet50 transformer "
+                "and the same --seeds writes it)"
+            )
 
 
 def train_and_score(args) -> None:
@@ -159,8 +173,10 @@ def aux_group_prauc(folder: Path, groups: dict[str, str]) -> dict[str, dict[str,
 
     aux = np.load(folder / "aux_last.npz")
     y = aux["labels"]
-    return {head: {g: float(v) for g, v in group_means(y, groups, lambda c: ap_auroc(y[:, c], aux[head][:, c])[0]).items()}
-            for head in AUX_HEADS}
+    return {
+        head: {g: float(v) for g, v in group_means(y, groups, lambda c: ap_auroc(y[:, c], aux[head][:, c])[0]).items()}
+        for head in AUX_HEADS
+    }
 
 
 def token_parts(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
@@ -232,15 +248,25 @@ def summary(args) -> None:
         if rows["attn_ehr"].notna().any():
             for g in present:
                 att = rows[rows["group"] == g][["attn_ehr", "attn_shared", "attn_cxr"]].mean()
-                print(f"    attention on {g:4s} labels: EHR {att['attn_ehr']:.3f} shared {att['attn_shared']:.3f} CXR {att['attn_cxr']:.3f}")
+                print(
+                    f"    attention on {g:4s} labels: EHR {att['attn_ehr']:.3f} shared {att['attn_shared']:.3f} CXR {att['attn_cxr']:.3f}"
+                )
             mixed = labels[(labels["model"] == model) & (labels["seed"] != MEAN) & (labels["group"] == "inconsistent")]
             for label, part in mixed.groupby("label", sort=False):
-                print(f"    attention shift {label[:40]:40s} {spread(part['attention_shift'])} "
-                      f"(positives: {part['n_cxr_channel'].mean():.1f} image, {part['n_ehr_channel'].mean():.1f} series)")
+                print(
+                    f"    attention shift {label[:40]:40s} {spread(part['attention_shift'])} "
+                    f"(positives: {part['n_cxr_channel'].mean():.1f} image, {part['n_ehr_channel'].mean():.1f} series)"
+                )
             mine = verdicts[verdicts["model"] == model]
-            print("    per seed     " + "  ".join(f"{c} {spread(mine[mine['criterion'] == c]['value'])}" for c in mine["criterion"].unique()))
+            print(
+                "    per seed     "
+                + "  ".join(f"{c} {spread(mine[mine['criterion'] == c]['value'])}" for c in mine["criterion"].unique())
+            )
             mean = on_mean[on_mean["model"] == model]
-            print("    on seed mean " + "  ".join(f"{r.criterion} {verdict(r.value, r.passed, r.note)}" for r in mean.itertuples()))
+            print(
+                "    on seed mean "
+                + "  ".join(f"{r.criterion} {verdict(r.value, r.passed, r.note)}" for r in mean.itertuples())
+            )
             label_groups = read_label_groups(key)
             aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
             for head in AUX_HEADS:
@@ -249,8 +275,10 @@ def summary(args) -> None:
             for g in [g for g in ("ehr", "cxr") if all(g in p for p in parts)]:
                 prauc = np.mean([p[g]["prauc"] for p in parts], 0)
                 sd = np.mean([p[g]["sd"] for p in parts], 0)
-                print(f"    logit parts on {g:4s} labels (PRAUC alone / sd): "
-                      + "  ".join(f"{t} {a:.3f} / {b:.2f}" for t, a, b in zip(("EHR", "shared", "CXR"), prauc, sd)))
+                print(
+                    f"    logit parts on {g:4s} labels (PRAUC alone / sd): "
+                    + "  ".join(f"{t} {a:.3f} / {b:.2f}" for t, a, b in zip(("EHR", "shared", "CXR"), prauc, sd))
+                )
 
 
 def main() -> None:
@@ -259,18 +287,27 @@ def main() -> None:
     parser.add_argument("--answer-key", help="label_groups.csv (default: RESULTS/synth/answer_key/label_groups.csv)")
     parser.add_argument("--out", required=True, help="folder of this variant's runs")
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
-    parser.add_argument("--models", nargs="+", default=["drfuse", "transformer", "resnet50"],
-                        help="run names: registry models or recipe variants (drfuse-warmup, drfuse_paper+warmup)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["drfuse", "transformer", "resnet50"],
+        help="run names: registry models or recipe variants (drfuse-warmup, drfuse_paper+warmup)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], help="setting override, e.g. train.batch_size=16")
-    parser.add_argument("--reference", help="a variant's folder whose resnet50 / transformer runs (same seeds) give the "
-                                            "PRAUC ratios' references when --models leaves them out")
+    parser.add_argument(
+        "--reference",
+        help="a variant's folder whose resnet50 / transformer runs (same seeds) give the "
+        "PRAUC ratios' references when --models leaves them out",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="trainings side by side (one thread each)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single (model, seed)
     args = parser.parse_args()
     args.answer_key = args.answer_key or str(Path(args.results) / "synth" / "answer_key" / "label_groups.csv")
     if args.one:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
         return train_and_score(args)
     try:
         variant_config(args)
@@ -286,10 +323,26 @@ def main() -> None:
         if (folder / "matched.parquet").is_file():
             return
         folder.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, __file__, "--one", "--results", args.results, "--out", args.out, "--config", args.config,
-               "--models", model, "--seeds", str(seed), *[a for s in args.set for a in ("--set", s)]]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--results",
+            args.results,
+            "--out",
+            args.out,
+            "--config",
+            args.config,
+            "--models",
+            model,
+            "--seeds",
+            str(seed),
+            *[a for s in args.set for a in ("--set", s)],
+        ]
         with open(folder / "log.txt", "w") as log:
-            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+            )
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(one, [(m, s) for m in args.models for s in args.seeds]))

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +47,20 @@ def count_rows(path: Path) -> int:
 
 def run(name: str, settings: dict, workdir: Path) -> dict:
     out = workdir / name
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(out), json.dumps(settings)], cwd=ROOT,
-                          stdout=subprocess.PIPE, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(out), json.dumps(settings)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     result = {"scale": name, **settings, **json.loads(proc.stdout.strip().splitlines()[-1])}
     iv = out / "mimic-iv"
-    for key, rel in [("stays", "icu/icustays.csv.gz"), ("chartevents", "icu/chartevents.csv.gz"),
-                     ("labevents", "hosp/labevents.csv.gz")]:
+    for key, rel in [
+        ("stays", "icu/icustays.csv.gz"),
+        ("chartevents", "icu/chartevents.csv.gz"),
+        ("labevents", "hosp/labevents.csv.gz"),
+    ]:
         result[f"{key}_rows"] = count_rows(iv / rel)
     result["images"] = sum(1 for _ in (out / "mimic-cxr-jpg").rglob("*.jpg"))
     result["chartevents_mb"] = (iv / "icu/chartevents.csv.gz").stat().st_size / 2**20
@@ -78,12 +85,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="synth_bench_") as tmp:
         for name in args.scales.split(","):
             results.append(run(name, scales[name], Path(tmp)))
-    cols = ["scale", "n_subjects", "stays_rows", "chartevents_rows", "labevents_rows", "images", "seconds",
-            "event_rows_per_s", "max_rss_mb", "total_mb"]
+    cols = [
+        "scale",
+        "n_subjects",
+        "stays_rows",
+        "chartevents_rows",
+        "labevents_rows",
+        "images",
+        "seconds",
+        "event_rows_per_s",
+        "max_rss_mb",
+        "total_mb",
+    ]
     print(" | ".join(cols))
     for r in results:
-        print(" | ".join(f"{r[c]:,.1f}" if isinstance(r[c], float) else f"{r[c]:,}" if isinstance(r[c], int) else str(r[c])
-                         for c in cols))
+        print(
+            " | ".join(
+                f"{r[c]:,.1f}" if isinstance(r[c], float) else f"{r[c]:,}" if isinstance(r[c], int) else str(r[c])
+                for c in cols
+            )
+        )
     for r in results:
         if r["scale"] == "mimic":
             # Linear in stays: what 73,181 stays (all of MIMIC-IV v2.2) would take here.

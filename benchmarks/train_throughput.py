@@ -113,7 +113,9 @@ def drfuse_rate(cfg, data: DeviceData, settings: EngineSettings, warmup: int, st
     return settings.batch_size / seconds, warm
 
 
-def two_trunk_rate(backbone: str, data: DeviceData, settings: EngineSettings, warmup: int, steps: int) -> tuple[float, float]:
+def two_trunk_rate(
+    backbone: str, data: DeviceData, settings: EngineSettings, warmup: int, steps: int
+) -> tuple[float, float]:
     """Ceiling (stays/s, warm-up s): two bare ResNets (DrFuse's BatchNorm class, no mask),
     forward + backward + Adam on prepared images."""
     torch.manual_seed(0)
@@ -153,7 +155,10 @@ def measure_row(cfg, data: DeviceData, settings: EngineSettings, warmup: int, st
     stays, warm = drfuse_rate(cfg, data, settings, warmup, steps)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if settings.cuda else None
     if ceiling is None:
-        ceiling = (two_trunk_rate(cfg["model"]["backbone"], data, settings, warmup, steps)[0], settings.compile or "eager")
+        ceiling = (
+            two_trunk_rate(cfg["model"]["backbone"], data, settings, warmup, steps)[0],
+            settings.compile or "eager",
+        )
     if settings.cuda:
         torch.cuda.empty_cache()
     kept = settings.batch_size - int(round(CXR_DROP * settings.batch_size))
@@ -181,8 +186,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     parser.add_argument("--no-channels-last", action="store_true")
-    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=["default", "reduce-overhead"],
-                        help="torch.compile both models (mode default unless given)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=["default", "reduce-overhead"],
+        help="torch.compile both models (mode default unless given)",
+    )
     parser.add_argument("--pad", default="auto", choices=["auto", "true", "false"], help="train.pad_images")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/out/train_throughput[_small].json)")
     args = parser.parse_args(argv)
@@ -194,7 +205,9 @@ def main(argv=None) -> dict:
     pad = {"auto": "auto", "true": True, "false": False}[args.pad]
 
     cfg = paper_cfg(size, args.small)
-    cfg["train"].update(device=args.device or ("cpu" if args.small else "auto"), channels_last=not args.no_channels_last)
+    cfg["train"].update(
+        device=args.device or ("cpu" if args.small else "auto"), channels_last=not args.no_channels_last
+    )
     device = resolve_device(cfg["train"])
     data = DeviceData(synthetic_split(size["n"], size["cache"]), device, with_images=True)
 
@@ -208,17 +221,25 @@ def main(argv=None) -> dict:
             torch.cuda.empty_cache()
 
     best = max(rows, key=lambda r: r["stays_s"])
-    print(f"\nDrFuse training throughput, {size['n']} matched samples, {size['backbone']}, "
-          f"{size['cache']} px cache -> {size['crop']} crop, device {device}"
-          f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}")
-    print(f"precision {rows[0]['precision'] if rows else '-'}, channels_last {device.type == 'cuda' and not args.no_channels_last}, "
-          f"compile {args.compile or 'off'}, pad_images {rows[0]['pad_images'] if rows else '-'}\n")
+    print(
+        f"\nDrFuse training throughput, {size['n']} matched samples, {size['backbone']}, "
+        f"{size['cache']} px cache -> {size['crop']} crop, device {device}"
+        f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}"
+    )
+    print(
+        f"precision {rows[0]['precision'] if rows else '-'}, channels_last {device.type == 'cuda' and not args.no_channels_last}, "
+        f"compile {args.compile or 'off'}, pad_images {rows[0]['pad_images'] if rows else '-'}\n"
+    )
     print(f"{'batch':>6} {'stays/s':>9} {'images/s':>9} {'2-trunk stays/s':>16} {'ratio':>6} {'epoch s':>8}")
     for r in rows:
-        print(f"{r['batch']:>6} {r['stays_s']:>9.1f} {r['images_s']:>9.1f} {r['ceiling_stays_s']:>16.1f} {r['ratio']:>6.2f} "
-              f"{size['n'] / r['stays_s']:>8.1f}")
-    print(f"best DrFuse batch: {best['batch']} ({best['stays_s']:.1f} stays/s, "
-          f"{best['ratio']:.2f} of the two-trunk ceiling at that batch)")
+        print(
+            f"{r['batch']:>6} {r['stays_s']:>9.1f} {r['images_s']:>9.1f} {r['ceiling_stays_s']:>16.1f} {r['ratio']:>6.2f} "
+            f"{size['n'] / r['stays_s']:>8.1f}"
+        )
+    print(
+        f"best DrFuse batch: {best['batch']} ({best['stays_s']:.1f} stays/s, "
+        f"{best['ratio']:.2f} of the two-trunk ceiling at that batch)"
+    )
 
     result = {
         "benchmark": "train_throughput",
@@ -238,7 +259,11 @@ def main(argv=None) -> dict:
         "batch16": next((r for r in rows if r["batch"] == 16), None),
         "best": best,
     }
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "out" / f"train_throughput{'_small' if args.small else ''}.json"
+    out = (
+        Path(args.out)
+        if args.out
+        else ROOT / "benchmarks" / "out" / f"train_throughput{'_small' if args.small else ''}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -68,7 +68,9 @@ def cmd_cohort(args):
     from drfuse.data.cxr_files import FILE_NAME, write_cxr_file_list
 
     out = Path(args.out)
-    build_cohort(Path(args.db), out, _cfg(args), Path(args.tables) if args.tables else None, args.threads, args.memory_mb)
+    build_cohort(
+        Path(args.db), out, _cfg(args), Path(args.tables) if args.tables else None, args.threads, args.memory_mb
+    )
     n = write_cxr_file_list(out / "stays.parquet", out / FILE_NAME)
     log.info("%d CXR image paths the cohort needs: %s", n, out / FILE_NAME)
 
@@ -77,7 +79,9 @@ def cmd_mortality_cohort(args):
     from drfuse.data.mortality import build_mortality_cohort
 
     cfg = _cfg(args)
-    build_mortality_cohort(Path(args.db), Path(args.stays), Path(args.out), cfg["cohort"]["hours"], args.threads, args.memory_mb)
+    build_mortality_cohort(
+        Path(args.db), Path(args.stays), Path(args.out), cfg["cohort"]["hours"], args.threads, args.memory_mb
+    )
 
 
 def cmd_features(args):
@@ -109,7 +113,9 @@ def _writable_folder(path: Path, flag: str) -> None:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check."):
             pass
     except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc}); choose a folder you can write") from None
+        raise UserError(
+            f"{flag} {path}: cannot write there ({exc.strerror or exc}); choose a folder you can write"
+        ) from None
 
 
 def _predict_test_sets(run_dir: Path, test_sets: list[str], cfg: dict, results: Path, out_dir: Path) -> None:
@@ -133,7 +139,9 @@ def cmd_train(args):
         _writable_folder(Path(args.predict_dir), "--predict-dir")
     cfg = _with_job_resources(cfg, args)
     warm_start = Path(args.warm_start) if args.warm_start else None
-    train(model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out), warm_start=warm_start, task=args.task)
+    train(
+        model, args.train_set, args.seed, cfg, Path(args.results), Path(args.out), warm_start=warm_start, task=args.task
+    )
     if args.predict_dir:
         # in the same process: importing torch and torchvision alone takes seconds per job
         _predict_test_sets(Path(args.out), args.test_set, cfg, Path(args.results), Path(args.predict_dir))
@@ -156,8 +164,14 @@ def cmd_evaluate(args):
     from drfuse.evaluate.bootstrap import evaluate
 
     cfg = _cfg(args)["evaluation"]
-    evaluate([Path(p) for p in args.predictions], Path(args.out), cfg["n_bootstrap"], cfg["seed"], cfg["ci"],
-             resamples_path=Path(args.resamples) if args.resamples else None)
+    evaluate(
+        [Path(p) for p in args.predictions],
+        Path(args.out),
+        cfg["n_bootstrap"],
+        cfg["seed"],
+        cfg["ci"],
+        resamples_path=Path(args.resamples) if args.resamples else None,
+    )
 
 
 def cmd_planted(args):
@@ -168,12 +182,20 @@ def cmd_planted(args):
     if args.task == "mortality":
         from drfuse.evaluate.planted_mortality import write_report as write_mortality_report
 
-        write_mortality_report([Path(p) for p in args.predictions], Path(args.answer_key), evaluation["planted"], Path(args.tables))
+        write_mortality_report(
+            [Path(p) for p in args.predictions], Path(args.answer_key), evaluation["planted"], Path(args.tables)
+        )
         return
     if not args.figure:
         raise UserError("drfuse planted: --figure is required for the phenotyping task")
-    write_report([Path(p) for p in args.predictions], Path(args.answer_key), evaluation["planted"], Path(args.tables),
-                 Path(args.figure), bootstrap=bootstrap)
+    write_report(
+        [Path(p) for p in args.predictions],
+        Path(args.answer_key),
+        evaluation["planted"],
+        Path(args.tables),
+        Path(args.figure),
+        bootstrap=bootstrap,
+    )
 
 
 def cmd_tables(args):
@@ -206,8 +228,14 @@ _REQUIRED = {"required": True}
 _THREADS = (["--threads"], {"type": int, "default": 0, "help": "CPU threads of this job (default 0: all cores)"})
 _MEMORY = (["--memory-mb"], {"type": int, "default": 0, "help": "memory of this job in MB (default 0: the machine's)"})
 _GPUS = (["--gpus"], {"type": int, "default": 0, "help": "GPUs given to this job; >= 1: train on CUDA or fail"})
-_TASK = (["--task"], {"choices": ["phenotyping", "mortality"], "default": "phenotyping",
-                      "help": "phenotyping (default: the 25 labels) or mortality (in-hospital mortality)"})
+_TASK = (
+    ["--task"],
+    {
+        "choices": ["phenotyping", "mortality"],
+        "default": "phenotyping",
+        "help": "phenotyping (default: the 25 labels) or mortality (in-hospital mortality)",
+    },
+)
 
 
 def _add_command(sub, name, func, help_text, *arguments) -> None:
@@ -291,9 +319,15 @@ def _add_model_commands(sub) -> None:
         (["--seed"], {"type": int, "default": 0}),
         (["--results"], {"default": "results"}),
         (["--out"], req),
-        (["--predict-dir"], {"default": None, "help": "then predict --test-set with the best checkpoint into this folder"}),
+        (
+            ["--predict-dir"],
+            {"default": None, "help": "then predict --test-set with the best checkpoint into this folder"},
+        ),
         (["--test-set"], {"nargs": "+", "choices": ["full", "matched"], "default": None}),
-        (["--warm-start"], {"default": None, "help": "DrFuse family: start after this `drfuse warmup` result (warmup.pt)"}),
+        (
+            ["--warm-start"],
+            {"default": None, "help": "DrFuse family: start after this `drfuse warmup` result (warmup.pt)"},
+        ),
         task,
         threads,
         gpus,
@@ -334,23 +368,49 @@ def _add_report_commands(sub) -> None:
         "bootstrap PRAUC / AUROC of prediction files",
         (["--predictions"], {"nargs": "+", "required": True}),
         (["--out"], req),
-        (["--resamples"], {"default": None, "help": "also write every resample's macro values here (tables need them)"}),
+        (
+            ["--resamples"],
+            {"default": None, "help": "also write every resample's macro values here (tables need them)"},
+        ),
     )
     _add_command(
         sub,
         "planted",
         cmd_planted,
         "PRAUC and attention per planted modality group, against an answer key",
-        (["--answer-key"], {"required": True, "help": "label_groups.csv, or mortality.csv for --task mortality (drfuse.synth.answer_key)"}),
+        (
+            ["--answer-key"],
+            {
+                "required": True,
+                "help": "label_groups.csv, or mortality.csv for --task mortality (drfuse.synth.answer_key)",
+            },
+        ),
         (["--predictions"], {"nargs": "+", "required": True}),
-        (["--tables"], {"required": True, "help": "folder for planted.{csv,md} (mortality: planted_mortality.{csv,md})"}),
+        (
+            ["--tables"],
+            {"required": True, "help": "folder for planted.{csv,md} (mortality: planted_mortality.{csv,md})"},
+        ),
         (["--figure"], {"default": None, "help": "path of planted.png (phenotyping)"}),
         task,
     )
-    _add_command(sub, "tables", cmd_tables, "the paper's Tables 1-4 beside ours (--task mortality: tables/mortality.*)",
-                 (["--results"], {"default": "results"}), (["--out"], req), task)
-    _add_command(sub, "figures", cmd_figures, "t-SNE, attention and PR-curve figures (--task mortality: DrFuse's attention on it)",
-                 (["--results"], {"default": "results"}), (["--out"], req), task)
+    _add_command(
+        sub,
+        "tables",
+        cmd_tables,
+        "the paper's Tables 1-4 beside ours (--task mortality: tables/mortality.*)",
+        (["--results"], {"default": "results"}),
+        (["--out"], req),
+        task,
+    )
+    _add_command(
+        sub,
+        "figures",
+        cmd_figures,
+        "t-SNE, attention and PR-curve figures (--task mortality: DrFuse's attention on it)",
+        (["--results"], {"default": "results"}),
+        (["--out"], req),
+        task,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

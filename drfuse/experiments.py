@@ -75,8 +75,10 @@ def recipe_changes(run_name: str, cfg: dict) -> list[str]:
     if change not in cfg["recipe"]:
         raise UserError(f"run {run_name}: {change!r} is not a change of config `recipe:` ({', '.join(cfg['recipe'])})")
     if removing != (recipe == "ours"):
-        raise UserError(f"run {run_name}: a change is removed from a model under our recipe (`drfuse-{change}`) "
-                        f"and added to one under the paper's (`drfuse_paper+{change}`); {model} trains under {recipe!r}")
+        raise UserError(
+            f"run {run_name}: a change is removed from a model under our recipe (`drfuse-{change}`) "
+            f"and added to one under the paper's (`drfuse_paper+{change}`); {model} trains under {recipe!r}"
+        )
     return [c for c in changes if c != change] if removing else [change]
 
 
@@ -106,8 +108,10 @@ def resolve_run(run_name: str, cfg: dict) -> tuple[str, dict]:
         clash = {k: v for k, v in _set_values(cfg["recipe"][change]).items() if _set_values(per_model).get(k, v) != v}
         if clash:
             (section, key), value = next(iter(clash.items()))
-            raise UserError(f"per_model sets {section}.{key} for {model}, which recipe.{change} sets to {value!r} for "
-                            "the runs under our recipe: change it in `recipe:` (or set it per_model for the other recipe's name)")
+            raise UserError(
+                f"per_model sets {section}.{key} for {model}, which recipe.{change} sets to {value!r} for "
+                "the runs under our recipe: change it in `recipe:` (or set it per_model for the other recipe's name)"
+            )
         run_cfg = deep_merge(run_cfg, cfg["recipe"][change])
     select_on = cfg["experiments"]["select_on"]
     if select_on != "own":
@@ -120,7 +124,10 @@ def resolve_run(run_name: str, cfg: dict) -> tuple[str, dict]:
     if index >= len(points):
         raise UserError(f"grid run {run_name} does not exist: experiments.grid_search has {len(points)} points")
     point = points[index]
-    override = {"model": {k: point[k] for k in ("lambda_jsd", "lambda_orth", "lambda_attn")}, "train": {"lr": point["lr"]}}
+    override = {
+        "model": {k: point[k] for k in ("lambda_jsd", "lambda_orth", "lambda_attn")},
+        "train": {"lr": point["lr"]},
+    }
     return model, deep_merge(run_cfg, override)
 
 
@@ -245,7 +252,11 @@ def experiment_runs(cfg: dict) -> list[tuple[str, str, int]]:
     if variants:  # each variant is compared with DrFuse under its recipe, both recipes
         runs += [(run, ablation_set) for run in ("drfuse_paper", "drfuse", *variants)]
     for baseline in baselines:  # each beside the same baseline under its own recipe
-        runs += [(run, train_set) for run in (baseline.removesuffix("_ours"), baseline) for train_set in exp["table2"]["train_sets"]]
+        runs += [
+            (run, train_set)
+            for run in (baseline.removesuffix("_ours"), baseline)
+            for train_set in exp["table2"]["train_sets"]
+        ]
     for run in grid_runs(cfg):
         runs += [(run, train_set) for train_set in exp["table2"]["train_sets"]]
     for model, train_set in runs:

@@ -6,7 +6,7 @@ Alphabetical order, as in the paper's Table 3. These names are the label column 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import yaml
@@ -14,7 +14,7 @@ import yaml
 RESOURCES = resources.files("drfuse.data") / "resources"
 
 
-@lru_cache(maxsize=None)
+@cache
 def ccs_definitions(filename: str = "hcup_ccs_2015_definitions.yaml") -> dict:
     # The C loader, where PyYAML has it: the pure-Python one is far slower on the 15,000-code file.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -22,7 +22,7 @@ def ccs_definitions(filename: str = "hcup_ccs_2015_definitions.yaml") -> dict:
         return yaml.load(fh, Loader=loader)
 
 
-@lru_cache(maxsize=None)
+@cache
 def phenotype_names() -> tuple[str, ...]:
     return tuple(sorted(name for name, group in ccs_definitions().items() if group.get("use_in_benchmark")))
 

@@ -63,5 +63,7 @@ def write_markdown(results_dir: Path, builtin: bool, out_path: Path) -> None:
         lines.append(f"- MIMIC-IV version detected by ingest: {f['version']} (release {f['release'] or 'unknown'})")
     lines += [f"- ingest warning: {w}" for w in f.get("warnings", [])]
     if "bad_images" in f:
-        lines.append(f"- images missing or unreadable: {f['bad_images']:,} of {f['bad_images'] + f['images']:,} (list: images/bad_images.csv)")
+        lines.append(
+            f"- images missing or unreadable: {f['bad_images']:,} of {f['bad_images'] + f['images']:,} (list: images/bad_images.csv)"
+        )
     atomic.write_text(out_path, "\n".join(lines) + "\n")

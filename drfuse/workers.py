@@ -44,7 +44,9 @@ def ordered_map(fn: Callable, tasks: list, workers: int) -> Iterator:
         return
     # small chunks keep every core busy to the end
     chunk = max(1, min(32, len(tasks) // (workers * 8)))
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
+    )
     try:
         yield from pool.map(fn, tasks, chunksize=chunk)
     finally:

@@ -30,8 +30,15 @@ TINY_OVERRIDES = {
     "images": {"cache_size": 40},
     "model": {"d_model": 32, "n_heads": 2, "ff_dim": 64, "dropout": 0.0, "backbone": "resnet18", "image_size": 36},
     # checkpoint_interval_s 0: the resume tests stop a run after an epoch and resume from its last.pt
-    "train": {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 1e-3, "device": "cpu", "cxr_warmup_epochs": 0,
-              "checkpoint_interval_s": 0},
+    "train": {
+        "batch_size": 32,
+        "epochs": 2,
+        "patience": 2,
+        "lr": 1e-3,
+        "device": "cpu",
+        "cxr_warmup_epochs": 0,
+        "checkpoint_interval_s": 0,
+    },
     "evaluation": {"n_bootstrap": 50},
     # our recipe's warm-up in one epoch (drfuse and the *_ours runs)
     "recipe": {"warmup": {"train": {"cxr_warmup_epochs": 1}}},

@@ -108,8 +108,9 @@ def test_medfuse2_init_from_unimodal_checkpoints(cfg, tmp_path):
     cnn = build_model("resnet50", cfg)
     torch.save({"model": transformer.state_dict(), "epoch": 3}, tmp_path / "ehr.pt")
     torch.save(cnn.state_dict(), tmp_path / "cxr.pt")
-    fused = build_model("medfuse2", {**cfg, "medfuse_init_ehr": str(tmp_path / "ehr.pt"),
-                                     "medfuse_init_cxr": str(tmp_path / "cxr.pt")})
+    fused = build_model(
+        "medfuse2", {**cfg, "medfuse_init_ehr": str(tmp_path / "ehr.pt"), "medfuse_init_cxr": str(tmp_path / "cxr.pt")}
+    )
     for key, value in fused.ehr_encoder.state_dict().items():
         assert torch.equal(value, transformer.ehr_encoder.state_dict()[key]), key
     for key, value in fused.cxr_encoder.state_dict().items():

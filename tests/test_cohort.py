@@ -137,7 +137,11 @@ def test_splits_by_subject(demo_cohort):
     assert (df.groupby("subject_id").split.nunique() == 1).all()
     per_split = df.drop_duplicates("subject_id").split.value_counts()
     n = per_split.sum()
-    assert per_split.to_dict() == {"train": round(0.7 * n), "val": round(0.1 * n), "test": n - round(0.7 * n) - round(0.1 * n)}
+    assert per_split.to_dict() == {
+        "train": round(0.7 * n),
+        "val": round(0.1 * n),
+        "test": n - round(0.7 * n) - round(0.1 * n),
+    }
 
 
 def test_split_determinism(tmp_path, demo_db, demo_cohort, cfg):
@@ -163,7 +167,9 @@ def test_medfuse_split(tmp_path, demo_db, demo_cohort, cfg):
         for split in ("test", "val")
     }
     flagged = {split: set(df.subject_id[df.flag == 1]) for split, df in lists.items()}
-    expected = stays.subject_id.map(lambda s: "test" if s in flagged["test"] else "val" if s in flagged["val"] else "train")
+    expected = stays.subject_id.map(
+        lambda s: "test" if s in flagged["test"] else "val" if s in flagged["val"] else "train"
+    )
     assert (stays.split == expected).all()
     subjects = set(stays.subject_id)
     assert stays.drop_duplicates("subject_id").split.value_counts().to_dict() == {"train": 64, "test": 18, "val": 9}
@@ -171,7 +177,9 @@ def test_medfuse_split(tmp_path, demo_db, demo_cohort, cfg):
     assert report["method"] == "medfuse"
     assert report["listed_subjects"] == {"test": 9409, "val": 3730}
     assert report["listed_subjects_missing_from_cohort"] == {
-        "test": len(flagged["test"] - subjects), "val": len(flagged["val"] - subjects)}
+        "test": len(flagged["test"] - subjects),
+        "val": len(flagged["val"] - subjects),
+    }
     listed = set(lists["test"].subject_id) | set(lists["val"].subject_id)
     assert report["cohort_subjects_in_neither_list"] == len(subjects - listed) == 0  # all 91 are v1.0 subjects
     assert report["stays"] == stays.split.value_counts().to_dict()
@@ -190,7 +198,12 @@ def test_medfuse_split_of_unlisted_subjects():
     unlisted = [int(s) for s in range(19_990_000, 19_990_050) if s not in set(test.subject_id)][:2]
     subjects, names, report = split_subjects_medfuse([unlisted[1], in_test, in_val, listed_train, unlisted[0], in_test])
     assert dict(zip(subjects.tolist(), names.tolist())) == {
-        in_test: "test", in_val: "val", listed_train: "train", unlisted[0]: "train", unlisted[1]: "train"}
+        in_test: "test",
+        in_val: "val",
+        listed_train: "train",
+        unlisted[0]: "train",
+        unlisted[1]: "train",
+    }
     assert report["cohort_subjects_in_neither_list"] == 2
     assert report["listed_subjects_missing_from_cohort"] == {"test": 9408, "val": 3729}
 
@@ -237,6 +250,7 @@ def test_bad_configuration(tmp_path, demo_db, cfg):
 
 
 # ---- CXR matching on hand-made metadata placed around real demo stays ----
+
 
 def _study_time(t: pd.Timestamp) -> str:
     # MIMIC-CXR stores StudyTime as a number: leading zeros are lost (00:45:06 -> "4506.000")
@@ -325,6 +339,7 @@ def test_cxr_view_setting(tmp_path, cxr_case, cfg):
 
 # ---- issue 26: a cohort no run could train on fails at once, naming the count and the cause ----
 
+
 @pytest.fixture(scope="module")
 def subset_cohort(tmp_path_factory, demo_subset_dir, cfg) -> pd.DataFrame:
     """The vendored demo subset's cohort (no CXR metadata: nothing to match, no error)."""
@@ -349,15 +364,26 @@ def _ingest_with_cxr(root: Path, demo_subset_dir: Path, rows: list[tuple]) -> Pa
 @pytest.mark.parametrize(
     "case,cause",
     [
-        ("other_subjects", "none of the CXR metadata's {n} images is of a cohort subject (data.mimic_cxr_dir holds the "
-                           "metadata of other patients: another MIMIC-CXR copy or a subset?)"),
-        ("other_view", "{n} images are of cohort subjects, none with ViewPosition 'AP' (cohort.cxr_view; their views: "
-                       "LATERAL, PA)"),
-        ("other_dates", "{n} AP images are of cohort subjects, none taken within 48 h after an ICU admission "
-                        "(cohort.hours; MIMIC-IV and MIMIC-CXR of other releases, whose dates are shifted differently?)"),
+        (
+            "other_subjects",
+            "none of the CXR metadata's {n} images is of a cohort subject (data.mimic_cxr_dir holds the "
+            "metadata of other patients: another MIMIC-CXR copy or a subset?)",
+        ),
+        (
+            "other_view",
+            "{n} images are of cohort subjects, none with ViewPosition 'AP' (cohort.cxr_view; their views: "
+            "LATERAL, PA)",
+        ),
+        (
+            "other_dates",
+            "{n} AP images are of cohort subjects, none taken within 48 h after an ICU admission "
+            "(cohort.hours; MIMIC-IV and MIMIC-CXR of other releases, whose dates are shifted differently?)",
+        ),
     ],
 )
-def test_no_cxr_match_at_all_fails_the_cohort_naming_the_cause(tmp_path, demo_subset_dir, subset_cohort, cfg, case, cause):
+def test_no_cxr_match_at_all_fails_the_cohort_naming_the_cause(
+    tmp_path, demo_subset_dir, subset_cohort, cfg, case, cause
+):
     """Issue-26 probe: a cohort with 0 CXR matches (a wrong mimic_cxr_dir, metadata of other
     subjects) logged INFO lines; every training run then failed late."""
     rows = []
@@ -371,12 +397,15 @@ def test_no_cxr_match_at_all_fails_the_cohort_naming_the_cause(tmp_path, demo_su
         build_cohort(db, tmp_path / "cohort", cfg)
     n = len(subset_cohort)
     assert str(err.value) == (
-        f"{db}: 0 of the cohort's {n} stays has a chest X-ray (view AP) taken within 48 h of ICU admission: " + cause.format(n=n)
+        f"{db}: 0 of the cohort's {n} stays has a chest X-ray (view AP) taken within 48 h of ICU admission: "
+        + cause.format(n=n)
     )
     assert not (tmp_path / "cohort").exists()
     # the same metadata shifted into the window matches: the check is about the data, not the code
     if case == "other_dates":
-        ok = _ingest_with_cxr(tmp_path / "ok", demo_subset_dir, [(d, s, v, t - timedelta(days=400)) for d, s, v, t in rows])
+        ok = _ingest_with_cxr(
+            tmp_path / "ok", demo_subset_dir, [(d, s, v, t - timedelta(days=400)) for d, s, v, t in rows]
+        )
         build_cohort(ok, tmp_path / "ok" / "cohort", cfg)
         assert pd.read_parquet(tmp_path / "ok" / "cohort" / "stays.parquet").has_cxr.all()
 

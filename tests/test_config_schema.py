@@ -56,7 +56,13 @@ def test_a_setting_without_a_description_is_named_wherever_it_hides():
     cases = {
         ("$defs", "model", "properties", "rank_gap"): "$defs[model].rank_gap",
         ("$defs", "train", "properties", "augment", "properties", "scale"): "$defs[train].augment.scale",
-        ("$defs", "per_model", "additionalProperties", "properties", "train"): "$defs[per_model]<additionalProperties>.train",
+        (
+            "$defs",
+            "per_model",
+            "additionalProperties",
+            "properties",
+            "train",
+        ): "$defs[per_model]<additionalProperties>.train",
         ("properties", "container"): ".container",
         ("$defs", "probability"): "$defs[probability]",
     }

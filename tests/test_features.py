@@ -325,7 +325,12 @@ def test_stale_temp_folders_removed_at_start(tmp_path, caplog):
     assert not any(folder.exists() for folder in stale)
     assert alive.exists()
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "counts.json", "ehr.npy", "hourly.parquet", "index.parquet", "normalizer.json"]
+        "counts.json",
+        "ehr.npy",
+        "hourly.parquet",
+        "index.parquet",
+        "normalizer.json",
+    ]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [alive.name]
     assert sum("removed 1 temporary" in r.getMessage() for r in caplog.records) == 1
 
@@ -394,7 +399,9 @@ def test_demo_hourly_matches_raw_chart_rows(demo_features, demo_dir):
             assert len(got) == n_bins
             assert got == pytest.approx([want.get(hour) for hour in range(n_bins)]), (stay["stay_id"], channel)
             checked[channel] += len(want)
-    assert checked["Heart Rate"] > 100 and checked["Temperature"] > 10 and checked["Glascow coma scale eye opening"] > 10
+    assert (
+        checked["Heart Rate"] > 100 and checked["Temperature"] > 10 and checked["Glascow coma scale eye opening"] > 10
+    )
 
 
 def test_demo_matrix(demo_features):

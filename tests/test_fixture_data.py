@@ -34,7 +34,9 @@ def subset_run(tmp_path_factory, demo_subset_dir, tiny_cfg):
     out = tmp_path_factory.mktemp("subset")
     manifest = ingest(demo_subset_dir, None, out / "db.duckdb", out / "manifest.json", threads=1, memory_mb=1024)
     build_cohort(out / "db.duckdb", out / "cohort", tiny_cfg)
-    build_features(out / "db.duckdb", out / "cohort" / "stays.parquet", out / "features", tiny_cfg, threads=1, memory_mb=1024)
+    build_features(
+        out / "db.duckdb", out / "cohort" / "stays.parquet", out / "features", tiny_cfg, threads=1, memory_mb=1024
+    )
     return {"out": out, "manifest": manifest}
 
 
@@ -64,7 +66,9 @@ def test_subset_cohort_and_features_are_built_from_its_stays(subset_run, demo_su
     index = pl.read_parquet(out / "features" / "index.parquet")
     assert index["stay_id"].to_list() == stays["stay_id"].to_list()
     with duckdb.connect() as con:
-        hourly = con.execute(f"SELECT count(DISTINCT stay_id) FROM '{out / 'features' / 'hourly.parquet'}'").fetchone()[0]
+        hourly = con.execute(f"SELECT count(DISTINCT stay_id) FROM '{out / 'features' / 'hourly.parquet'}'").fetchone()[
+            0
+        ]
     assert hourly == stays.height
     assert json.loads((out / "features" / "counts.json").read_text())
 
@@ -96,4 +100,6 @@ def test_cohort_runs_duckdb_with_the_jobs_threads_and_memory(subset_run, tiny_cf
     expected = duckdb.connect()
     apply(expected, 1, "512MB")
     assert seen == [settings(expected)] and seen[0][0] == 1
-    assert pl.read_parquet(tmp_path / "cohort" / "stays.parquet").equals(pl.read_parquet(subset_run["out"] / "cohort" / "stays.parquet"))
+    assert pl.read_parquet(tmp_path / "cohort" / "stays.parquet").equals(
+        pl.read_parquet(subset_run["out"] / "cohort" / "stays.parquet")
+    )

@@ -20,16 +20,23 @@ def _env(**extra) -> dict:
 
 
 def test_without_cuda_it_says_so_and_exits_2():
-    proc = subprocess.run([sys.executable, str(SCRIPT)], env=_env(CUDA_VISIBLE_DEVICES=""), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT)], env=_env(CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr
     assert "no CUDA device" in proc.stderr and "--cpu" in proc.stderr
 
 
 def test_cpu_mode_passes_every_part(tmp_path):
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(out), "--workdir", str(tmp_path / "work")],
-                          env=_env(), capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu", "--out", str(out), "--workdir", str(tmp_path / "work")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert out.is_file(), proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["mode"] == "cpu" and list(result["parts"]) == ["data", "graph", "throughput", "train", "amp", "lease"]
@@ -68,8 +75,13 @@ def _gpu_check_module():
 def test_cuda_plan_fits_8_minutes_with_drfuse_image_warmup(tmp_path):
     """`--plan`: each part's CUDA budget and what it trains; DrFuse's epochs are those `drfuse
     train` resolves (the 20-epoch image warm-up, then the joint epochs), and all fits 480 s."""
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--plan"], env=_env(CUDA_VISIBLE_DEVICES=""),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--plan"],
+        env=_env(CUDA_VISIBLE_DEVICES=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert set(lines) == {"data", "graph", "throughput", "train", "amp", "lease", "total"}
@@ -97,7 +109,9 @@ def test_budgets_follow_the_epochs_resolve_run_gives(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiments, "resolve_run", ten_more_warmup_epochs)
     assert ck.epochs("drfuse") == (30, 4) and ck.epochs("medfuse") == (0, 4)
-    per_warmup = sum(gpu_check.EPOCH_S["cuda"][where][0] for where in ("gpu", "cpu", "gpu"))  # device, cpu, reduce-overhead
+    per_warmup = sum(
+        gpu_check.EPOCH_S["cuda"][where][0] for where in ("gpu", "cpu", "gpu")
+    )  # device, cpu, reduce-overhead
     assert gpu_check.part_budget(ck, "train") == before + 10 * per_warmup
     assert "DrFuse 30 warm-up + 4 joint epochs" in gpu_check.trains(ck, "train")
 
@@ -111,8 +125,14 @@ def test_cudagraph_skips_are_counted_with_their_reasons():
     report: dict = {}
     with gpu_check.cudagraph_skips(report):
         log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to mutated inputs (1 instances)")
-    assert report["cudagraphs"] == {"skipped": 1, "reasons": ["skipping cudagraphs due to mutated inputs (1 instances)"]}
-    assert gpu_check.cudagraph_text(report["cudagraphs"]) == "CUDA graphs skipped 1x: skipping cudagraphs due to mutated inputs (1 instances)"
+    assert report["cudagraphs"] == {
+        "skipped": 1,
+        "reasons": ["skipping cudagraphs due to mutated inputs (1 instances)"],
+    }
+    assert (
+        gpu_check.cudagraph_text(report["cudagraphs"])
+        == "CUDA graphs skipped 1x: skipping cudagraphs due to mutated inputs (1 instances)"
+    )
     with gpu_check.cudagraph_skips(report):
         pass
     assert gpu_check.cudagraph_text(report["cudagraphs"]) == "CUDA graphs used"

@@ -306,12 +306,16 @@ def test_too_many_missing_images_fail_naming_count_and_paths(cxr_tree, tmp_path)
     # 4 of the 18 images are bad (22 %): an incomplete download must not shrink the matched set
     out = tmp_path / "images"
     with pytest.raises(UserError) as err:
-        build_cache(cxr_tree["stays_path"], cxr_tree["root"], out, size=SIZE, strict=False, workers=1, max_missing_share=0.2)
+        build_cache(
+            cxr_tree["stays_path"], cxr_tree["root"], out, size=SIZE, strict=False, workers=1, max_missing_share=0.2
+        )
     msg = str(err.value)
     assert "4 of the cohort's 18 chest X-rays (22.2%)" in msg and "images.max_missing_share = 0.2" in msg
     assert str(cxr_tree["root"] / _rel(16, "badmissing")) in msg and "cxr_files.txt" in msg
     assert not out.exists() or not any(out.iterdir())  # nothing written, no temp file left
-    build_cache(cxr_tree["stays_path"], cxr_tree["root"], out, size=SIZE, strict=False, workers=1, max_missing_share=0.25)
+    build_cache(
+        cxr_tree["stays_path"], cxr_tree["root"], out, size=SIZE, strict=False, workers=1, max_missing_share=0.25
+    )
     assert pl.read_csv(out / "bad_images.csv").height == 4
 
 
@@ -343,9 +347,9 @@ def test_a_split_without_an_image_fails_the_stage_naming_the_counts(cxr_tree, tm
         build_cache(unmatched, tmp_path / "no-such-root", out, size=SIZE, strict=False, workers=1)
     assert str(err.value).startswith("images: no stay of the val and test splits has a chest X-ray matched (train ")
     # every split with a readable image: built
-    with_splits.with_columns(split=pl.col("stay_id").replace_strict({1: "val", 30000000: "test"}, default="train")).write_parquet(
-        unreadable
-    )
+    with_splits.with_columns(
+        split=pl.col("stay_id").replace_strict({1: "val", 30000000: "test"}, default="train")
+    ).write_parquet(unreadable)
     build_cache(unreadable, cxr_tree["root"], out, size=SIZE, strict=False, workers=1)
     assert pl.read_parquet(out / "index.parquet").height == len(GOOD)
 

@@ -45,14 +45,15 @@ def test_demo_counts_and_version(demo_db, demo_dir):
     assert manifest["tables"]["chartevents"]["rows_source"] == 309_168
     assert _query(demo_db, "SELECT count(*) FROM icustays") == [(140,)]
     assert _query(demo_db, "SELECT count(DISTINCT hadm_id) FROM icustays") == [(128,)]
-    assert dict(_query(demo_db, "SELECT icd_version, count(*) FROM diagnoses_icd GROUP BY 1")) == {"9": 2193, "10": 2313}
+    assert dict(_query(demo_db, "SELECT icd_version, count(*) FROM diagnoses_icd GROUP BY 1")) == {
+        "9": 2193,
+        "10": 2313,
+    }
     assert _query(demo_db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cxr_metadata'") == [(0,)]
 
 
 def test_explicit_types(demo_db):
-    types = dict(
-        _query(demo_db, "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns")
-    )
+    types = dict(_query(demo_db, "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"))
     assert types["diagnoses_icd.icd_code"] == "VARCHAR"
     assert types["diagnoses_icd.icd_version"] == "VARCHAR"
     assert types["icustays.stay_id"] == "BIGINT"
@@ -65,7 +66,9 @@ def test_explicit_types(demo_db):
 
 def test_icd_codes_keep_leading_zeros(demo_db, demo_dir):
     raw = pd.read_csv(demo_dir / "hosp" / "diagnoses_icd.csv.gz", dtype=str)
-    loaded = pd.DataFrame(_query(demo_db, "SELECT icd_code, icd_version FROM diagnoses_icd"), columns=["icd_code", "icd_version"])
+    loaded = pd.DataFrame(
+        _query(demo_db, "SELECT icd_code, icd_version FROM diagnoses_icd"), columns=["icd_code", "icd_version"]
+    )
     assert sorted(loaded.icd_code) == sorted(raw.icd_code)
     # e.g. ICD-9 '0389' (septicemia) must not become 389
     zero = loaded[loaded.icd_code.str.startswith("0")]
@@ -98,8 +101,11 @@ def test_items_cover_the_spec_table():
 def test_v1_layout(tmp_path, demo_dir):
     """core/ holds patients, admissions (race named ethnicity, plain .csv), transfers."""
     root = tmp_path / "mimic-iv-1.0"
-    for folder, tables in {"core": ["patients", "transfers"], "hosp": ["diagnoses_icd", "d_labitems", "labevents"],
-                           "icu": ["icustays", "d_items", "chartevents"]}.items():
+    for folder, tables in {
+        "core": ["patients", "transfers"],
+        "hosp": ["diagnoses_icd", "d_labitems", "labevents"],
+        "icu": ["icustays", "d_items", "chartevents"],
+    }.items():
         (root / folder).mkdir(parents=True)
         for table in tables:
             src_folder = "icu" if folder == "icu" else "hosp"
@@ -184,7 +190,9 @@ def test_full_size_count_warnings():
     short = dict(full, chartevents=313_000_000)
     (warning,) = _count_warnings("2.x", "2.2", short)
     assert "chartevents" in warning and "313,645,063" in warning
-    assert _count_warnings("3.x", None, {"icustays": 94_458, "chartevents": 433_020_000, "labevents": 158_400_000}) == []
+    assert (
+        _count_warnings("3.x", None, {"icustays": 94_458, "chartevents": 433_020_000, "labevents": 158_400_000}) == []
+    )
     # the demo (or any subset) is never compared
     assert _count_warnings("2.x", "2.2", {"icustays": 140, "chartevents": 5, "labevents": 5}) == []
 
@@ -225,10 +233,16 @@ def _cxr_metadata(folder: Path, rows: list[tuple]) -> Path:
 def test_cxr_metadata_duplicates_identical_dropped_and_counted_conflicting_refused(tmp_path, demo_subset_dir):
     """Issue-26 probe: conflicting duplicate dicom_ids were loaded silently (a stay's CXR time moved
     by a day, another stay's image switched)."""
-    rows = [("a", 10000032, 50000001, "AP", 21800101, "120000.000"), ("b", 10000032, 50000002, "AP", 21800102, "4506.968")]
+    rows = [
+        ("a", 10000032, 50000001, "AP", 21800101, "120000.000"),
+        ("b", 10000032, 50000002, "AP", 21800102, "4506.968"),
+    ]
     cxr = _cxr_metadata(tmp_path / "cxr", rows + [rows[0], rows[0], rows[1]])  # each repeated as it was
     manifest = ingest(demo_subset_dir, cxr, tmp_path / "db.duckdb", tmp_path / "manifest.json")
-    assert _query(tmp_path / "db.duckdb", "SELECT dicom_id, count(*) FROM cxr_metadata GROUP BY 1 ORDER BY 1") == [("a", 1), ("b", 1)]
+    assert _query(tmp_path / "db.duckdb", "SELECT dicom_id, count(*) FROM cxr_metadata GROUP BY 1 ORDER BY 1") == [
+        ("a", 1),
+        ("b", 1),
+    ]
     assert manifest["tables"]["cxr_metadata"]["rows"] == 2
     assert manifest["tables"]["cxr_metadata"]["duplicate_rows_dropped"] == 3
     assert f"{cxr / 'mimic-cxr-2.0.0-metadata.csv.gz'}: 3 identical duplicate row(s) dropped" in manifest["warnings"]

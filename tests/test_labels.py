@@ -66,7 +66,9 @@ def _with_diagnoses(tmp_path: Path, demo_db: Path, rows_by_stay: dict[int, list[
     shutil.copy(demo_db, db)
     with duckdb.connect(str(db)) as con:
         for stay_id, rows in rows_by_stay.items():
-            subject_id, hadm_id = con.execute("SELECT subject_id, hadm_id FROM icustays WHERE stay_id = ?", [stay_id]).fetchone()
+            subject_id, hadm_id = con.execute(
+                "SELECT subject_id, hadm_id FROM icustays WHERE stay_id = ?", [stay_id]
+            ).fetchone()
             con.execute("DELETE FROM diagnoses_icd WHERE hadm_id = ?", [hadm_id])
             for seq, (version, code) in enumerate(rows, 1):
                 con.execute(
@@ -153,11 +155,24 @@ def test_gem_fallback_one_group_and_mixed_targets(tmp_path, demo_db, tiny_cfg):
     assert _positives(stays, 36496303) == {CHF, HYPERTENSION}
     assert _positives(stays, 32506122) == set()
     fallback = mapping["gem_fallback"]
-    assert (fallback["rows"], fallback["stays"], fallback["codes"], fallback["stay_labels_only_through_fallback"]) == (1, 1, 1, 1)
+    assert (fallback["rows"], fallback["stays"], fallback["codes"], fallback["stay_labels_only_through_fallback"]) == (
+        1,
+        1,
+        1,
+        1,
+    )
     assert (fallback["rows_unmapped_mixed_targets"], fallback["codes_unmapped_mixed_targets"]) == (1, 1)
-    assert fallback["per_label"][CHF] == {"rows": 1, "stay_labels_only_through_fallback": 1, "rows_unmapped_mixed_targets": 0}
+    assert fallback["per_label"][CHF] == {
+        "rows": 1,
+        "stay_labels_only_through_fallback": 1,
+        "rows_unmapped_mixed_targets": 0,
+    }
     for diabetes in ("Diabetes mellitus with complications", "Diabetes mellitus without complication"):
-        assert fallback["per_label"][diabetes] == {"rows": 0, "stay_labels_only_through_fallback": 0, "rows_unmapped_mixed_targets": 1}
+        assert fallback["per_label"][diabetes] == {
+            "rows": 0,
+            "stay_labels_only_through_fallback": 0,
+            "rows_unmapped_mixed_targets": 1,
+        }
     assert mapping["icd10_rows_unmapped"] == 1 and mapping["rows_unmapped"] == 1
 
 
@@ -220,8 +235,9 @@ def test_builtin_labels_are_the_generators_intended_labels(tiny_results, tiny_cf
     settings = parse(tiny_cfg["synth"])
     pop_rng = np.random.default_rng(np.random.SeedSequence(settings.seed).spawn(3)[0])
     pop = population.build(pop_rng, settings)
-    intended = pd.DataFrame(pop.adm_labels[pop.stay_adm].astype(int), columns=list(PHENOTYPES),
-                            index=pop.icustays["stay_id"].to_numpy())
+    intended = pd.DataFrame(
+        pop.adm_labels[pop.stay_adm].astype(int), columns=list(PHENOTYPES), index=pop.icustays["stay_id"].to_numpy()
+    )
     icd10 = pd.Series(pop.adm_icd10[pop.stay_adm], index=intended.index)
     stays = pd.read_parquet(tiny_results / "cohort" / "stays.parquet").set_index("stay_id")
     assert tiny_cfg["cohort"]["labels"] == "ahrq"

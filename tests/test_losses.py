@@ -10,13 +10,15 @@ import torch
 from drfuse.models import losses
 from drfuse.models.drfuse import logit_pool
 
-
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_logit_pool_is_logit_of_mean_sigmoid():
     g = torch.Generator().manual_seed(0)
-    h1, h2 = torch.randn(64, 16, generator=g, dtype=torch.float64) * 4, torch.randn(64, 16, generator=g, dtype=torch.float64) * 4
+    h1, h2 = (
+        torch.randn(64, 16, generator=g, dtype=torch.float64) * 4,
+        torch.randn(64, 16, generator=g, dtype=torch.float64) * 4,
+    )
     m = (torch.sigmoid(h1) + torch.sigmoid(h2)) / 2
     assert torch.allclose(logit_pool(h1, h2), torch.log(m / (1 - m)), atol=1e-9)
     assert torch.allclose(logit_pool(h1, h2), logit_pool(h2, h1))
@@ -131,8 +133,16 @@ def _fake_outputs(batch: int, d: int = 8, c: int = 25, seed: int = 0) -> dict:
     }
 
 
-SETTINGS = {"lambda_jsd": 1.0, "lambda_orth": 0.7, "lambda_attn": 0.5, "margin": 0.0, "alignment": "jsd", "use_ranking": True,
-            "rank_order": "sample", "rank_gap": 0.0}
+SETTINGS = {
+    "lambda_jsd": 1.0,
+    "lambda_orth": 0.7,
+    "lambda_attn": 0.5,
+    "margin": 0.0,
+    "alignment": "jsd",
+    "use_ranking": True,
+    "rank_order": "sample",
+    "rank_gap": 0.0,
+}
 
 
 def test_total_follows_eq13_mean_over_all_samples():
@@ -178,7 +188,10 @@ def test_batch_without_cxr_is_finite_and_has_zero_jsd():
     total.backward()
     assert torch.isfinite(total)
     assert float(parts["jsd"]) == 0.0 and float(parts["orth_cxr"]) == 0.0 and float(parts["attn"]) == 0.0
-    expected = (losses.bce_per_sample(out["logits"], labels) + 0.7 * losses.abs_cos_per_sample(out["ehr_shared"], out["ehr_distinct"])).mean()
+    expected = (
+        losses.bce_per_sample(out["logits"], labels)
+        + 0.7 * losses.abs_cos_per_sample(out["ehr_shared"], out["ehr_distinct"])
+    ).mean()
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.isfinite(out["ehr_shared"].grad).all()
 
@@ -197,8 +210,10 @@ def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_row
     nan = float("nan")
     out = {
         "logits": torch.zeros(5, 1),
-        "ehr_shared": torch.randn(5, 4), "ehr_distinct": torch.randn(5, 4),
-        "cxr_shared": torch.randn(5, 4), "cxr_distinct": torch.randn(5, 4),
+        "ehr_shared": torch.randn(5, 4),
+        "ehr_distinct": torch.randn(5, 4),
+        "cxr_shared": torch.randn(5, 4),
+        "cxr_distinct": torch.randn(5, 4),
         "aux_ehr": torch.zeros(5, 1),
         "aux_shared": torch.ones(5, 1),
         "aux_cxr": torch.tensor([[3.0], [0.2], [0.2], [0.2], [nan]]),

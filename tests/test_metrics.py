@@ -14,7 +14,9 @@ from drfuse.evaluate.bootstrap import bootstrap_arrays, evaluate, parse_predicti
 from drfuse.evaluate.metrics import SortedLabel, macro
 from drfuse.phenotypes import PHENOTYPES
 
-PAPER_PREVALENCE = pd.read_csv(Path(__file__).resolve().parents[1] / "drfuse/evaluate/paper/table3.csv")["prevalence"].to_numpy()
+PAPER_PREVALENCE = pd.read_csv(Path(__file__).resolve().parents[1] / "drfuse/evaluate/paper/table3.csv")[
+    "prevalence"
+].to_numpy()
 
 
 def fake_test_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,8 +57,12 @@ def test_resample_metrics_equal_sklearn_with_ties():
             w = counts[r]
             if (w * y[:, k]).sum() == 0 or (w * (1 - y[:, k])).sum() == 0:
                 continue
-            assert arrays["boot_prauc"][r, k] == pytest.approx(average_precision_score(y[:, k], p[:, k], sample_weight=w), abs=1e-9)
-            assert arrays["boot_auroc"][r, k] == pytest.approx(roc_auc_score(y[:, k], p[:, k], sample_weight=w), abs=1e-9)
+            assert arrays["boot_prauc"][r, k] == pytest.approx(
+                average_precision_score(y[:, k], p[:, k], sample_weight=w), abs=1e-9
+            )
+            assert arrays["boot_auroc"][r, k] == pytest.approx(
+                roc_auc_score(y[:, k], p[:, k], sample_weight=w), abs=1e-9
+            )
             checked += 1
     assert checked > 250
     # point estimates: the metric on the test set itself
@@ -103,7 +109,8 @@ def test_resamples_are_seeded_shared_across_models_and_chunk_independent(tmp_pat
     yb, pb = y[perm], fake_scores(y[perm], 11).astype(np.float64)
     cb = resample_counts(stay_id[perm], 0, 0, 40)
     per_resample = [
-        np.mean([roc_auc_score(yb[:, k], pb[:, k], sample_weight=cb[r]) for k in range(len(PHENOTYPES))]) for r in range(40)
+        np.mean([roc_auc_score(yb[:, k], pb[:, k], sample_weight=cb[r]) for k in range(len(PHENOTYPES))])
+        for r in range(40)
     ]
     assert sel["ci_low"] == pytest.approx(np.quantile(per_resample, 0.025), abs=1e-9)
     assert sel["ci_high"] == pytest.approx(np.quantile(per_resample, 0.975), abs=1e-9)

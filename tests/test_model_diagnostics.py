@@ -24,16 +24,34 @@ SCRIPT = ROOT / "benchmarks" / "model_diagnostics.py"
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=900,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=900, cwd=cwd
+    )
 
 
 def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_cfg))
     out = tmp_path / "variant"
-    args = ["--results", str(tiny_results), "--out", str(out), "--config", str(config), "--seeds", "0", "1",
-            "--models", "drfuse", "transformer", "resnet50", "--set", "train.epochs=1", "--set", "train.batch_size=16"]
+    args = [
+        "--results",
+        str(tiny_results),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--seeds",
+        "0",
+        "1",
+        "--models",
+        "drfuse",
+        "transformer",
+        "resnet50",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=16",
+    ]
     proc = run_script(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
@@ -58,7 +76,9 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     rows = {line.split()[0]: line for line in lines if line and not line.startswith((" ", "variant"))}
     assert set(rows) == {"drfuse", "transformer", "resnet50"}
     assert "full" in rows["transformer"] and "full" not in rows["resnet50"]
-    assert rows["drfuse"].endswith("best epochs [2, 2]")  # after our recipe's warm-up epoch, one epoch was all there was
+    assert rows["drfuse"].endswith(
+        "best epochs [2, 2]"
+    )  # after our recipe's warm-up epoch, one epoch was all there was
     scores = "\n".join(line for line in lines if "ratio" not in line)  # PRAUCs and shares; ratios may pass 1
     for value in re.findall(r"(\d+\.\d{3}) ± ", scores):
         assert 0.0 <= float(value) <= 1.0
@@ -78,19 +98,39 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
     assert (out / "drfuse" / "seed0" / "best.pt").stat().st_mtime_ns == before
 
     # a DrFuse-only variant: its ratios need uni-modal runs, from --reference or nowhere
-    alone = ["--results", str(tiny_results), "--config", str(config), "--seeds", "0", "1", "--models", "drfuse",
-             "--set", "train.epochs=1", "--set", "model.lambda_attn=1.0"]
+    alone = [
+        "--results",
+        str(tiny_results),
+        "--config",
+        str(config),
+        "--seeds",
+        "0",
+        "1",
+        "--models",
+        "drfuse",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.lambda_attn=1.0",
+    ]
     no_reference = run_script(*alone, "--out", str(tmp_path / "attn1"), cwd=tmp_path)
     assert no_reference.returncode == 0, no_reference.stderr[-3000:]
     on_mean = next(line for line in no_reference.stdout.splitlines() if "on seed mean" in line)
-    assert "prauc_ratio_cxr n/a: reference not run (add resnet50 / transformer" in on_mean and "nan" not in no_reference.stdout
+    assert (
+        "prauc_ratio_cxr n/a: reference not run (add resnet50 / transformer" in on_mean
+        and "nan" not in no_reference.stdout
+    )
     referenced = run_script(*alone, "--out", str(tmp_path / "attn1"), "--reference", str(out), cwd=tmp_path)
     assert referenced.returncode == 0, referenced.stderr[-3000:]
     on_mean = next(line for line in referenced.stdout.splitlines() if "on seed mean" in line)
     drfuse_files = [tmp_path / "attn1" / "drfuse" / f"seed{s}" / "matched.parquet" for s in (0, 1)]
     reference_files = [out / m / f"seed{s}" / "matched.parquet" for m in ("resnet50", "transformer") for s in (0, 1)]
-    _, _, verdicts = planted.check(drfuse_files + reference_files, tiny_results / "synth" / "answer_key" / "label_groups.csv",
-                                   tiny_cfg["evaluation"]["planted"], runpy.run_path(str(SCRIPT))["describe_run"])
+    _, _, verdicts = planted.check(
+        drfuse_files + reference_files,
+        tiny_results / "synth" / "answer_key" / "label_groups.csv",
+        tiny_cfg["evaluation"]["planted"],
+        runpy.run_path(str(SCRIPT))["describe_run"],
+    )
     for criterion in ("prauc_ratio_cxr", "prauc_ratio_ehr"):
         row = verdicts[(verdicts["seed"] == planted.MEAN) & (verdicts["criterion"] == criterion)].iloc[0]
         expected = row["note"] if row["passed"] is None else f"{row['value']:.3f} {'PASS' if row['passed'] else 'FAIL'}"
@@ -98,15 +138,31 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
 
     missing = run_script(*alone, "--out", str(tmp_path / "attn1"), "--reference", str(tmp_path / "attn1"), cwd=tmp_path)
     assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1].startswith(
-        f"--reference: {tmp_path / 'attn1' / 'resnet50' / 'seed0' / 'matched.parquet'} does not exist")
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"--reference: {tmp_path / 'attn1' / 'resnet50' / 'seed0' / 'matched.parquet'} does not exist")
+    )
 
 
 def test_a_setting_that_does_not_exist_is_named(tmp_path, tiny_results, tiny_cfg):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_cfg))
-    proc = run_script("--results", str(tiny_results), "--out", str(tmp_path / "v"), "--config", str(config),
-                      "--models", "transformer", "--seeds", "0", "--set", "train.epoch=1", cwd=tmp_path)
+    proc = run_script(
+        "--results",
+        str(tiny_results),
+        "--out",
+        str(tmp_path / "v"),
+        "--config",
+        str(config),
+        "--models",
+        "transformer",
+        "--seeds",
+        "0",
+        "--set",
+        "train.epoch=1",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("--set: train.epoch")
     assert not (tmp_path / "v" / "transformer").exists()

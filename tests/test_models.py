@@ -46,9 +46,19 @@ def drfuse_eval_outputs(cfg):
 def test_outputs_shapes_and_missing_rows(cfg):
     _, out = drfuse_eval_outputs(cfg)
     d, c = cfg["d_model"], N_PHENOTYPES
-    shapes = {"logits": (B, c), "probs": (B, c), "attention": (B, c, 3), "ehr_shared": (B, d), "ehr_distinct": (B, d),
-              "cxr_shared": (B, d), "cxr_distinct": (B, d), "h_shared": (B, d), "aux_ehr": (B, c), "aux_shared": (B, c),
-              "aux_cxr": (B, c)}
+    shapes = {
+        "logits": (B, c),
+        "probs": (B, c),
+        "attention": (B, c, 3),
+        "ehr_shared": (B, d),
+        "ehr_distinct": (B, d),
+        "cxr_shared": (B, d),
+        "cxr_distinct": (B, d),
+        "h_shared": (B, d),
+        "aux_ehr": (B, c),
+        "aux_shared": (B, c),
+        "aux_cxr": (B, c),
+    }
     for key, shape in shapes.items():
         assert tuple(out[key].shape) == shape, key
     for key in ("logits", "probs", "attention", "ehr_shared", "ehr_distinct", "h_shared", "aux_ehr", "aux_shared"):
@@ -71,7 +81,9 @@ def test_token_logits_are_the_parts_of_the_fused_logit(cfg):
             z = sum(out["attention"][b, c, j] * v[b, j] for j in range(3))
             assert torch.allclose(out["logits"][b, c], psi[c] @ z + model.final_head.bias[c], atol=1e-5)
             for j in range(3):
-                assert torch.allclose(out["token_logits"][b, c, j], out["attention"][b, c, j] * (psi[c] @ v[b, j]), atol=1e-5)
+                assert torch.allclose(
+                    out["token_logits"][b, c, j], out["attention"][b, c, j] * (psi[c] @ v[b, j]), atol=1e-5
+                )
     assert torch.allclose(out["token_logits"].sum(-1) + model.final_head.bias, out["logits"], atol=1e-6)
     assert (out["token_logits"][~HAS_CXR, :, 2] == 0).all()  # a missing CXR adds nothing
 
@@ -83,7 +95,9 @@ def test_masked_attention_and_shared_pooling(cfg):
     assert (att[~HAS_CXR, :, 2] == 0).all()  # CXR token masked to -inf
     assert (att[HAS_CXR, :, 2] > 0).all()
     paired = HAS_CXR
-    assert torch.allclose(out["h_shared"][paired], logit_pool(out["ehr_shared"][paired], out["cxr_shared"][paired]), atol=1e-6)
+    assert torch.allclose(
+        out["h_shared"][paired], logit_pool(out["ehr_shared"][paired], out["cxr_shared"][paired]), atol=1e-6
+    )
     assert torch.equal(out["h_shared"][~paired], out["ehr_shared"][~paired])
 
 
@@ -151,7 +165,9 @@ def test_ablations(cfg):
         out = mse(ehr, lengths, images, HAS_CXR)
     _, parts = mse.loss(out, labels, HAS_CXR)
     assert "mse" in parts and "jsd" not in parts
-    assert torch.allclose(out["h_shared"][HAS_CXR], (out["ehr_shared"][HAS_CXR] + out["cxr_shared"][HAS_CXR]) / 2, atol=1e-6)
+    assert torch.allclose(
+        out["h_shared"][HAS_CXR], (out["ehr_shared"][HAS_CXR] + out["cxr_shared"][HAS_CXR]) / 2, atol=1e-6
+    )
     assert build_model("drfuse_no_rank", cfg).loss_settings["use_ranking"] is False
     assert build_model("drfuse", cfg).loss_settings["use_ranking"] is True
 
@@ -196,7 +212,9 @@ def test_pretrained_weights_from_local_file(cfg, tmp_path):
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
 def test_cnn_width_scales_every_stage_of_torchvisions_resnet(backbone):
     reference = getattr(torchvision.models, backbone)(weights=None).state_dict()
-    assert {k: v.shape for k, v in build_resnet(backbone).state_dict().items()} == {k: v.shape for k, v in reference.items()}
+    assert {k: v.shape for k, v in build_resnet(backbone).state_dict().items()} == {
+        k: v.shape for k, v in reference.items()
+    }
     torch.manual_seed(0)
     narrow = build_resnet(backbone, "", 16)
     shapes = {k: v.shape for k, v in narrow.state_dict().items()}
@@ -210,16 +228,23 @@ def test_cnn_width_scales_every_stage_of_torchvisions_resnet(backbone):
             assert shapes[key] == tuple(n // 4 for n in full[:2]) + full[2:], key
     assert narrow(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
     # initialised as torchvision initialises: BatchNorm at (1, 0), convolutions Kaiming-normal on fan-out
-    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
-               for m in narrow.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(
+        torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+        for m in narrow.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    )
     conv = narrow.layer4[0].conv1.weight
     expected_std = (2 / (conv.shape[0] * conv.shape[2] * conv.shape[3])) ** 0.5
     assert abs(conv.std().item() / expected_std - 1) < 0.05
 
 
 # each fusion baseline's image branch in the warm-up: its CNN and the head that reads it alone
-WARMUP_PARTS = {"mmtm": {"cxr_encoder", "cxr_head"}, "daft": {"cxr_encoder", "warmup_head"},
-                "medfuse": {"cxr_encoder", "warmup_head"}, "medfuse2": {"cxr_encoder", "warmup_head"}}
+WARMUP_PARTS = {
+    "mmtm": {"cxr_encoder", "cxr_head"},
+    "daft": {"cxr_encoder", "warmup_head"},
+    "medfuse": {"cxr_encoder", "warmup_head"},
+    "medfuse2": {"cxr_encoder", "warmup_head"},
+}
 
 
 @pytest.mark.parametrize("name", sorted(WARMUP_PARTS))

@@ -34,12 +34,20 @@ def _pandas_ihm(demo_dir, min_age: int) -> pd.DataFrame:
     stays with los x 24 >= 48, died when deathtime, or dod as midnight, lies in [admittime,
     dischtime]."""
     _, cohort = _pandas_cohort(demo_dir, min_age)
-    admissions = pd.read_csv(demo_dir / "hosp" / "admissions.csv.gz", parse_dates=["admittime", "dischtime", "deathtime"])
+    admissions = pd.read_csv(
+        demo_dir / "hosp" / "admissions.csv.gz", parse_dates=["admittime", "dischtime", "deathtime"]
+    )
     patients = pd.read_csv(demo_dir / "hosp" / "patients.csv.gz", parse_dates=["dod"])
-    ihm = cohort[cohort["los"] * 24 >= 48].merge(admissions, on=["subject_id", "hadm_id"]).merge(patients[["subject_id", "dod"]], on="subject_id")
+    ihm = (
+        cohort[cohort["los"] * 24 >= 48]
+        .merge(admissions, on=["subject_id", "hadm_id"])
+        .merge(patients[["subject_id", "dod"]], on="subject_id")
+    )
     by_deathtime = (ihm["deathtime"] >= ihm["admittime"]) & (ihm["deathtime"] <= ihm["dischtime"])
     by_dod = (ihm["dod"] >= ihm["admittime"]) & (ihm["dod"] <= ihm["dischtime"])
-    return ihm.assign(label=(by_deathtime | by_dod).astype(int), by_deathtime=by_deathtime, by_dod=by_dod).sort_values("stay_id")
+    return ihm.assign(label=(by_deathtime | by_dod).astype(int), by_deathtime=by_deathtime, by_dod=by_dod).sort_values(
+        "stay_id"
+    )
 
 
 def test_ihm_cohort_and_every_label_on_the_real_demo_match_the_csvs(demo_ihm, demo_dir, tiny_cfg):
@@ -55,16 +63,20 @@ def test_ihm_cohort_and_every_label_on_the_real_demo_match_the_csvs(demo_ihm, de
     attrition = pd.read_csv(demo_ihm / ATTRITION_FILE)
     assert attrition.to_dict("records") == [
         {"step": "phenotyping cohort", "stays_kept": stays.num_rows, "stays_removed": 0},
-        {"step": "ICU stay of at least 48 h (icustays.los x 24)", "stays_kept": ours.num_rows,
-         "stays_removed": stays.num_rows - ours.num_rows},
+        {
+            "step": "ICU stay of at least 48 h (icustays.los x 24)",
+            "stays_kept": ours.num_rows,
+            "stays_removed": stays.num_rows - ours.num_rows,
+        },
     ]
 
 
 def _case(rows: list[dict]) -> tuple[duckdb.DuckDBPyConnection, pa.Table]:
     """An in-memory database of one stay per row (its admission, its patient) and the cohort."""
     con = duckdb.connect()
-    frame = pd.DataFrame(rows).assign(subject_id=lambda f: 10 + f.index, hadm_id=lambda f: 20 + f.index,
-                                      stay_id=lambda f: 30 + f.index)
+    frame = pd.DataFrame(rows).assign(
+        subject_id=lambda f: 10 + f.index, hadm_id=lambda f: 20 + f.index, stay_id=lambda f: 30 + f.index
+    )
     for column in ("admittime", "dischtime", "deathtime", "dod"):
         frame[column] = pd.to_datetime(frame[column])
     con.register("f", frame)
@@ -95,7 +107,9 @@ def test_the_label_bounds_are_inclusive_and_dod_counts_as_midnight():
 
 
 def test_a_split_without_a_stay_fails_the_stage_writing_nothing(tmp_path, demo_db, demo_ihm):
-    with pytest.raises(UserError, match=r"split.* of the in-hospital mortality cohort \(stays of at least 8760 h\) hold no stay") as err:
+    with pytest.raises(
+        UserError, match=r"split.* of the in-hospital mortality cohort \(stays of at least 8760 h\) hold no stay"
+    ) as err:
         build_mortality_cohort(demo_db, demo_ihm / "stays.parquet", tmp_path / "out", 24 * 365)
     assert "train 0 stays" in str(err.value) and "leave mortality out of experiments.tasks" in str(err.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -113,8 +127,14 @@ def test_planted_deaths_follow_the_evidence_with_the_keys_split(tiny_results):
     evidence = pl.read_parquet(key_dir / "mortality_evidence.parquet")
     admissions = pl.read_csv(tiny_results / "synth" / "mimic-iv" / "hosp" / "admissions.csv.gz", infer_schema=False)
     died = admissions.filter(pl.col("hospital_expire_flag") == "1")
-    assert died.height and (died["discharge_location"] == "DIED").all() and (died["deathtime"] == died["dischtime"]).all()
-    last = admissions.with_columns(pl.col("admittime").str.to_datetime()).group_by("subject_id").agg(pl.col("hadm_id").sort_by("admittime").last())
+    assert (
+        died.height and (died["discharge_location"] == "DIED").all() and (died["deathtime"] == died["dischtime"]).all()
+    )
+    last = (
+        admissions.with_columns(pl.col("admittime").str.to_datetime())
+        .group_by("subject_id")
+        .agg(pl.col("hadm_id").sort_by("admittime").last())
+    )
     assert set(died["hadm_id"]) <= set(last["hadm_id"])
     high = evidence["ehr_z"] > evidence["ehr_z"].quantile(0.75)
     assert evidence.filter(high)[MORTALITY_LABEL].mean() > 3 * evidence.filter(~high)[MORTALITY_LABEL].mean()
@@ -195,11 +215,37 @@ def test_a_mortality_run_trains_predicts_and_records_its_task(tiny_results, tiny
     config = tmp_path / "config.yaml"
     config.write_text(__import__("yaml").safe_dump(cfg))
     run_dir, out = tmp_path / "run", tmp_path / "predict"
-    code = cli.main(["--config", str(config), "train", "--task", "mortality", "--model", "transformer", "--train-set", "full",
-                     "--results", str(tiny_results), "--out", str(run_dir), "--predict-dir", str(out), "--test-set", "full", "matched"])
+    code = cli.main(
+        [
+            "--config",
+            str(config),
+            "train",
+            "--task",
+            "mortality",
+            "--model",
+            "transformer",
+            "--train-set",
+            "full",
+            "--results",
+            str(tiny_results),
+            "--out",
+            str(run_dir),
+            "--predict-dir",
+            str(out),
+            "--test-set",
+            "full",
+            "matched",
+        ]
+    )
     assert code == 0
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["task"] == "mortality" and set(run["data_fingerprint"]) == {"split", "cohort", "features", "images", "mortality"}
+    assert run["task"] == "mortality" and set(run["data_fingerprint"]) == {
+        "split",
+        "cohort",
+        "features",
+        "images",
+        "mortality",
+    }
     assert json.loads(checkpoint.load(run_dir / "best.pt")["meta"])["task"] == "mortality"
     losses = pl.read_csv(run_dir / "metrics.csv")["train_loss"]
     assert losses[-1] < losses[0]
@@ -237,6 +283,16 @@ def test_drfuse_warms_up_on_its_task_and_refuses_the_other_tasks_warmup(tiny_res
     a, b = checkpoint.load(own / "best.pt"), checkpoint.load(shared / "best.pt")
     assert a["model"]["final_head.weight"].shape == (1, tiny_cfg["model"]["d_model"])
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    with pytest.raises(UserError, match=r"warm-up of other settings, seed or data than this run.s \(differing: data, task\)"):
-        train("drfuse", "matched", 2, cfg, tiny_results, tmp_path / "crossed", warm_start=tmp_path / "warmup-phenotyping" / "warmup.pt",
-              task="mortality")
+    with pytest.raises(
+        UserError, match=r"warm-up of other settings, seed or data than this run.s \(differing: data, task\)"
+    ):
+        train(
+            "drfuse",
+            "matched",
+            2,
+            cfg,
+            tiny_results,
+            tmp_path / "crossed",
+            warm_start=tmp_path / "warmup-phenotyping" / "warmup.pt",
+            task="mortality",
+        )

@@ -20,7 +20,10 @@ N_BOOT = 40
 
 
 def cfg(seeds) -> dict:
-    return {"experiments": {"seeds": list(seeds), "recipes": ["paper", "ours"]}, "evaluation": {"n_bootstrap": N_BOOT, "seed": 0, "ci": 0.95}}
+    return {
+        "experiments": {"seeds": list(seeds), "recipes": ["paper", "ours"]},
+        "evaluation": {"n_bootstrap": N_BOOT, "seed": 0, "ci": 0.95},
+    }
 
 
 def run_evaluate(tmp_path: Path, paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -57,13 +60,18 @@ def test_a_better_model_wins_with_an_interval_above_zero_and_a_copy_ties_exactly
 
 def test_each_recipes_drfuse_is_a_reference_and_the_two_are_compared_once(tmp_path):
     stay_id, y = fake_test_set(200, seed=35)
-    paths = [write_predictions(tmp_path, m, "matched", 0, "matched", stay_id, y, fake_scores(y, i, decimals=None))
-             for i, m in enumerate(("drfuse_paper", "drfuse", "transformer"))]
+    paths = [
+        write_predictions(tmp_path, m, "matched", 0, "matched", stay_id, y, fake_scores(y, i, decimals=None))
+        for i, m in enumerate(("drfuse_paper", "drfuse", "transformer"))
+    ]
     boot, resamples = run_evaluate(tmp_path, paths)
     paired = paired_table(boot, resamples, cfg([0])).query("seed == 'pooled'")
     pairs = list(zip(paired["reference"], paired["model"]))
-    assert pairs == [("DrFuse (paper recipe)", "Transformer"), ("DrFuse (paper recipe)", "DrFuse (our recipe)"),
-                     ("DrFuse (our recipe)", "Transformer")]
+    assert pairs == [
+        ("DrFuse (paper recipe)", "Transformer"),
+        ("DrFuse (paper recipe)", "DrFuse (our recipe)"),
+        ("DrFuse (our recipe)", "Transformer"),
+    ]
     # only the recipes configured are references
     ours_only = paired_table(boot, resamples, {**cfg([0]), "experiments": {"seeds": [0], "recipes": ["ours"]}})
     assert set(ours_only["reference"]) == {"DrFuse (our recipe)"}
@@ -85,7 +93,12 @@ def test_both_members_of_a_pair_are_scored_on_the_same_resampled_stays(tmp_path)
     np.testing.assert_array_equal(counts_a[:, perm], counts_b)
 
     def macro_ap(yy, pp, counts):
-        return np.array([np.mean([average_precision_score(yy[:, k], pp[:, k], sample_weight=w) for k in range(len(PHENOTYPES))]) for w in counts])
+        return np.array(
+            [
+                np.mean([average_precision_score(yy[:, k], pp[:, k], sample_weight=w) for k in range(len(PHENOTYPES))])
+                for w in counts
+            ]
+        )
 
     by_hand = macro_ap(y, p_a, counts_a) - macro_ap(y[perm], p_b[perm], counts_b)
     ma, mb = (resample_matrix(resamples, m, "full", "full", [0]) for m in ("drfuse", "mmtm"))
@@ -100,8 +113,16 @@ def test_intervals_pooled_over_seeds(tmp_path):
     seeds = [0, 1, 2]
     paths = []
     for s in seeds:
-        paths.append(write_predictions(tmp_path, "drfuse", "matched", s, "full", stay_id, y, fake_scores(y, 40 + s, decimals=None)))
-        paths.append(write_predictions(tmp_path, "transformer", "matched", s, "full", stay_id, y, fake_scores(y, 50 + s, decimals=2)))
+        paths.append(
+            write_predictions(
+                tmp_path, "drfuse", "matched", s, "full", stay_id, y, fake_scores(y, 40 + s, decimals=None)
+            )
+        )
+        paths.append(
+            write_predictions(
+                tmp_path, "transformer", "matched", s, "full", stay_id, y, fake_scores(y, 50 + s, decimals=2)
+            )
+        )
     boot, resamples = run_evaluate(tmp_path, paths)
 
     drfuse = resample_matrix(resamples, "drfuse", "matched", "full", seeds)[0]
@@ -117,7 +138,9 @@ def test_intervals_pooled_over_seeds(tmp_path):
     paired = paired_table(boot, resamples, cfg(seeds)).set_index("seed")
     assert paired.index.tolist() == ["0", "1", "2", "pooled"]
     diffs = drfuse - transformer
-    assert paired.loc["pooled", ["ci_low", "ci_high"]].tolist() == pytest.approx(list(np.quantile(diffs.mean(axis=0), [0.025, 0.975])))
+    assert paired.loc["pooled", ["ci_low", "ci_high"]].tolist() == pytest.approx(
+        list(np.quantile(diffs.mean(axis=0), [0.025, 0.975]))
+    )
     assert paired.loc["2", "ci_low"] == pytest.approx(np.quantile(diffs[2], 0.025))
     assert paired.loc["pooled", "difference"] == pytest.approx(paired.loc[["0", "1", "2"], "difference"].mean())
     assert "per seed" in render_paired(paired.reset_index(), cfg(seeds))

@@ -93,7 +93,9 @@ def test_group_prauc_and_attention_are_the_means_of_their_labels(tmp_path, predi
     # attention over the stays with a CXR only: margins 0.2 except SINGLE[0..2] (all ehr labels)
     assert row["attn_cxr"] == pytest.approx(0.5, abs=1e-6) and row["attn_shared"] == pytest.approx(0.2, abs=1e-6)
     ehr = groups.query("model == 'drfuse' and seed == 1 and group == 'ehr'").iloc[0]
-    assert ehr["attn_ehr"] == pytest.approx(np.mean([0.4 + MARGINS[1].get(lab, 0.2) / 2 for lab in SINGLE[:5]]), abs=1e-6)
+    assert ehr["attn_ehr"] == pytest.approx(
+        np.mean([0.4 + MARGINS[1].get(lab, 0.2) / 2 for lab in SINGLE[:5]]), abs=1e-6
+    )
     # the mean row averages the seeds; models without attention have none
     mean = groups.query("model == 'transformer' and seed == 'mean' and group == 'ehr'")["prauc"].iloc[0]
     per_seed = groups.query("model == 'transformer' and seed != 'mean' and group == 'ehr'")["prauc"]
@@ -110,7 +112,9 @@ def test_group_prauc_is_the_bootstraps_point_estimate(tmp_path, predictions):
     evaluate(predictions, out, n_bootstrap=5, seed=0, ci=0.95)
     boot = pd.read_parquet(out).query("metric == 'prauc' and label != 'macro' and model == 'resnet50' and seed == 0")
     labels = label_table(predictions, KEY).query("model == 'resnet50' and seed == 0").set_index("label")
-    assert labels["prauc"].to_numpy() == pytest.approx(boot.set_index("label").loc[labels.index, "estimate"].to_numpy(), abs=1e-12)
+    assert labels["prauc"].to_numpy() == pytest.approx(
+        boot.set_index("label").loc[labels.index, "estimate"].to_numpy(), abs=1e-12
+    )
 
 
 def test_criteria_per_seed_and_on_the_seed_mean(predictions):
@@ -126,13 +130,20 @@ def test_criteria_per_seed_and_on_the_seed_mean(predictions):
     assert verdicts.loc[(1, "attention_share_ehr"), "passed"] is False
     single = labels.query("model == 'drfuse' and seed == 'mean'").dropna(subset=["attention_margin"]).set_index("label")
     assert single.index.tolist() == SINGLE
-    assert single.loc[SINGLE[1], "attention_margin"] == pytest.approx(0.05, abs=1e-6) and single.loc[SINGLE[1], "favours_planted"]
+    assert (
+        single.loc[SINGLE[1], "attention_margin"] == pytest.approx(0.05, abs=1e-6)
+        and single.loc[SINGLE[1], "favours_planted"]
+    )
     assert not single.loc[SINGLE[0], "favours_planted"]
 
     prauc = groups.set_index(["model", "seed", "group"])["prauc"]
     for seed in (0, 1, "mean"):
-        assert verdicts.loc[(seed, "prauc_ratio_cxr"), "value"] == pytest.approx(prauc["drfuse", seed, "cxr"] / prauc["resnet50", seed, "cxr"])
-        assert verdicts.loc[(seed, "prauc_ratio_ehr"), "value"] == pytest.approx(prauc["drfuse", seed, "ehr"] / prauc["transformer", seed, "ehr"])
+        assert verdicts.loc[(seed, "prauc_ratio_cxr"), "value"] == pytest.approx(
+            prauc["drfuse", seed, "cxr"] / prauc["resnet50", seed, "cxr"]
+        )
+        assert verdicts.loc[(seed, "prauc_ratio_ehr"), "value"] == pytest.approx(
+            prauc["drfuse", seed, "ehr"] / prauc["transformer", seed, "ehr"]
+        )
     # a stricter margin turns the +0.05 labels into misses
     strict = criteria(label_table(predictions, KEY, attention_margin=0.1), groups, SETTINGS)
     assert strict.query("seed == 'mean' and criterion == 'attention_share_ehr'")["value"].iloc[0] == pytest.approx(0.4)
@@ -162,15 +173,26 @@ def _verdicts(tmp_path, made: dict[str, np.ndarray], stay_id, y, attention) -> p
 def test_attention_blind_to_the_label_fails(tmp_path):
     stay_id, y = fake_test_set(400, seed=22)
     informative = {"transformer": ["ehr", "both"], "resnet50": ["cxr", "both"], "drfuse": ["ehr", "cxr", "both"]}
-    made = {m: scores(y, [lab for lab in PHENOTYPES if KEY[lab] in groups], 40 + i) for i, (m, groups) in enumerate(informative.items())}
+    made = {
+        m: scores(y, [lab for lab in PHENOTYPES if KEY[lab] in groups], 40 + i)
+        for i, (m, groups) in enumerate(informative.items())
+    }
     # the same weights for every label, leaning to the EHR token: all EHR-only labels "favoured", no CXR-only one
     verdicts = _verdicts(tmp_path, made, stay_id, y, lambda label: (0.40, 0.33, 0.27))
-    assert verdicts.loc["attention_share_ehr", "passed"] is True and verdicts.loc["attention_share_cxr", "passed"] is False
+    assert (
+        verdicts.loc["attention_share_ehr", "passed"] is True and verdicts.loc["attention_share_cxr", "passed"] is False
+    )
     # an even split over the tokens favours nothing by the 0.05 margin (the old single share read 0.833 here)
     even = _verdicts(tmp_path, made, stay_id, y, lambda label: (0.34, 0.33, 0.33))
     assert even.loc[["attention_share_ehr", "attention_share_cxr"], "passed"].tolist() == [False, False]
     # the label-aware attention of a fusion that reads each label's modality passes everything
-    aware = _verdicts(tmp_path, made, stay_id, y, lambda label: {"ehr": (0.6, 0.2, 0.2), "cxr": (0.2, 0.2, 0.6)}.get(KEY[label], (1 / 3,) * 3))
+    aware = _verdicts(
+        tmp_path,
+        made,
+        stay_id,
+        y,
+        lambda label: {"ehr": (0.6, 0.2, 0.2), "cxr": (0.2, 0.2, 0.6)}.get(KEY[label], (1 / 3,) * 3),
+    )
     assert aware["passed"].tolist() == [True] * 4 and aware["note"].isna().all()
 
 
@@ -192,8 +214,12 @@ def test_noise_predictions_fail_or_read_not_applicable(tmp_path):
 
 def test_the_key_decides_the_groups(tmp_path, predictions):
     swapped = {lab: {"ehr": "cxr", "cxr": "ehr"}.get(g, g) for lab, g in KEY.items()}
-    groups = planted_groups(predictions, write_key(tmp_path / "swapped.csv", swapped)).set_index(["model", "seed", "group"])
-    assert groups.loc[("transformer", "mean", "cxr"), "prauc"] > groups.loc[("transformer", "mean", "ehr"), "prauc"] + 0.3
+    groups = planted_groups(predictions, write_key(tmp_path / "swapped.csv", swapped)).set_index(
+        ["model", "seed", "group"]
+    )
+    assert (
+        groups.loc[("transformer", "mean", "cxr"), "prauc"] > groups.loc[("transformer", "mean", "ehr"), "prauc"] + 0.3
+    )
     with pytest.raises(UserError, match="answer key"):
         planted_groups(predictions, write_key(tmp_path / "short.csv", dict(list(KEY.items())[:20])))
 
@@ -250,8 +276,13 @@ def _mixed_case(tmp_path, per_patient: bool):
     image = rng.random(len(stay_id)) < 0.5  # the channel of each stay's positives
     channel = {lab: np.where(y[:, PHENOTYPES.index(lab)] == 0, "none", np.where(image, "cxr", "ehr")) for lab in MIXED}
     key_path = write_key(tmp_path / "key.csv", MIXED_KEY)
-    pd.DataFrame({"stay_id": np.tile(stay_id, len(MIXED)), "label": np.repeat(MIXED, len(stay_id)),
-                  "channel": np.concatenate([channel[lab] for lab in MIXED])}).to_parquet(tmp_path / "channels.parquet")
+    pd.DataFrame(
+        {
+            "stay_id": np.tile(stay_id, len(MIXED)),
+            "label": np.repeat(MIXED, len(stay_id)),
+            "channel": np.concatenate([channel[lab] for lab in MIXED]),
+        }
+    ).to_parquet(tmp_path / "channels.parquet")
     mixed_cols = [PHENOTYPES.index(lab) for lab in MIXED]
 
     def seen(informative: np.ndarray, strength: float, seed: int) -> np.ndarray:
@@ -263,8 +294,12 @@ def _mixed_case(tmp_path, per_patient: bool):
     series_only, image_only = everywhere.copy(), everywhere.copy()
     series_only[:, mixed_cols] = ~image[:, None]
     image_only[:, mixed_cols] = image[:, None]
-    made = {"transformer": seen(series_only, 0.5, 1), "resnet50": seen(image_only, 0.5, 2),
-            "mmtm": seen(everywhere, 0.2, 3), "drfuse": seen(everywhere, 0.5, 4)}
+    made = {
+        "transformer": seen(series_only, 0.5, 1),
+        "resnet50": seen(image_only, 0.5, 2),
+        "mmtm": seen(everywhere, 0.2, 3),
+        "drfuse": seen(everywhere, 0.5, 4),
+    }
     paths = [write_predictions(tmp_path, m, "matched", 0, "matched", stay_id, y, p) for m, p in made.items()]
     df = pd.read_parquet(paths[-1])
     for lab in PHENOTYPES:
@@ -298,12 +333,16 @@ def test_inconsistent_labels_are_judged_per_patient(tmp_path):
     assert fusion["passed"] and fusion["ci_low"] > 0
     # per-label attention passes nothing of the per-patient criterion
     flat = check(*_mixed_case(tmp_path / "flat", per_patient=False)[:2], MIXED_SETTINGS, bootstrap=BOOTSTRAP)[2]
-    assert flat.query("seed == 0 and criterion == 'attention_shift'")[["value", "passed"]].values.tolist() == [[0.0, False]]
+    assert flat.query("seed == 0 and criterion == 'attention_shift'")[["value", "passed"]].values.tolist() == [
+        [0.0, False]
+    ]
 
 
 def test_inconsistent_report_and_a_key_without_its_channels(tmp_path):
     paths, key_path, _, _ = _mixed_case(tmp_path, per_patient=True)
-    write_report(paths, key_path, MIXED_SETTINGS, tmp_path / "tables", tmp_path / "figures" / "planted.png", bootstrap=BOOTSTRAP)
+    write_report(
+        paths, key_path, MIXED_SETTINGS, tmp_path / "tables", tmp_path / "figures" / "planted.png", bootstrap=BOOTSTRAP
+    )
     md = (tmp_path / "tables" / "planted.md").read_text()
     assert "Per-patient attention on each inconsistent label" in md and "| inconsistent (3) |" in md
     row = next(line for line in md.splitlines() if "| inconsistent_vs_fusion |" in line)

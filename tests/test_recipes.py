@@ -43,7 +43,9 @@ def test_on_mimic_the_paper_recipe_is_the_papers_settings_and_ours_adds_its_chan
         assert setting(resolve_run("drfuse_paper", cfg)[1], name) == paper, change
         assert setting(resolve_run("drfuse", cfg)[1], name) == ours, change
     for name, paper in NOT_KEPT.items():
-        assert setting(resolve_run("drfuse", cfg)[1], name) == setting(resolve_run("drfuse_paper", cfg)[1], name) == paper
+        assert (
+            setting(resolve_run("drfuse", cfg)[1], name) == setting(resolve_run("drfuse_paper", cfg)[1], name) == paper
+        )
     paper = resolve_run("drfuse_paper", cfg)[1]
     assert (paper["model"]["backbone"], paper["model"]["d_model"], paper["train"]["lr"]) == ("resnet50", 256, 1e-4)
     assert (paper["train"]["epochs"], paper["train"]["patience"], paper["train"]["batch_size"]) == (100, 10, 16)
@@ -55,16 +57,22 @@ def test_on_mimic_the_paper_recipe_is_the_papers_settings_and_ours_adds_its_chan
 def test_readme_states_the_recipes_settings_and_the_switch():
     """The README's table of our recipe's changes holds the values the resolved MIMIC config has."""
     cfg = mimic_config()
-    rows = {m.group(1): m.groups()[1:] for m in re.finditer(r"^\| `(\w+)` \| `([\w.]+)` \| `([^`]+)` \| `([^`]+)` \|", README, re.M)}
+    rows = {
+        m.group(1): m.groups()[1:]
+        for m in re.finditer(r"^\| `(\w+)` \| `([\w.]+)` \| `([^`]+)` \| `([^`]+)` \|", README, re.M)
+    }
     assert set(rows) == set(CHANGES) == set(cfg["recipe"])
     for change, (name, paper, ours) in rows.items():
         assert setting(resolve_run("drfuse_paper", cfg)[1], name) == yaml.safe_load(paper), change
         assert setting(resolve_run("drfuse", cfg)[1], name) == yaml.safe_load(ours), change
     switch = "snakemake --cores all --configfile my-run.yaml --config experiments='{recipes: [paper]}'"
     assert switch in README
-    only_paper = config_mod.checked_resolve(config_mod.deep_merge(
-        yaml.safe_load((ROOT / "config.yaml").read_text()),
-        {"data": {"mimic_iv_dir": "/m", "mimic_cxr_dir": "/c"}, "experiments": {"recipes": ["paper"]}}))
+    only_paper = config_mod.checked_resolve(
+        config_mod.deep_merge(
+            yaml.safe_load((ROOT / "config.yaml").read_text()),
+            {"data": {"mimic_iv_dir": "/m", "mimic_cxr_dir": "/c"}, "experiments": {"recipes": ["paper"]}},
+        )
+    )
     runs = {run for run, _, _ in experiment_runs(only_paper)}
     assert "drfuse_paper" in runs and not {r for r in runs if MODELS.get(r) and MODELS[r].recipe == "ours"}
 
@@ -74,7 +82,9 @@ def test_each_run_takes_its_recipes_changes_as_far_as_its_model_reads_them():
     cfg["recipe"]["ehr_lr"] = {"train": {"ehr_lr_factor": 0.1}}  # as a user may add it back
     ours, paper = run_params("drfuse", cfg), run_params("drfuse_paper", cfg)
     assert (ours["train"]["cxr_warmup_epochs"], paper["train"]["cxr_warmup_epochs"]) == (20, 0)
-    assert {k: v for k, v in ours["model"].items() if k != "aux_head"} == {k: v for k, v in paper["model"].items() if k != "aux_head"}
+    assert {k: v for k, v in ours["model"].items() if k != "aux_head"} == {
+        k: v for k, v in paper["model"].items() if k != "aux_head"
+    }
     # a fusion baseline with our recipe reads its generic parts only
     mmtm, mmtm_ours = run_params("mmtm", cfg), run_params("mmtm_ours", cfg)
     assert (mmtm["train"]["cxr_warmup_epochs"], mmtm["train"]["ehr_lr_factor"]) == (0, 1.0)
@@ -118,7 +128,9 @@ def test_per_model_of_a_plain_name_applies_under_both_recipes_and_cannot_undo_th
     assert resolve_run("drfuse_paper", cfg)[1]["train"]["lr"] == 0.05
     assert resolve_run("drfuse", cfg)[1]["train"]["lr"] == cfg["train"]["lr"]
     cfg["per_model"] = {"drfuse": {"train": {"cxr_warmup_epochs": 5}}}
-    with pytest.raises(UserError, match=r"per_model sets train.cxr_warmup_epochs for drfuse, which recipe.warmup sets to 20"):
+    with pytest.raises(
+        UserError, match=r"per_model sets train.cxr_warmup_epochs for drfuse, which recipe.warmup sets to 20"
+    ):
         resolve_run("drfuse", cfg)
 
 

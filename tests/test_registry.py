@@ -67,8 +67,11 @@ def _fingerprint(model) -> tuple:
 def test_a_model_built_from_its_declared_settings_alone_is_the_same_model(name, cnn, full_model_cfg):
     assert set(full_model_cfg) == set(config_mod.schema()["$defs"]["model"]["properties"])  # every setting
     # pretrained weights need torchvision's width: the CNN width is checked without them
-    cfg = full_model_cfg if cnn == "pretrained" else {
-        **full_model_cfg, "cnn_width": 16, "pretrained_weights": "", "baseline_pretrained_weights": ""}
+    cfg = (
+        full_model_cfg
+        if cnn == "pretrained"
+        else {**full_model_cfg, "cnn_width": 16, "pretrained_weights": "", "baseline_pretrained_weights": ""}
+    )
     declared = {k: v for k, v in cfg.items() if k in MODELS[name].model_keys}
     torch.manual_seed(0)
     full_repr, full_state, full_loss = _fingerprint(build_model(name, cfg))
@@ -104,8 +107,13 @@ def test_schema_model_names_are_the_registry():
 
 def test_run_params_hold_only_what_the_model_reads_with_per_model_and_grid_merged():
     cfg = config_mod.load("config.yaml")
-    cfg["per_model"] = {"mmtm": {"train": {"lr": 0.5}, "model": {"mmtm_ratio": 8}}, "drfuse": {"model": {"margin": 0.2}}}
-    cfg["experiments"]["grid_search"].update(enabled=True, lambda_jsd=[0.0, 1.0], lambda_orth=[1.0], lambda_attn=[0.5], lr=[1e-4])
+    cfg["per_model"] = {
+        "mmtm": {"train": {"lr": 0.5}, "model": {"mmtm_ratio": 8}},
+        "drfuse": {"model": {"margin": 0.2}},
+    }
+    cfg["experiments"]["grid_search"].update(
+        enabled=True, lambda_jsd=[0.0, 1.0], lambda_orth=[1.0], lambda_attn=[0.5], lr=[1e-4]
+    )
 
     transformer = run_params("transformer", cfg)
     assert set(transformer["model"]) == {"d_model", "n_heads", "ff_dim", "dropout", "max_len"}

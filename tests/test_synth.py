@@ -25,9 +25,16 @@ from drfuse.synth import generate
 
 SETTINGS = {"n_subjects": 400, "seed": 3, "image_size": [48, 40], "first_year": 2110, "icd10_from_year": 2150}
 IV_FILES = [
-    "hosp/patients.csv.gz", "hosp/admissions.csv.gz", "hosp/transfers.csv.gz", "hosp/diagnoses_icd.csv.gz",
-    "hosp/labevents.csv.gz", "hosp/d_labitems.csv.gz", "hosp/d_icd_diagnoses.csv.gz",
-    "icu/icustays.csv.gz", "icu/chartevents.csv.gz", "icu/d_items.csv.gz",
+    "hosp/patients.csv.gz",
+    "hosp/admissions.csv.gz",
+    "hosp/transfers.csv.gz",
+    "hosp/diagnoses_icd.csv.gz",
+    "hosp/labevents.csv.gz",
+    "hosp/d_labitems.csv.gz",
+    "hosp/d_icd_diagnoses.csv.gz",
+    "icu/icustays.csv.gz",
+    "icu/chartevents.csv.gz",
+    "icu/d_items.csv.gz",
 ]
 CXR_META = "mimic-cxr-2.0.0-metadata.csv.gz"
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -69,7 +76,12 @@ def test_files_and_columns_match_the_real_releases(synth, demo_dir, cxr_samples_
     # the answer key sits beside the MIMIC-shaped trees, never inside them
     assert sorted(p.name for p in synth.iterdir()) == ["answer_key", "mimic-cxr-jpg", "mimic-iv"]
     assert sorted(p.name for p in (synth / "answer_key").iterdir()) == [
-        "channels.parquet", "label_groups.csv", "latent_labels.parquet", "mortality.csv", "mortality_evidence.parquet"]
+        "channels.parquet",
+        "label_groups.csv",
+        "latent_labels.parquet",
+        "mortality.csv",
+        "mortality_evidence.parquet",
+    ]
     written = sorted(str(p.relative_to(synth)) for p in synth.rglob("*.csv.gz"))
     assert written == sorted([f"mimic-iv/{f}" for f in IV_FILES] + [f"mimic-cxr-jpg/{CXR_META}"])
     for name in IV_FILES:
@@ -103,10 +115,14 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 def test_id_and_time_formats(tables):
     for name, col, pattern in [
-        ("patients", "subject_id", r"^1\d{7}$"), ("admissions", "hadm_id", r"^2\d{7}$"),
-        ("icustays", "stay_id", r"^3\d{7}$"), ("transfers", "transfer_id", r"^3\d{7}$"),
-        ("cxr", "study_id", r"^5\d{7}$"), ("cxr", "subject_id", r"^1\d{7}$"),
-        ("cxr", "dicom_id", r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$"), ("cxr", "StudyDate", r"^\d{8}$"),
+        ("patients", "subject_id", r"^1\d{7}$"),
+        ("admissions", "hadm_id", r"^2\d{7}$"),
+        ("icustays", "stay_id", r"^3\d{7}$"),
+        ("transfers", "transfer_id", r"^3\d{7}$"),
+        ("cxr", "study_id", r"^5\d{7}$"),
+        ("cxr", "subject_id", r"^1\d{7}$"),
+        ("cxr", "dicom_id", r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$"),
+        ("cxr", "StudyDate", r"^\d{8}$"),
         ("cxr", "StudyTime", r"^\d{1,6}\.\d{1,3}$"),
     ]:
         assert tables[name][col].str.contains(pattern).all(), (name, col)
@@ -115,8 +131,12 @@ def test_id_and_time_formats(tables):
     assert tables["icustays"]["stay_id"].is_unique().all()
     # Each stay_id is the transfer_id of its first ICU transfer, as in MIMIC.
     assert set(tables["icustays"]["stay_id"]) <= set(tables["transfers"]["transfer_id"])
-    for name, cols in [("admissions", ["admittime", "dischtime"]), ("icustays", ["intime", "outtime"]),
-                       ("chartevents", ["charttime", "storetime"]), ("labevents", ["charttime", "storetime"])]:
+    for name, cols in [
+        ("admissions", ["admittime", "dischtime"]),
+        ("icustays", ["intime", "outtime"]),
+        ("chartevents", ["charttime", "storetime"]),
+        ("labevents", ["charttime", "storetime"]),
+    ]:
         for col in cols:
             assert tables[name][col].str.contains(TIME.pattern).all(), (name, col)
     assert tables["patients"]["dod"].drop_nulls().str.contains(r"^\d{4}-\d{2}-\d{2}$").all()
@@ -135,8 +155,7 @@ def test_icd_codes_are_real_and_versioned_by_year(tables, demo_dir):
     assert dx.join(real, on=["icd_code", "icd_version"], how="anti").height == 0
     assert dx["icd_code"].str.starts_with("0").any(), "ICD-9 codes keep their leading zeros"
     years = tables["admissions"].select("hadm_id", ts("admittime").dt.year().alias("year"))
-    versions = dx.join(years, on="hadm_id").with_columns(
-        (pl.col("year") >= SETTINGS["icd10_from_year"]).alias("late"))
+    versions = dx.join(years, on="hadm_id").with_columns((pl.col("year") >= SETTINGS["icd10_from_year"]).alias("late"))
     assert (versions.filter(pl.col("late"))["icd_version"] == "10").all()
     assert (versions.filter(~pl.col("late"))["icd_version"] == "9").all()
     assert versions["late"].mean() > 0.2 and versions["late"].mean() < 0.8
@@ -175,12 +194,21 @@ def test_planted_prevalences_and_cxr_share(tables, shared_dir):
     assert ((sepsis == 1) & (shock == 1)).mean() > 1.5 * sepsis.mean() * shock.mean()
 
     stays = tables["icustays"].select("stay_id", "subject_id", ts("intime"))
-    cxr = tables["cxr"].filter(pl.col("ViewPosition") == "AP").with_columns(
-        (pl.col("StudyDate") + pl.col("StudyTime").cast(pl.Float64).cast(pl.Int64).cast(pl.String).str.zfill(6))
-        .str.strptime(pl.Datetime, "%Y%m%d%H%M%S").alias("t"))
+    cxr = (
+        tables["cxr"]
+        .filter(pl.col("ViewPosition") == "AP")
+        .with_columns(
+            (pl.col("StudyDate") + pl.col("StudyTime").cast(pl.Float64).cast(pl.Int64).cast(pl.String).str.zfill(6))
+            .str.strptime(pl.Datetime, "%Y%m%d%H%M%S")
+            .alias("t")
+        )
+    )
     pairs = stays.join(cxr, on="subject_id").with_columns(
-        ((pl.col("t") >= pl.col("intime")) & (pl.col("t") <= pl.col("intime") + timedelta(hours=48))).alias("inside"))
-    per_stay = pairs.group_by("stay_id").agg(pl.col("inside").sum().alias("n_inside"), (~pl.col("inside")).sum().alias("n_out"))
+        ((pl.col("t") >= pl.col("intime")) & (pl.col("t") <= pl.col("intime") + timedelta(hours=48))).alias("inside")
+    )
+    per_stay = pairs.group_by("stay_id").agg(
+        pl.col("inside").sum().alias("n_inside"), (~pl.col("inside")).sum().alias("n_out")
+    )
     with_cxr = per_stay.filter(pl.col("n_inside") > 0).height / stays.height
     assert 0.12 < with_cxr < 0.26, with_cxr
     assert (per_stay["n_inside"] >= 2).any(), "several AP images in one stay's window"
@@ -210,13 +238,27 @@ def test_items_units_and_text_values(tables):
     chart = tables["chartevents"]
     info = json.loads((RESOURCES / "channel_info.json").read_text())
     units = dict(chart.group_by("itemid").agg(pl.col("valueuom").unique()).iter_rows())
-    expected = {"223761": ["°F"], "223762": ["°C"], "226707": ["Inch"], "226730": ["cm"], "224639": ["kg"],
-                "226512": ["kg"], "226531": [None], "220045": ["bpm"], "220277": ["%"], "223835": [None],
-                "220739": [None], "223951": [None]}
+    expected = {
+        "223761": ["°F"],
+        "223762": ["°C"],
+        "226707": ["Inch"],
+        "226730": ["cm"],
+        "224639": ["kg"],
+        "226512": ["kg"],
+        "226531": [None],
+        "220045": ["bpm"],
+        "220277": ["%"],
+        "223835": [None],
+        "220739": [None],
+        "223951": [None],
+    }
     for item, unit in expected.items():
         assert units[item] == unit, item
-    for item, channel in [("220739", "Glascow coma scale eye opening"), ("223900", "Glascow coma scale verbal response"),
-                          ("223901", "Glascow coma scale motor response")]:
+    for item, channel in [
+        ("220739", "Glascow coma scale eye opening"),
+        ("223900", "Glascow coma scale verbal response"),
+        ("223901", "Glascow coma scale motor response"),
+    ]:
         rows = chart.filter(pl.col("itemid") == item).select("value", "valuenum").unique()
         mapping = info[channel]["values"]
         for text, score in rows.iter_rows():
@@ -228,8 +270,11 @@ def test_items_units_and_text_values(tables):
     assert refill["valuenum"].is_null().all()
     fio2 = chart.filter(pl.col("itemid") == "223835")["valuenum"].cast(pl.Float64)
     assert fio2.max() <= 100 and (fio2 >= 21).mean() > 0.9 and (fio2 < 1).any()
-    heights = chart.filter(pl.col("itemid").is_in(["226707", "226730"])).group_by("itemid").agg(
-        pl.col("valuenum").cast(pl.Float64).median())
+    heights = (
+        chart.filter(pl.col("itemid").is_in(["226707", "226730"]))
+        .group_by("itemid")
+        .agg(pl.col("valuenum").cast(pl.Float64).median())
+    )
     median = dict(heights.iter_rows())
     assert 60 < median["226707"] < 72 and 155 < median["226730"] < 185
     labs = tables["labevents"]
@@ -263,29 +308,35 @@ def test_images_exist_and_show_their_signs(synth, tables):
     labels = admission_labels(tables["diagnoses_icd"])
     stays = tables["icustays"].select("subject_id", "hadm_id")
     brightest = []
-    for dicom, subject, study, rows, cols in cxr.select("dicom_id", "subject_id", "study_id", "Rows", "Columns").iter_rows():
+    for dicom, subject, study, rows, cols in cxr.select(
+        "dicom_id", "subject_id", "study_id", "Rows", "Columns"
+    ).iter_rows():
         path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
         with Image.open(path) as im:
             assert im.format == "JPEG" and im.mode == "L" and im.size == (int(cols), int(rows))
             pixels = np.asarray(im, dtype=np.float32)
         # The pacemaker sits in the upper chest on the image's right.
         h, w = pixels.shape
-        brightest.append((subject, pixels[int(0.1 * h):int(0.32 * h), int(0.6 * w):int(0.9 * w)].max()))
+        brightest.append((subject, pixels[int(0.1 * h) : int(0.32 * h), int(0.6 * w) : int(0.9 * w)].max()))
     n_jpg = sum(1 for _ in root.rglob("*.jpg"))
     assert n_jpg == cxr.height
     # Subjects with a conduction disorder (pacemaker sign) have brighter upper-right spots.
-    conduction = (stays.join(labels, on="hadm_id").group_by("subject_id")
-                  .agg(pl.col("Conduction disorders").max()))
+    conduction = stays.join(labels, on="hadm_id").group_by("subject_id").agg(pl.col("Conduction disorders").max())
     spots = pl.DataFrame(brightest, schema=["subject_id", "spot"], orient="row").join(conduction, on="subject_id")
     pos = spots.filter(pl.col("Conduction disorders") == 1)["spot"].mean()
     neg = spots.filter(pl.col("Conduction disorders") == 0)["spot"].mean()
     assert pos > neg + 20, (pos, neg)
 
 
-@pytest.mark.parametrize("bad, setting", [
-    ({"n_subjects": 0}, "synth.n_subjects"), ({"image_size": [64]}, "synth.image_size"),
-    ({"cxr_share": 1.5}, "synth.cxr_share"), ({"images": "no"}, "synth.images"),
-])
+@pytest.mark.parametrize(
+    "bad, setting",
+    [
+        ({"n_subjects": 0}, "synth.n_subjects"),
+        ({"image_size": [64]}, "synth.image_size"),
+        ({"cxr_share": 1.5}, "synth.cxr_share"),
+        ({"images": "no"}, "synth.images"),
+    ],
+)
 def test_bad_settings_name_the_setting(tmp_path, bad, setting):
     with pytest.raises(UserError, match=re.escape(setting)):
         generate(tmp_path / "x", {**SETTINGS, **bad})
@@ -298,7 +349,9 @@ def test_every_label_effect_is_declared_with_the_items_that_show_it(tables):
     from drfuse.data.items import item_to_variable
     from drfuse.synth.events import SIGNALS, VARIABLE_ITEMS
 
-    declared = {i for items in VARIABLE_ITEMS.values() for i in items} | {i for *_, items in SIGNALS.values() for i in items}
+    declared = {i for items in VARIABLE_ITEMS.values() for i in items} | {
+        i for *_, items in SIGNALS.values() for i in items
+    }
     generated = {int(i) for name in ("chartevents", "labevents") for i in tables[name]["itemid"].unique()}
     read_by_features = {i for i in generated if i in item_to_variable()}
     # height is charted but no label moves it; everything else the model reads must be declared
@@ -312,7 +365,9 @@ def test_answer_key_groups_follow_the_generators_tables(synth, monkeypatch):
     key = pl.read_csv(synth / "answer_key" / "label_groups.csv")
     assert key["label"].to_list() == list(PHENOTYPES)
     assert key.equals(answer_key.label_groups())
-    assert answer_key.read_label_groups(synth / "answer_key" / "label_groups.csv") == dict(key.select("label", "group").iter_rows())
+    assert answer_key.read_label_groups(synth / "answer_key" / "label_groups.csv") == dict(
+        key.select("label", "group").iter_rows()
+    )
     group = dict(key.select("label", "group").iter_rows())
     signs = {PHENOTYPES[k] for k, *_ in cxr.SIGN_MODEL.values()}
     assert {lab for lab, g in group.items() if g in ("cxr", "both")} == signs
@@ -348,11 +403,19 @@ def test_latent_labels_are_the_coded_labels_keyed_by_mimic_ids(synth, tables):
         assert agreement > 0.97, (lab, agreement)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("label,group\nShock,ehr\n", "missing"),
-    ("label,kind\n", "missing column"),
-    ("".join(["label,group\n"] + [f'"{lab}",{"eeg" if k == 0 else "none"}\n' for k, lab in enumerate(PHENOTYPES)]), "group must be one of"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("label,group\nShock,ehr\n", "missing"),
+        ("label,kind\n", "missing column"),
+        (
+            "".join(
+                ["label,group\n"] + [f'"{lab}",{"eeg" if k == 0 else "none"}\n' for k, lab in enumerate(PHENOTYPES)]
+            ),
+            "group must be one of",
+        ),
+    ],
+)
 def test_a_bad_answer_key_names_the_file(tmp_path, text, message):
     from drfuse.synth.answer_key import read_label_groups
 
@@ -375,13 +438,17 @@ def test_modal_inconsistency_shows_each_positive_in_one_modality(tmp_path, monke
     from drfuse.synth import answer_key, channels, cxr
 
     chosen = channels.eligible_labels()
-    assert chosen == ["Chronic obstructive pulmonary disease and bronchiectasis",
-                      "Congestive heart failure; nonhypertensive", PNEUMONIA]  # the generator's `both` labels
+    assert chosen == [
+        "Chronic obstructive pulmonary disease and bronchiectasis",
+        "Congestive heart failure; nonhypertensive",
+        PNEUMONIA,
+    ]  # the generator's `both` labels
     drawn = {}  # the labels each run's images are drawn from
 
     def capture(name):
         def write_images(root, meta, labels, *args, **kwargs):
             drawn[name] = labels
+
         return write_images
 
     # deaths drawn from the stays' evidence (synth.mortality_signal) would follow what each modality shows
@@ -394,7 +461,10 @@ def test_modal_inconsistency_shows_each_positive_in_one_modality(tmp_path, monke
     key = answer_key.read_label_groups(mixed / "answer_key" / "label_groups.csv")
     assert [lab for lab, g in key.items() if g == "inconsistent"] == chosen
     assert answer_key.read_label_groups(plain / "answer_key" / "label_groups.csv")[PNEUMONIA] == "both"
-    assert answer_key.read_channels(plain / "answer_key" / "label_groups.csv", {lab: "both" for lab in PHENOTYPES}).height == 0
+    assert (
+        answer_key.read_channels(plain / "answer_key" / "label_groups.csv", {lab: "both" for lab in PHENOTYPES}).height
+        == 0
+    )
 
     latent = pl.read_parquet(mixed / "answer_key" / "latent_labels.parquet")
     channel = answer_key.read_channels(mixed / "answer_key" / "label_groups.csv", key)
@@ -413,16 +483,24 @@ def test_modal_inconsistency_shows_each_positive_in_one_modality(tmp_path, monke
     assert meta.equals(read(plain / "mimic-cxr-jpg" / CXR_META))  # the same studies, ids and times
     k = PHENOTYPES.index(PNEUMONIA)
     assert drawn["mixed"][:, k].sum() < drawn["plain"][:, k].sum() and (drawn["mixed"] <= drawn["plain"]).all()
-    temp = (read(mixed / "mimic-iv" / "icu" / "chartevents.csv.gz").filter(pl.col("itemid") == "223762")
-            .group_by("stay_id").agg(pl.col("valuenum").cast(pl.Float64).median())
-            .with_columns(pl.col("stay_id").cast(pl.Int64)))
+    temp = (
+        read(mixed / "mimic-iv" / "icu" / "chartevents.csv.gz")
+        .filter(pl.col("itemid") == "223762")
+        .group_by("stay_id")
+        .agg(pl.col("valuenum").cast(pl.Float64).median())
+        .with_columns(pl.col("stay_id").cast(pl.Int64))
+    )
     pneumonia = channel.filter(pl.col("label") == PNEUMONIA).join(temp, on="stay_id")
     by_channel = dict(pneumonia.group_by("channel").agg(pl.col("valuenum").mean()).iter_rows())
-    assert by_channel["ehr"] > by_channel["cxr"] + 0.3 and abs(by_channel["cxr"] - by_channel["none"]) < 0.25, by_channel
+    assert by_channel["ehr"] > by_channel["cxr"] + 0.3 and abs(by_channel["cxr"] - by_channel["none"]) < 0.25, (
+        by_channel
+    )
     for name in ("hosp/patients.csv.gz", "hosp/admissions.csv.gz", "hosp/diagnoses_icd.csv.gz", "icu/icustays.csv.gz"):
         assert (mixed / "mimic-iv" / name).read_bytes() == (plain / "mimic-iv" / name).read_bytes(), name
 
-    with pytest.raises(UserError, match="synth.modal_inconsistency: 'Shock' has no planted signal in both modalities; allowed: Chronic"):
+    with pytest.raises(
+        UserError, match="synth.modal_inconsistency: 'Shock' has no planted signal in both modalities; allowed: Chronic"
+    ):
         generate(tmp_path / "bad", {**settings, "modal_inconsistency": ["Shock"]})
 
 
@@ -436,7 +514,10 @@ def test_the_mortality_signal_changes_who_dies_and_nothing_the_phenotyping_task_
     generate(tmp_path / "on", small)
     generate(tmp_path / "off", {**small, "mortality_signal": False})
     on, off = tmp_path / "on", tmp_path / "off"
-    deaths = {"hosp/admissions.csv.gz": ("deathtime", "discharge_location", "hospital_expire_flag"), "hosp/patients.csv.gz": ("dod",)}
+    deaths = {
+        "hosp/admissions.csv.gz": ("deathtime", "discharge_location", "hospital_expire_flag"),
+        "hosp/patients.csv.gz": ("dod",),
+    }
     files = sorted(p.relative_to(on) for p in on.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(off) for p in off.rglob("*") if p.is_file())
     for rel in files:
@@ -451,7 +532,10 @@ def test_the_mortality_signal_changes_who_dies_and_nothing_the_phenotyping_task_
     unplanted = read_mortality(off / "answer_key" / "mortality.csv")
     assert unplanted["group"] == "none" and np.isnan(unplanted["ehr_share"])
     # dod: the date of the in-hospital death, else of a death after discharge, never before the last discharge
-    admissions, patients = read(on / "mimic-iv" / "hosp" / "admissions.csv.gz"), read(on / "mimic-iv" / "hosp" / "patients.csv.gz")
+    admissions, patients = (
+        read(on / "mimic-iv" / "hosp" / "admissions.csv.gz"),
+        read(on / "mimic-iv" / "hosp" / "patients.csv.gz"),
+    )
     last = admissions.with_columns(ts("dischtime")).sort("dischtime").group_by("subject_id").last()
     joined = patients.join(last, on="subject_id")
     died = joined.filter(pl.col("hospital_expire_flag") == "1")

@@ -47,7 +47,9 @@ def make_results(root: Path) -> tuple[pd.DataFrame, np.ndarray]:
     unreadable = set(stays.loc[has_cxr, "dicom_id"].iloc[[0, 5, 9]])
     cached = [d for d in stays["dicom_id"].dropna() if d not in unreadable]
     size = 4
-    table = pa.table({"dicom_id": cached, "row": np.arange(len(cached)), "source_path": [f"files/{d}.jpg" for d in cached]})
+    table = pa.table(
+        {"dicom_id": cached, "row": np.arange(len(cached)), "source_path": [f"files/{d}.jpg" for d in cached]}
+    )
     (root / "images").mkdir()
     pq.write_table(table.replace_schema_metadata({SIZE_KEY: str(size).encode()}), root / "images" / INDEX_FILE)
     np.zeros((len(cached), size, size), np.uint8).tofile(root / "images" / DATA_FILE)
@@ -65,7 +67,9 @@ def make_predictions(root: Path, stays: pd.DataFrame, usable: np.ndarray, models
                 for test_set, mask in (("full", test), ("matched", test & usable)):
                     y = y_all[mask]
                     p = fake_scores(y, seed=100 * i + 10 * seed + (train_set == "full"))
-                    path = write_predictions(root, model, train_set, seed, test_set, stays.loc[mask, "stay_id"].to_numpy(), y, p)
+                    path = write_predictions(
+                        root, model, train_set, seed, test_set, stays.loc[mask, "stay_id"].to_numpy(), y, p
+                    )
                     if model in ("drfuse_paper", "drfuse"):
                         add_drfuse_outputs(path, len(y))
                     paths.append(path)
@@ -80,7 +84,10 @@ def add_drfuse_outputs(path: Path, n: int) -> None:
         for j, part in enumerate(("ehr", "shared", "cxr")):
             df[f"attn:{lab}:{part}"] = attn[:, k, j]
     df.to_parquet(path, index=False)
-    reps = {name: rng.normal(j, 1.0, size=(n, 16)).astype(np.float32) for j, name in enumerate(("ehr_distinct", "ehr_shared", "cxr_distinct", "cxr_shared"))}
+    reps = {
+        name: rng.normal(j, 1.0, size=(n, 16)).astype(np.float32)
+        for j, name in enumerate(("ehr_distinct", "ehr_shared", "cxr_distinct", "cxr_shared"))
+    }
     np.savez(path.with_suffix(".npz"), **reps)
 
 
@@ -101,8 +108,14 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     models += [a.replace("drfuse", "drfuse_paper") for a in ablations] + ablations
     paths = make_predictions(tmp_path, stays, usable, models, seeds=(0, 1))
     ev = cfg["evaluation"]
-    evaluate(paths, tmp_path / "eval" / "bootstrap.parquet", ev["n_bootstrap"], ev["seed"], ev["ci"],
-             resamples_path=tmp_path / "eval" / "resamples.parquet")
+    evaluate(
+        paths,
+        tmp_path / "eval" / "bootstrap.parquet",
+        ev["n_bootstrap"],
+        ev["seed"],
+        ev["ci"],
+        resamples_path=tmp_path / "eval" / "resamples.parquet",
+    )
     out = tmp_path / "tables"
     build_tables(tmp_path, cfg, out)
 
@@ -110,35 +123,54 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     assert list(t1.columns) == list(paper_table(1).columns)
     split = stays["split"].to_numpy()
     assert t1.iloc[0][["train", "val", "test"]].tolist() == [60, 12, 40]
-    assert t1.iloc[1][["train", "val", "test"]].tolist() == [int((usable & (split == s)).sum()) for s in ("train", "val", "test")]
+    assert t1.iloc[1][["train", "val", "test"]].tolist() == [
+        int((usable & (split == s)).sum()) for s in ("train", "val", "test")
+    ]
     assert t1.iloc[1][["train", "val", "test"]].sum() == stays["has_cxr"].sum() - 3
 
     t2 = pd.read_csv(out / "table2.csv")
     assert list(t2.columns) == list(paper_table(2).columns) + ["prauc_std", "n_seeds"]
-    assert t2["model"].unique().tolist() == ["Transformer", "MedFuse", "MedFuse-II", "DrFuse (paper recipe)", "DrFuse (our recipe)"]
+    assert t2["model"].unique().tolist() == [
+        "Transformer",
+        "MedFuse",
+        "MedFuse-II",
+        "DrFuse (paper recipe)",
+        "DrFuse (our recipe)",
+    ]
     assert len(t2) == 5 * 4 and (t2["n_seeds"] == 2).all()
     boot = pd.read_parquet(tmp_path / "eval" / "bootstrap.parquet")
-    sel = boot.query("model == 'medfuse2' and train_set == 'full' and test_set == 'matched' and label == 'macro' and metric == 'prauc'")
+    sel = boot.query(
+        "model == 'medfuse2' and train_set == 'full' and test_set == 'matched' and label == 'macro' and metric == 'prauc'"
+    )
     row = t2.query("model == 'MedFuse-II' and train_set == 'full' and test_set == 'matched'").iloc[0]
     assert row["prauc"] == pytest.approx(sel["estimate"].mean(), abs=1e-6)
     assert row["prauc_std"] == pytest.approx(sel["estimate"].std(ddof=1), abs=1e-6)
     # the pooled interval: percentile interval of the per-resample mean over the two seeds
     res = pd.read_parquet(tmp_path / "eval" / "resamples.parquet").query(
-        "model == 'medfuse2' and train_set == 'full' and test_set == 'matched' and metric == 'prauc'")
+        "model == 'medfuse2' and train_set == 'full' and test_set == 'matched' and metric == 'prauc'"
+    )
     per_resample = res.pivot(index="resample", columns="seed", values="value").mean(axis=1)
     assert row["ci_low"] == pytest.approx(np.quantile(per_resample, 0.025), abs=1e-6)
     assert row["ci_high"] == pytest.approx(np.quantile(per_resample, 0.975), abs=1e-6)
     # each seed's own number and interval stay in seeds.csv
-    seeds = pd.read_csv(out / "seeds.csv").query("table == 2 and model == 'MedFuse-II' and train_set == 'full' and test_set == 'matched'")
-    assert seeds.set_index("seed")["ci_low"].to_dict() == pytest.approx(sel.set_index("seed")["ci_low"].to_dict(), abs=1e-6)
+    seeds = pd.read_csv(out / "seeds.csv").query(
+        "table == 2 and model == 'MedFuse-II' and train_set == 'full' and test_set == 'matched'"
+    )
+    assert seeds.set_index("seed")["ci_low"].to_dict() == pytest.approx(
+        sel.set_index("seed")["ci_low"].to_dict(), abs=1e-6
+    )
 
     t3 = pd.read_csv(out / "table3.csv")
     # the paper's columns in its order, its DrFuse under the paper's recipe, then ours and the extras
     drfuse = ["DrFuse (paper recipe)", "DrFuse (our recipe)"]
-    assert list(t3.columns) == list(paper_table(3).columns)[:-1] + drfuse + ["MedFuse rel", "MedFuse-II rel"] + [f"{d} rel" for d in drfuse]
+    assert list(t3.columns) == list(paper_table(3).columns)[:-1] + drfuse + ["MedFuse rel", "MedFuse-II rel"] + [
+        f"{d} rel" for d in drfuse
+    ]
     assert t3["label"].tolist() == paper_table(3)["label"].tolist() + ["Average Rank"]
     matched_test = (split == "test") & usable
-    assert t3["prevalence"].iloc[:25].to_numpy() == pytest.approx(stays.loc[matched_test, list(PHENOTYPES)].mean().to_numpy(), abs=1e-6)
+    assert t3["prevalence"].iloc[:25].to_numpy() == pytest.approx(
+        stays.loc[matched_test, list(PHENOTYPES)].mean().to_numpy(), abs=1e-6
+    )
 
     t4 = pd.read_csv(out / "table4.csv")
     diffs = [f"diff{part}_{t}" for t in ("matched", "full") for part in ("", "_ci_low", "_ci_high")]
@@ -146,13 +178,19 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     paper_variants = paper_table(4)["variant"].tolist()
     assert t4["variant"].tolist() == [f"{v} ({r})" for r in ("paper recipe", "our recipe") for v in paper_variants]
     # an ablation's difference: paired with DrFuse under its own recipe, the mean over seeds
-    est = boot.query("label == 'macro' and metric == 'prauc' and train_set == 'matched' and test_set == 'full'").groupby("model")["estimate"].mean()
+    est = (
+        boot.query("label == 'macro' and metric == 'prauc' and train_set == 'matched' and test_set == 'full'")
+        .groupby("model")["estimate"]
+        .mean()
+    )
     row = t4.set_index("variant").loc["MSE alignment (our recipe)"]
     assert row["diff_full"] == pytest.approx(est["drfuse_mse"] - est["drfuse"], abs=1e-6)
     assert row["diff_ci_low_full"] <= row["diff_full"] <= row["diff_ci_high_full"]
     assert np.isnan(t4.set_index("variant").loc["DrFuse (paper recipe)", "diff_matched"])
     md4 = (out / "table4.md").read_text()
-    assert "0.446 (0.411, 0.501)" in md4.split("w/o disentangled (paper recipe)")[1].split("\n")[0]  # the paper's, beside its recipe
+    assert (
+        "0.446 (0.411, 0.501)" in md4.split("w/o disentangled (paper recipe)")[1].split("\n")[0]
+    )  # the paper's, beside its recipe
 
     md2, tex3 = (out / "table2.md").read_text(), (out / "table3.tex").read_text()
     assert "built-in synthetic data" in md2
@@ -160,7 +198,10 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     assert paper_row and paper_row[0].endswith("| 0.470 (0.420, 0.512) |")  # the paper's DrFuse full->matched
     ours_row = [line for line in md2.splitlines() if line.startswith("| DrFuse (our recipe) | full | matched |")]
     assert ours_row and ours_row[0].endswith("| - |")  # nothing of the paper's beside our recipe
-    assert "Best epoch by validation macro PRAUC: Transformer, DrFuse (paper recipe), DrFuse (our recipe); by AUROC: MedFuse, MedFuse-II." in md2
+    assert (
+        "Best epoch by validation macro PRAUC: Transformer, DrFuse (paper recipe), DrFuse (our recipe); by AUROC: MedFuse, MedFuse-II."
+        in md2
+    )
     assert r"\begin{tabular}" in tex3 and "Conduction disorders" in tex3 and "0.625" in tex3
     for i in (1, 2, 3, 4):
         for ext in ("csv", "md", "tex"):
@@ -180,10 +221,24 @@ def test_table3_arithmetic_reproduces_the_papers_ranks_and_differences(cfg):
     paper = paper_table(3)
     ours_by_paper = {PAPER_LABELS.get(lab, lab): lab for lab in PHENOTYPES}
     assert list(ours_by_paper) == paper["label"].tolist()  # the paper's order is ours
-    names = {"ResNet50": "resnet50", "Transformer": "transformer", "MedFuse": "medfuse", "MedFuse-II": "medfuse2", "DrFuse": "drfuse_paper"}
+    names = {
+        "ResNet50": "resnet50",
+        "Transformer": "transformer",
+        "MedFuse": "medfuse",
+        "MedFuse-II": "medfuse2",
+        "DrFuse": "drfuse_paper",
+    }
     cfg["experiments"]["recipes"] = ["paper"]
     rows = [
-        {"model": names[m], "train_set": "matched", "test_set": "matched", "seed": s, "label": ours_by_paper[r["label"]], "metric": "prauc", "estimate": r[m] + (0.01 if s else -0.01)}
+        {
+            "model": names[m],
+            "train_set": "matched",
+            "test_set": "matched",
+            "seed": s,
+            "label": ours_by_paper[r["label"]],
+            "metric": "prauc",
+            "estimate": r[m] + (0.01 if s else -0.01),
+        }
         for _, r in paper.iterrows()
         for m in PAPER3
         for s in (0, 1)
@@ -201,9 +256,17 @@ def test_table3_arithmetic_reproduces_the_papers_ranks_and_differences(cfg):
     # without the uni-modal models: no reference, so no relative difference, ranks over what is left
     cfg["experiments"]["table3"]["models"] = ["medfuse", "drfuse"]
     t3b = table3(pd.DataFrame(rows), cfg, prevalence).set_index("label")
-    assert list(t3b.columns) == ["prevalence", "MedFuse", "DrFuse (paper recipe)", "MedFuse rel", "DrFuse (paper recipe) rel"]
+    assert list(t3b.columns) == [
+        "prevalence",
+        "MedFuse",
+        "DrFuse (paper recipe)",
+        "MedFuse rel",
+        "DrFuse (paper recipe) rel",
+    ]
     assert t3b["MedFuse rel"].isna().all()
-    assert t3b.loc["Average Rank", ["MedFuse", "DrFuse (paper recipe)"]].sum() == pytest.approx(3.0 + (paper["MedFuse"] == paper["DrFuse"]).mean())
+    assert t3b.loc["Average Rank", ["MedFuse", "DrFuse (paper recipe)"]].sum() == pytest.approx(
+        3.0 + (paper["MedFuse"] == paper["DrFuse"]).mean()
+    )
 
 
 def test_grid_search_reports_the_point_with_the_best_validation_prauc(tmp_path):
@@ -215,14 +278,21 @@ def test_grid_search_reports_the_point_with_the_best_validation_prauc(tmp_path):
     cfg = config_mod.load(Path(__file__).resolve().parents[1] / "config.yaml")
     grid = cfg["experiments"]["grid_search"]
     grid.update(enabled=True, lambda_jsd=[0.0, 1.0], lambda_orth=[1.0], lambda_attn=[0.5], lr=[1e-4])
-    val = {("drfuse-g00", "full"): 0.40, ("drfuse-g01", "full"): 0.45, ("drfuse-g00", "matched"): 0.52, ("drfuse-g01", "matched"): 0.50}
+    val = {
+        ("drfuse-g00", "full"): 0.40,
+        ("drfuse-g01", "full"): 0.45,
+        ("drfuse-g00", "matched"): 0.52,
+        ("drfuse-g01", "matched"): 0.50,
+    }
     rows = []
     for (run, train_set), score in val.items():
         run_dir = tmp_path / "train" / run / train_set / "seed0"
         run_dir.mkdir(parents=True)
         (run_dir / "run.json").write_text(json.dumps({"best_val_score": score}))
         for test_set in ("full", "matched"):
-            rows.append({"model": run, "train_set": train_set, "seed": 0, "test_set": test_set, "estimate": score + 0.01})
+            rows.append(
+                {"model": run, "train_set": train_set, "seed": 0, "test_set": test_set, "estimate": score + 0.01}
+            )
     rows.append({"model": "drfuse", "train_set": "full", "seed": 0, "test_set": "full", "estimate": 0.1})
     rows.append({"model": "transformer", "train_set": "full", "seed": 0, "test_set": "full", "estimate": 0.3})
 

@@ -133,7 +133,12 @@ def test_validation_set_selection_metric_and_betas_follow_the_settings(tiny_resu
     run = train("transformer", "matched", 0, _cfg(tiny_cfg, epochs=1, val_set="full"), tiny_results, tmp_path / "full")
     assert run["val_dataset"] == "full" and run["n_val"] == len(load_split(tiny_results, "val", "full"))
     # a model without EHR has only the matched validation set
-    assert train("resnet50", "matched", 0, _cfg(tiny_cfg, epochs=1, val_set="full"), tiny_results, tmp_path / "cnn")["val_dataset"] == "matched"
+    assert (
+        train("resnet50", "matched", 0, _cfg(tiny_cfg, epochs=1, val_set="full"), tiny_results, tmp_path / "cnn")[
+            "val_dataset"
+        ]
+        == "matched"
+    )
 
 
 def test_lr_multipliers_scale_the_named_modules(tiny_results, tiny_cfg, tmp_path, caplog):
@@ -144,7 +149,11 @@ def test_lr_multipliers_scale_the_named_modules(tiny_results, tiny_cfg, tmp_path
     assert {f: g["lr"] for f, g in by_factor.items()} == {0.5: 5e-4, 2.0: 2e-3, 1.0: 1e-3}
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[id(p)].startswith("ehr_encoder.") for p in by_factor[0.5]["params"])
-    assert {names[id(p)].split(".")[0] for p in by_factor[2.0]["params"]} == {"cxr_stem", "cxr_trunk_shared", "cxr_trunk_distinct"}
+    assert {names[id(p)].split(".")[0] for p in by_factor[2.0]["params"]} == {
+        "cxr_stem",
+        "cxr_trunk_shared",
+        "cxr_trunk_distinct",
+    }
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     # a training run: the optimiser keeps the factors, metrics.csv logs train.lr itself
     train("drfuse", "matched", 0, cfg, tiny_results, tmp_path / "run")
@@ -153,8 +162,13 @@ def test_lr_multipliers_scale_the_named_modules(tiny_results, tiny_cfg, tmp_path
     assert pl.read_csv(tmp_path / "run" / "metrics.csv")["lr"].to_list() == [1e-3]
     # the setting applies to every model: a prefix a model lacks is logged, naming its modules
     with caplog.at_level(logging.WARNING):
-        groups = param_groups(build_model("transformer", cfg["model"]), EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0))
-    assert "no parameter of EHRTransformerClassifier starts with cxr_ (its modules: classifier, ehr_encoder)" in caplog.text
+        groups = param_groups(
+            build_model("transformer", cfg["model"]), EngineSettings.from_cfg(cfg, torch.device("cpu"), 0.0)
+        )
+    assert (
+        "no parameter of EHRTransformerClassifier starts with cxr_ (its modules: classifier, ehr_encoder)"
+        in caplog.text
+    )
     assert {g["lr_factor"] for g in groups} == {0.5, 1.0}
 
 
@@ -190,12 +204,21 @@ def test_image_warmup_trains_the_image_branch_alone_then_selects_among_joint_epo
     cfg = _cfg(tiny_cfg, epochs=2, patience=5, cxr_warmup_epochs=2)
     run_dir = tmp_path / "run"
     states = {}
-    run = train("drfuse", "matched", 0, cfg, tiny_results, run_dir,
-                on_epoch_end=lambda epoch: states.update({epoch: checkpoint.load(run_dir / "last.pt")["model"]}))
+    run = train(
+        "drfuse",
+        "matched",
+        0,
+        cfg,
+        tiny_results,
+        run_dir,
+        on_epoch_end=lambda epoch: states.update({epoch: checkpoint.load(run_dir / "last.pt")["model"]}),
+    )
     metrics = pl.read_csv(run_dir / "metrics.csv")
     assert metrics["epoch"].to_list() == [1, 2, 3, 4] and run["epochs_run"] == 4
     assert metrics["val_prauc"][:2].is_null().all() and metrics["val_prauc"][2:].is_not_null().all()
-    assert metrics["train_loss:warmup_aux_cxr"][:2].is_not_null().all() and metrics["train_loss:pred"][:2].is_null().all()
+    assert (
+        metrics["train_loss:warmup_aux_cxr"][:2].is_not_null().all() and metrics["train_loss:pred"][:2].is_null().all()
+    )
     assert run["best_epoch"] in (3, 4)  # never a warm-up epoch
     checkpoint.seed_everything(0)
     initial = build_model("drfuse", cfg["model"]).state_dict()  # what train() starts from
@@ -246,7 +269,9 @@ def test_augmentation_on_tensors():
     # grayscale copied to 3 channels, ImageNet-normalised
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     np.testing.assert_allclose((centre * std + mean)[:, 0] * 255, raw[:, 4:36, 4:36].float(), atol=1e-3)
-    assert torch.allclose(centre[:, 1] * IMAGENET_STD[1] + IMAGENET_MEAN[1], centre[:, 2] * IMAGENET_STD[2] + IMAGENET_MEAN[2], atol=1e-6)
+    assert torch.allclose(
+        centre[:, 1] * IMAGENET_STD[1] + IMAGENET_MEAN[1], centre[:, 2] * IMAGENET_STD[2] + IMAGENET_MEAN[2], atol=1e-6
+    )
     g = torch.Generator().manual_seed(0)
     still = AugmentSettings(flip_p=0.0, degrees=0.0, translate=0.0, scale=(1.0, 1.0))
     assert torch.allclose(prepare_images(raw, 32, True, g, still), centre, atol=1e-4)
@@ -338,7 +363,13 @@ def test_killed_run_resumes_bit_identical_and_predicts(tiny_results, tiny_cfg, t
     out = tmp_path / "predict" / "full.parquet"
     written = predict(killed, "full", cfg, tiny_results, out)
     attn = [f"attn:{label}:{t}" for label in PHENOTYPES for t in ("ehr", "shared", "cxr")]
-    assert written.columns == ["stay_id", "has_cxr", *[f"y:{x}" for x in PHENOTYPES], *[f"p:{x}" for x in PHENOTYPES], *attn]
+    assert written.columns == [
+        "stay_id",
+        "has_cxr",
+        *[f"y:{x}" for x in PHENOTYPES],
+        *[f"p:{x}" for x in PHENOTYPES],
+        *attn,
+    ]
     assert pl.read_parquet(out).schema == written.schema
     assert written.schema["y:" + PHENOTYPES[0]] == pl.Int8 and written.schema["p:" + PHENOTYPES[0]] == pl.Float32
     test = load_split(tiny_results, "test", "full")
@@ -365,12 +396,29 @@ def test_checkpoints_wait_for_their_interval_then_match_a_run_that_writes_every_
     rarely = _cfg(tiny_cfg, epochs=4, patience=4, checkpoint_interval_s=3600)
 
     def last_epoch_on_disk(run_dir, seen):
-        return lambda epoch: seen.append((epoch, checkpoint.load(run_dir / "last.pt")["epoch"] if (run_dir / "last.pt").exists() else None))
+        return lambda epoch: seen.append(
+            (epoch, checkpoint.load(run_dir / "last.pt")["epoch"] if (run_dir / "last.pt").exists() else None)
+        )
 
     seen_every, seen_rarely = [], []
-    train("transformer", "full", 0, every, tiny_results, tmp_path / "every", on_epoch_end=last_epoch_on_disk(tmp_path / "every", seen_every))
-    run = train("transformer", "full", 0, rarely, tiny_results, tmp_path / "rarely",
-                on_epoch_end=last_epoch_on_disk(tmp_path / "rarely", seen_rarely))
+    train(
+        "transformer",
+        "full",
+        0,
+        every,
+        tiny_results,
+        tmp_path / "every",
+        on_epoch_end=last_epoch_on_disk(tmp_path / "every", seen_every),
+    )
+    run = train(
+        "transformer",
+        "full",
+        0,
+        rarely,
+        tiny_results,
+        tmp_path / "rarely",
+        on_epoch_end=last_epoch_on_disk(tmp_path / "rarely", seen_rarely),
+    )
     assert seen_every == [(1, 1), (2, 2), (3, 3), (4, 4)]
     assert seen_rarely == [(1, None), (2, None), (3, None), (4, 4)]
 
@@ -447,14 +495,20 @@ def _drfuse_loss_read_every_step(outputs, labels, has_cxr, settings):
         y = labels[paired]
         align_i = align_fn(outputs["ehr_shared"][paired], outputs["cxr_shared"][paired])
         orth_cxr_i = losses.abs_cos_per_sample(outputs["cxr_shared"][paired], outputs["cxr_distinct"][paired])
-        class_losses = torch.stack([losses.bce_per_class(outputs[k][paired], y) for k in ("aux_ehr", "aux_shared", "aux_cxr")], dim=2)
+        class_losses = torch.stack(
+            [losses.bce_per_class(outputs[k][paired], y) for k in ("aux_ehr", "aux_shared", "aux_cxr")], dim=2
+        )
         aux_i = class_losses.mean(1).sum(1)
         order_losses = class_losses
         if settings["rank_order"] == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
-        attn_i = losses.ranking_per_sample(outputs["attention"][paired], order_losses, settings["margin"], settings["rank_gap"])
+        attn_i = losses.ranking_per_sample(
+            outputs["attention"][paired], order_losses, settings["margin"], settings["rank_gap"]
+        )
         paired_terms = (
-            settings["lambda_jsd"] * align_i + settings["lambda_orth"] * orth_cxr_i + settings["lambda_attn"] * aux_i
+            settings["lambda_jsd"] * align_i
+            + settings["lambda_orth"] * orth_cxr_i
+            + settings["lambda_attn"] * aux_i
             + (settings["lambda_attn"] * attn_i if settings["use_ranking"] else 0.0)
         )
         total = total + paired_terms.sum()
@@ -479,8 +533,13 @@ def test_loss_parts_left_on_the_device_train_bit_identically_to_reading_them_eve
     model_cls = type(build_model(name, cfg["model"]))
     train(name, "matched", 0, cfg, tiny_results, tmp_path / "device")
     if name == "drfuse":
-        monkeypatch.setattr(model_cls, "loss", lambda self, outputs, labels, has_cxr, paired_rows=None:
-                            _drfuse_loss_read_every_step(outputs, labels, has_cxr, self.loss_settings))
+        monkeypatch.setattr(
+            model_cls,
+            "loss",
+            lambda self, outputs, labels, has_cxr, paired_rows=None: _drfuse_loss_read_every_step(
+                outputs, labels, has_cxr, self.loss_settings
+            ),
+        )
     else:
         loss_on_device = model_cls.loss
 
@@ -525,7 +584,9 @@ def test_padded_image_batches_train_like_unpadded_ones(tiny_results, tiny_cfg, n
     settings = EngineSettings.from_cfg(cfg, torch.device("cpu"), cxr_drop=0.0)
     assert not settings.pad_images  # auto: off on the CPU
     idx = torch.arange(16)
-    ehr, lengths, images, has_cxr, labels, _ = _double(make_batch(data, idx, settings, True, torch.Generator().manual_seed(0), True))
+    ehr, lengths, images, has_cxr, labels, _ = _double(
+        make_batch(data, idx, settings, True, torch.Generator().manual_seed(0), True)
+    )
     assert 1 < int(has_cxr.sum()) < 8  # most rows are padding
 
     results = []
@@ -570,14 +631,18 @@ def test_padded_forward_is_one_graph(tiny_cfg):
 
 
 @pytest.mark.compiles
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                    reason="torch.compile's default backend (inductor) needs a C++ compiler on the CPU: g++ or $CXX")
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None,
+    reason="torch.compile's default backend (inductor) needs a C++ compiler on the CPU: g++ or $CXX",
+)
 def test_compiled_padded_drfuse_step_gives_eager_loss_and_gradients(tiny_results, tiny_cfg):
     """`train.compile`: the padded DrFuse training step with its forward and backward compiled by
     the default backend (inductor, as `compile_model` does) traces as one graph and gives eager's
     loss and gradients within float32 rounding. Compiling takes about 2 minutes on 2 cores from a
     cold inductor cache (marker `compiles`)."""
-    settings = EngineSettings.from_cfg(_cfg(tiny_cfg, compile="default", pad_images=True), torch.device("cpu"), cxr_drop=0.3)
+    settings = EngineSettings.from_cfg(
+        _cfg(tiny_cfg, compile="default", pad_images=True), torch.device("cpu"), cxr_drop=0.3
+    )
     data = DeviceData(load_split(tiny_results, "train", "matched"), torch.device("cpu"), with_images=True)
     batch = make_batch(data, torch.arange(16), settings, True, torch.Generator().manual_seed(0), True)
     assert 0 < batch.paired.numel() < 16  # the CXR drop: rows with and without an image
@@ -588,7 +653,10 @@ def test_compiled_padded_drfuse_step_gives_eager_loss_and_gradients(tiny_results
     torch._dynamo.utils.counters.clear()
     try:
         results = {}
-        for name, model, forward in (("eager", eager, eager), ("compiled", compiled, compile_model(compiled, settings))):
+        for name, model, forward in (
+            ("eager", eager, eager),
+            ("compiled", compiled, compile_model(compiled, settings)),
+        ):
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             loss, parts = train_step(model, forward, optimizer, batch, settings)
             results[name] = (loss.detach(), {key: p.grad for key, p in model.named_parameters()})
@@ -709,8 +777,19 @@ def test_second_train_into_the_same_folder_fails_naming_the_first(tiny_results, 
     first.start()
     try:
         assert started.wait(120), "the first training did not start"
-        code, errors = _cli(cfg, tmp_path, "train", "--model", "transformer", "--train-set", "full",
-                            "--results", tiny_results, "--out", out)
+        code, errors = _cli(
+            cfg,
+            tmp_path,
+            "train",
+            "--model",
+            "transformer",
+            "--train-set",
+            "full",
+            "--results",
+            tiny_results,
+            "--out",
+            out,
+        )
         assert code == 1 and len(errors) == 1 and "\n" not in errors[0]
         assert str(out) in errors[0] and f"pid {first.pid} on host {socket.gethostname()}, started " in errors[0]
     finally:
@@ -728,7 +807,17 @@ def test_corrupt_checkpoints_are_one_line_errors(tiny_results, tiny_cfg, tmp_pat
     run_dir = tmp_path / "run"
     train("transformer", "full", 0, cfg, tiny_results, run_dir)
     train_args = ("train", "--model", "transformer", "--train-set", "full", "--results", tiny_results, "--out", run_dir)
-    predict_args = ("predict", "--run", run_dir, "--test-set", "full", "--results", tiny_results, "--out-dir", tmp_path / "p")
+    predict_args = (
+        "predict",
+        "--run",
+        run_dir,
+        "--test-set",
+        "full",
+        "--results",
+        tiny_results,
+        "--out-dir",
+        tmp_path / "p",
+    )
     for name, args, remedy in (
         ("last.pt", train_args, "delete it to train this run from epoch 1"),
         ("best.pt", predict_args, f"delete the run folder {run_dir} and train it again"),
@@ -774,11 +863,39 @@ def test_train_with_predict_dir_writes_what_predict_writes(tiny_results, tiny_cf
     per run): the files must be those `drfuse predict` writes from the same best.pt."""
     cfg = _cfg(tiny_cfg, epochs=2)
     run_dir, together, alone = tmp_path / "run", tmp_path / "together", tmp_path / "alone"
-    code, errors = _cli(cfg, tmp_path, "train", "--model", "drfuse", "--train-set", "matched", "--results", tiny_results,
-                        "--out", run_dir, "--predict-dir", together, "--test-set", "full", "matched")
+    code, errors = _cli(
+        cfg,
+        tmp_path,
+        "train",
+        "--model",
+        "drfuse",
+        "--train-set",
+        "matched",
+        "--results",
+        tiny_results,
+        "--out",
+        run_dir,
+        "--predict-dir",
+        together,
+        "--test-set",
+        "full",
+        "matched",
+    )
     assert code == 0, errors
-    code, errors = _cli(cfg, tmp_path, "predict", "--run", run_dir, "--test-set", "full", "matched",
-                        "--results", tiny_results, "--out-dir", alone)
+    code, errors = _cli(
+        cfg,
+        tmp_path,
+        "predict",
+        "--run",
+        run_dir,
+        "--test-set",
+        "full",
+        "matched",
+        "--results",
+        tiny_results,
+        "--out-dir",
+        alone,
+    )
     assert code == 0, errors
     for test_set in ("full", "matched"):
         frame = pl.read_parquet(together / f"{test_set}.parquet")
@@ -798,8 +915,18 @@ def test_train_with_predict_dir_writes_what_predict_writes(tiny_results, tiny_cf
 )
 def test_train_refuses_a_bad_prediction_request_before_training(tiny_results, tiny_cfg, tmp_path, args, message):
     run_dir = tmp_path / "run"
-    code, errors = _cli(_cfg(tiny_cfg, epochs=1), tmp_path, "train", "--train-set", "matched", "--results", tiny_results,
-                        "--out", run_dir, *args)
+    code, errors = _cli(
+        _cfg(tiny_cfg, epochs=1),
+        tmp_path,
+        "train",
+        "--train-set",
+        "matched",
+        "--results",
+        tiny_results,
+        "--out",
+        run_dir,
+        *args,
+    )
     assert code == 1 and len(errors) == 1 and message in errors[0]
     assert not run_dir.exists()  # nothing trained
 
@@ -810,8 +937,14 @@ def test_a_run_from_before_a_model_setting_existed_predicts_as_the_paper_built_i
     (drfuse.train.run.OLD_RUN_MODEL_SETTINGS), the model of the paper's values."""
     from drfuse.train.run import OLD_RUN_MODEL_SETTINGS
 
-    paper = {**tiny_cfg["model"], "cnn_width": 64, "rank_order": "sample", "rank_gap": 0.0, "attention_query": "mean",
-             "attention_prior": "none"}
+    paper = {
+        **tiny_cfg["model"],
+        "cnn_width": 64,
+        "rank_order": "sample",
+        "rank_gap": 0.0,
+        "attention_query": "mean",
+        "attention_prior": "none",
+    }
     assert {k: paper[k] for k in OLD_RUN_MODEL_SETTINGS} == OLD_RUN_MODEL_SETTINGS
     torch.manual_seed(0)
     model = build_model("drfuse", paper)
@@ -854,8 +987,19 @@ def test_predict_refuses_a_results_folder_of_other_data_naming_both(tiny_results
     stays.write_parquet(stays_path)
     ehr = np.load(other / "features" / "ehr.npy")
     np.save(other / "features" / "ehr.npy", ehr * 1.01)  # features rebuilt (another normalisation)
-    code, errors = _cli(cfg, tmp_path, "predict", "--run", run_dir, "--test-set", "full", "--results", other,
-                        "--out-dir", tmp_path / "p")
+    code, errors = _cli(
+        cfg,
+        tmp_path,
+        "predict",
+        "--run",
+        run_dir,
+        "--test-set",
+        "full",
+        "--results",
+        other,
+        "--out-dir",
+        tmp_path / "p",
+    )
     assert code == 1 and len(errors) == 1 and "(features differs;" in errors[0] and str(other) in errors[0]
     assert not (tmp_path / "p" / "full.parquet").exists() and not (tmp_path / "moved.parquet").exists()
 
@@ -865,8 +1009,23 @@ def test_an_unwritable_predict_dir_is_refused_before_training(tiny_results, tiny
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
     run_dir = tmp_path / "run"
-    code, errors = _cli(_cfg(tiny_cfg, epochs=1), tmp_path, "train", "--model", "transformer", "--train-set", "full",
-                        "--results", tiny_results, "--out", run_dir, "--predict-dir", blocker / "p", "--test-set", "full")
+    code, errors = _cli(
+        _cfg(tiny_cfg, epochs=1),
+        tmp_path,
+        "train",
+        "--model",
+        "transformer",
+        "--train-set",
+        "full",
+        "--results",
+        tiny_results,
+        "--out",
+        run_dir,
+        "--predict-dir",
+        blocker / "p",
+        "--test-set",
+        "full",
+    )
     assert code == 1 and errors == [
         f"--predict-dir {blocker / 'p'}: cannot write there (Not a directory); choose a folder you can write"
     ]

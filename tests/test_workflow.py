@@ -46,8 +46,10 @@ E2E_CONFIG = {
     "recipe": {"warmup": {"train": {"cxr_warmup_epochs": 1}}},  # our recipe's warm-up in one epoch
     "evaluation": {"n_bootstrap": 20},
     # both tasks; in-hospital mortality with an image-only, an EHR, a fusion baseline and the DrFuse family
-    "experiments": {"tasks": ["phenotyping", "mortality"],
-                    "mortality": {"models": ["resnet50", "transformer", "mmtm", "drfuse"], "train_sets": ["full", "matched"]}},
+    "experiments": {
+        "tasks": ["phenotyping", "mortality"],
+        "mortality": {"models": ["resnet50", "transformer", "mmtm", "drfuse"], "train_sets": ["full", "matched"]},
+    },
 }
 
 
@@ -126,10 +128,19 @@ def test_only_one_mimic_path_is_an_error_naming_both_settings():
 BAD_CONFIGS = [
     ({"train": {"epoch": 5}}, "train.epoch: not a setting; known settings here: adam_betas, amp, augment"),
     ({"train": {"lr": "fast"}}, "train.lr = 'fast': must be of type number"),
-    ({"experiments": {"table2": {"models": ["drfuse", "drfuze"]}}}, "experiments.table2.models[1] = 'drfuze': allowed values are drfuse, "),
+    (
+        {"experiments": {"table2": {"models": ["drfuse", "drfuze"]}}},
+        "experiments.table2.models[1] = 'drfuze': allowed values are drfuse, ",
+    ),
     ({"per_model": {"drfuze": {"train": {"lr": 0.1}}}}, "per_model.drfuze: not a model name; allowed: drfuse, "),
-    ({"builtin_overrides": {"train": {"epochs": "many"}}}, "builtin_overrides.train.epochs = 'many': must be of type integer"),
-    ({"builtin_overrides": {"modle": {"d_model": 8}}}, "builtin_overrides.modle: not a setting; known settings here: cohort, "),
+    (
+        {"builtin_overrides": {"train": {"epochs": "many"}}},
+        "builtin_overrides.train.epochs = 'many': must be of type integer",
+    ),
+    (
+        {"builtin_overrides": {"modle": {"d_model": 8}}},
+        "builtin_overrides.modle: not a setting; known settings here: cohort, ",
+    ),
     ({"images": {"max_missing_share": 2}}, "images.max_missing_share = 2: 2 is greater than the maximum of 1"),
     # issue 26: values the schema cannot judge alone, refused before any job too
     (
@@ -137,7 +148,10 @@ BAD_CONFIGS = [
         "split.fractions = [0.5, 0.5, 0.5]: expected the train, val and test shares, three numbers each in (0, 1) "
         "summing to 1 (they sum to 1.5)",
     ),
-    ({"experiments": {"tasks": ["mortality", "sepsis"]}}, "experiments.tasks[1] = 'sepsis': allowed values are phenotyping, mortality"),
+    (
+        {"experiments": {"tasks": ["mortality", "sepsis"]}},
+        "experiments.tasks[1] = 'sepsis': allowed values are phenotyping, mortality",
+    ),
     (
         {"experiments": {"table4": {"ablations": ["drfuse_mse", "transformer"]}}},
         "experiments.table4.ablations: transformer is not a DrFuse-family model (Table 4 compares DrFuse with its "
@@ -178,7 +192,9 @@ def test_a_partial_config_file_is_merged_over_config_yaml_by_the_cli_as_by_snake
         k: v for k, v in project.items() if k not in ("data", "evaluation")
     }
     # the CLI gets past the configuration (to the stage's own input check), and says what it merges over
-    cli = drfuse_cli("--config", str(partial), "cohort", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "c"))
+    cli = drfuse_cli(
+        "--config", str(partial), "cohort", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "c")
+    )
     assert cli.returncode == 1 and "none.duckdb: database not found" in cli.stderr and "required" not in cli.stderr
     assert "merged over the project's config.yaml" in " ".join(drfuse_cli("--help").stdout.split())
     # a partial file is checked like any other: its bad setting named, with the file
@@ -249,7 +265,11 @@ def test_grid_search_adds_one_run_per_grid_point_with_its_settings():
     assert len(grid) == 3 * 3 * 3 * 2
     model, run_cfg = resolve_run("drfuse-g53", cfg)  # the last point: l1 = l2 = 1, l3 = 1, lr = 1e-3
     assert model == "drfuse"
-    assert (run_cfg["model"]["lambda_jsd"], run_cfg["model"]["lambda_orth"], run_cfg["model"]["lambda_attn"]) == (1.0, 1.0, 1.0)
+    assert (run_cfg["model"]["lambda_jsd"], run_cfg["model"]["lambda_orth"], run_cfg["model"]["lambda_attn"]) == (
+        1.0,
+        1.0,
+        1.0,
+    )
     assert run_cfg["train"]["lr"] == 1e-3
     with pytest.raises(UserError, match="grid"):
         resolve_run("drfuse-g54", cfg)
@@ -310,15 +330,34 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
     for path in (ROOT / "workflow" / "rules").glob("*.smk"):
         for block in re.findall(r"^ *localrules:\n((?: +\w+,\n)+)", path.read_text(), re.M):
             local.update(re.findall(r"\w+", block))
-    assert local == {"all", "tables", "planted", "table1", "table2", "table3", "table4", "predictions", "tables_mortality",
-                     "planted_mortality"}
+    assert local == {
+        "all",
+        "tables",
+        "planted",
+        "table1",
+        "table2",
+        "table3",
+        "table4",
+        "predictions",
+        "tables_mortality",
+        "planted_mortality",
+    }
     # a job that fails (killed at its time limit) is submitted again with more time: a training run
     # resumes from its last.pt
     assert yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["retries"] >= 1
-    again = job_blocks(run_snakemake(*recipe_args(SLURM_RECIPE), "-n", "--attempt", "2", "--configfile",
-                                     str(results_config(tmp_path)), env=env))
-    for rule, runtime in (("train", 1440), ("warmup", 1440), ("ingest", 240), ("cohort", 120), ("evaluate", 120),
-                          ("train_mortality", 1440)):
+    again = job_blocks(
+        run_snakemake(
+            *recipe_args(SLURM_RECIPE), "-n", "--attempt", "2", "--configfile", str(results_config(tmp_path)), env=env
+        )
+    )
+    for rule, runtime in (
+        ("train", 1440),
+        ("warmup", 1440),
+        ("ingest", 240),
+        ("cohort", 120),
+        ("evaluate", 120),
+        ("train_mortality", 1440),
+    ):
         assert f"runtime={runtime}," in again[rule][0], (rule, again[rule][0])
 
 
@@ -335,7 +374,14 @@ def test_gpu_recipes_with_and_without_the_profile_give_every_training_job_one_gp
     conf = results_config(tmp_path)
     for recipe in (GPU_RECIPE, GPU_LINE):
         blocks = job_blocks(run_snakemake(*recipe_args(recipe), "-n", "--configfile", str(conf)))
-        for rule in ("warmup", "train", "train_image_only", "warmup_mortality", "train_mortality", "train_image_only_mortality"):
+        for rule in (
+            "warmup",
+            "train",
+            "train_image_only",
+            "warmup_mortality",
+            "train_mortality",
+            "train_image_only_mortality",
+        ):
             assert _gpu_lines(blocks, rule) == {("1", "1")}, (recipe, rule)  # counted, and trains on CUDA or fails
         for rule in ("ingest", "cohort", "features", "images", "evaluate", "mortality_cohort", "evaluate_mortality"):
             assert not any(re.search(r"resources: .*\bgpu=", b) for b in blocks[rule]), rule
@@ -359,10 +405,27 @@ def test_every_rule_is_listed_with_a_one_line_description(tmp_path):
     described = dict(re.fullmatch(r"(\w+) \((.+)\)", line).groups() for line in listed)
     # 12 phenotyping stage rules (synth, planted: built-in data), 8 of the mortality task, all, 6 named targets
     assert len(described) == len(listed) == 27
-    assert {"all", "synth", "train", "train_image_only", "warmup", "evaluate", "tables", "figures", "planted",
-            "table1", "table2", "table3", "table4", "predictions", "report"} <= set(described)
+    assert {
+        "all",
+        "synth",
+        "train",
+        "train_image_only",
+        "warmup",
+        "evaluate",
+        "tables",
+        "figures",
+        "planted",
+        "table1",
+        "table2",
+        "table3",
+        "table4",
+        "predictions",
+        "report",
+    } <= set(described)
     assert "matched test set" in described["train_image_only"] and "both test sets" in described["train"]
-    assert "in-hospital mortality" in described["train_mortality"] and "AUROC and AUPRC" in described["tables_mortality"]
+    assert (
+        "in-hospital mortality" in described["train_mortality"] and "AUROC and AUPRC" in described["tables_mortality"]
+    )
 
 
 def test_named_targets_build_what_they_name(tmp_path):
@@ -371,7 +434,10 @@ def test_named_targets_build_what_they_name(tmp_path):
     assert table2["table2"] == table2["tables"] == table2["evaluate"] == 1 and "figures" not in table2
     predictions = planned_jobs(run_snakemake("predictions", "-n", "--cores", "2", "--configfile", conf))
     assert predictions["train"] + predictions["train_image_only"] == 21 and "evaluate" not in predictions
-    assert predictions["train_mortality"] + predictions["train_image_only_mortality"] == 15 and "evaluate_mortality" not in predictions
+    assert (
+        predictions["train_mortality"] + predictions["train_image_only_mortality"] == 15
+        and "evaluate_mortality" not in predictions
+    )
     assert "snakemake --cores all table2" in README and "snakemake --cores all predictions" in README
     report = planned_jobs(run_snakemake("report", "-n", "--cores", "2", "--configfile", conf))
     everything = planned_jobs(run_snakemake("-n", "--cores", "2", "--configfile", conf))
@@ -431,7 +497,10 @@ def test_environments_list_the_pins_of_requirements():
     workflow_only = {"snakemake", "snakemake-executor-plugin-slurm"}
     assert env == {k: v for k, v in req.items() if k not in workflow_only}
     assert "-e " not in env_text and ".." not in env_text  # no relative editable install
-    deps = [re.split(r"[<>=\[]", d)[0].lower() for d in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    deps = [
+        re.split(r"[<>=\[]", d)[0].lower()
+        for d in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    ]
     assert set(deps) <= set(req), set(deps) - set(req)  # every dependency is pinned
     # pylibjpeg-libjpeg is GPLv3: in the optional dicom extra only, never in a default, test or image install
     extras = __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -452,11 +521,18 @@ def test_containers_install_every_pin_of_requirements_and_torch_from_the_chosen_
     """Dockerfile and drfuse.def install through envs/container-install.sh, run here with a
     stand-in pip that records what it is asked to install."""
     record = tmp_path / "pip.log"
-    env = _fake_command(tmp_path / "bin", "pip", f'echo "ARGS $*" >> {record}\n'
-                        f'for a; do if [ -f "$a" ]; then cat "$a" >> {record}; fi; done\n')
+    env = _fake_command(
+        tmp_path / "bin",
+        "pip",
+        f'echo "ARGS $*" >> {record}\nfor a; do if [ -f "$a" ]; then cat "$a" >> {record}; fi; done\n',
+    )
     cpu_index = "https://download.pytorch.org/whl/cpu"
-    result = subprocess.run(["sh", str(ROOT / "envs" / "container-install.sh"), cpu_index], capture_output=True,
-                            text=True, env={**os.environ, **env})
+    result = subprocess.run(
+        ["sh", str(ROOT / "envs" / "container-install.sh"), cpu_index],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert result.returncode == 0, result.stderr
     calls = record.read_text().split("ARGS ")[1:]
     assert len(calls) == 2
@@ -473,8 +549,10 @@ def test_containers_install_every_pin_of_requirements_and_torch_from_the_chosen_
 
 
 APPTAINER_BUILD = "apptainer build drfuse.sif drfuse.def"
-APPTAINER_RECIPE = ('snakemake --cores all --resources gpu=4 --configfile my-run.yaml --sdm apptainer '
-                    '--apptainer-args "--nv --bind /data/mimiciv/2.2,/data/mimic-cxr-jpg/2.0.0"')
+APPTAINER_RECIPE = (
+    "snakemake --cores all --resources gpu=4 --configfile my-run.yaml --sdm apptainer "
+    '--apptainer-args "--nv --bind /data/mimiciv/2.2,/data/mimic-cxr-jpg/2.0.0"'
+)
 
 
 def test_apptainer_recipe_runs_jobs_in_the_image_with_the_gpu_driver_and_the_data_bound(tmp_path):
@@ -482,16 +560,27 @@ def test_apptainer_recipe_runs_jobs_in_the_image_with_the_gpu_driver_and_the_dat
     calls it and then runs the job's command on the host."""
     assert APPTAINER_BUILD in README and APPTAINER_RECIPE in README and "`container: drfuse.sif`" in README
     record = tmp_path / "apptainer.log"
-    env = _fake_command(tmp_path / "bin", "apptainer", 'if [ "$1" = --version ]; then echo "apptainer version 1.3.4"; exit 0; fi\n'
-                        f'printf "%s\\n" "$*" >> {record}\n'
-                        'for command; do :; done\n'  # the last argument: the job's command
-                        'exec bash -c "$command"\n')
+    env = _fake_command(
+        tmp_path / "bin",
+        "apptainer",
+        'if [ "$1" = --version ]; then echo "apptainer version 1.3.4"; exit 0; fi\n'
+        f'printf "%s\\n" "$*" >> {record}\n'
+        "for command; do :; done\n"  # the last argument: the job's command
+        'exec bash -c "$command"\n',
+    )
     image = tmp_path / "drfuse.sif"
     image.write_text("a stand-in image\n")
     results = tmp_path / "results"
     run_config = tmp_path / "my-run.yaml"
-    run_config.write_text(yaml.safe_dump({"container": str(image), "data": {"results_dir": str(results)},
-                                          "builtin_overrides": {"synth": {"n_subjects": 60, "image_size": [48, 40]}}}))
+    run_config.write_text(
+        yaml.safe_dump(
+            {
+                "container": str(image),
+                "data": {"results_dir": str(results)},
+                "builtin_overrides": {"synth": {"n_subjects": 60, "image_size": [48, 40]}},
+            }
+        )
+    )
     args = [str(run_config) if a == "my-run.yaml" else a for a in shlex.split(APPTAINER_RECIPE)[1:]]
     result = run_snakemake(*args, str(results / "synth" / "answer_key" / "label_groups.csv"), env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -554,7 +643,10 @@ def test_unwritable_results_dir_is_one_line_in_cli_and_snakemake(tmp_path):
     assert len(cli.stderr.strip().splitlines()) == 1 and str(blocker / "results") in cli.stderr
     dry = run_snakemake("-n", "--configfile", str(conf))
     out = dry.stdout + dry.stderr
-    assert dry.returncode != 0 and f"data.results_dir: cannot create {blocker / 'results' / 'config'}: Not a directory" in out
+    assert (
+        dry.returncode != 0
+        and f"data.results_dir: cannot create {blocker / 'results' / 'config'}: Not a directory" in out
+    )
 
 
 def test_a_second_workflow_run_into_the_same_results_folder_fails_naming_the_first(tmp_path):
@@ -602,7 +694,9 @@ def test_a_mimic_file_changed_added_or_removed_in_place_reruns_ingest(tmp_path, 
     iv, cxr = _mimic_copy(tmp_path, demo_subset_dir)
     results = tmp_path / "results"
     conf = tmp_path / "my-run.yaml"
-    conf.write_text(yaml.safe_dump({"data": {"mimic_iv_dir": str(iv), "mimic_cxr_dir": str(cxr), "results_dir": str(results)}}))
+    conf.write_text(
+        yaml.safe_dump({"data": {"mimic_iv_dir": str(iv), "mimic_cxr_dir": str(cxr), "results_dir": str(results)}})
+    )
     db = str(results / "mimiciv.duckdb")
     run = run_snakemake(db, "--cores", "1", "--configfile", str(conf))
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
@@ -706,14 +800,31 @@ def check_mortality(results: Path) -> None:
     table = pl.read_csv(results / "tables" / "mortality.csv")
     # resnet50 on matched (one test set); transformer, MMTM and DrFuse under both recipes on both sets
     assert table.height == 1 + 4 * 2 * 2 and set(table["model"]) == {
-        "ResNet50", "Transformer", "MMTM", "DrFuse (paper recipe)", "DrFuse (our recipe)"}
+        "ResNet50",
+        "Transformer",
+        "MMTM",
+        "DrFuse (paper recipe)",
+        "DrFuse (our recipe)",
+    }
     assert (table["n_seeds"] == 1).all() and (table["n_stays"] > 0).all()
     defined = table.filter(pl.col("deaths") > 0)
-    assert defined.height and defined["auroc"].is_not_null().all() and (defined["auroc_ci_low"] <= defined["auroc_ci_high"]).all()
+    assert (
+        defined.height
+        and defined["auroc"].is_not_null().all()
+        and (defined["auroc_ci_low"] <= defined["auroc_ci_high"]).all()
+    )
     md = (results / "tables" / "mortality.md").read_text()
-    assert "AUROC MedFuse paper" in md and "0.865" in md and "PyHealth" in md and (results / "tables" / "mortality.tex").is_file()
+    assert (
+        "AUROC MedFuse paper" in md
+        and "0.865" in md
+        and "PyHealth" in md
+        and (results / "tables" / "mortality.tex").is_file()
+    )
     paired = pl.read_csv(results / "tables" / "mortality_paired.csv", schema_overrides={"seed": pl.String})
-    assert set(paired["metric"]) == {"AUROC", "AUPRC"} and set(paired["reference"]) == {"DrFuse (paper recipe)", "DrFuse (our recipe)"}
+    assert set(paired["metric"]) == {"AUROC", "AUPRC"} and set(paired["reference"]) == {
+        "DrFuse (paper recipe)",
+        "DrFuse (our recipe)",
+    }
     assert (results / "figures" / "attention_mortality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     planted = pl.read_csv(results / "tables" / "planted_mortality.csv", infer_schema_length=None)
     criteria = planted.filter(pl.col("section") == "criterion")
@@ -722,7 +833,9 @@ def check_mortality(results: Path) -> None:
     assert (criteria["passed"].is_not_null() | criteria["note"].is_not_null()).all()
     assert "Acceptance criteria (in-hospital mortality)" in (results / "tables" / "planted_mortality.md").read_text()
     run = json.loads((results / "mortality" / "train" / "drfuse" / "matched" / "seed0" / "run.json").read_text())
-    assert run["task"] == "mortality" and run["warm_start"] == str(results / "mortality" / "warmup" / "seed0" / "warmup.pt")
+    assert run["task"] == "mortality" and run["warm_start"] == str(
+        results / "mortality" / "warmup" / "seed0" / "warmup.pt"
+    )
 
 
 def check_planted_paired_and_seeds(results: Path, seeds: list[int], n_models: int) -> None:
@@ -734,7 +847,12 @@ def check_planted_paired_and_seeds(results: Path, seeds: list[int], n_models: in
     assert groups.select("model", "seed").unique().height == n_models * (len(seeds) + 1)  # + the mean
     for drfuse in ("DrFuse (paper recipe)", "DrFuse (our recipe)"):
         criteria = planted.filter((pl.col("section") == "criterion") & (pl.col("model") == drfuse))
-        assert set(criteria["criterion"]) == {"attention_share_cxr", "attention_share_ehr", "prauc_ratio_cxr", "prauc_ratio_ehr"}
+        assert set(criteria["criterion"]) == {
+            "attention_share_cxr",
+            "attention_share_ehr",
+            "prauc_ratio_cxr",
+            "prauc_ratio_ehr",
+        }
         # a verdict, or a note saying why there is none (a tiny run's reference may not have learned)
         assert (criteria["passed"].is_not_null() | criteria["note"].is_not_null()).all()
         assert criteria.filter(pl.col("criterion").str.starts_with("attention"))["value"].is_not_null().all()
@@ -743,13 +861,17 @@ def check_planted_paired_and_seeds(results: Path, seeds: list[int], n_models: in
 
     paired = pl.read_csv(results / "tables" / "paired.csv", schema_overrides={"seed": pl.String})
     assert set(paired["seed"]) == {*map(str, seeds), "pooled"}
-    matched = paired.filter((pl.col("train_set") == "matched") & (pl.col("test_set") == "matched") & (pl.col("seed") == "pooled"))
+    matched = paired.filter(
+        (pl.col("train_set") == "matched") & (pl.col("test_set") == "matched") & (pl.col("seed") == "pooled")
+    )
     # DrFuse under the paper's recipe against every other run, then under ours against the rest
     assert matched.height == 2 * (n_models - 1) - 1 and "ResNet50" in matched["model"].to_list()
     assert paired.select(pl.col("ci_low") <= pl.col("ci_high")).to_series().all()
     per_seed = pl.read_csv(results / "tables" / "seeds.csv")
     assert sorted(per_seed["seed"].unique()) == seeds and set(per_seed["table"]) == {2, 3, 4}
-    assert (results / "tables" / "seeds.md").stat().st_size > 0 and (results / "tables" / "paired.md").stat().st_size > 0
+    assert (results / "tables" / "seeds.md").stat().st_size > 0 and (
+        results / "tables" / "paired.md"
+    ).stat().st_size > 0
 
 
 def test_finished_run_has_nothing_to_do(finished_run):
@@ -771,15 +893,26 @@ DRFUSE_FAMILY = {**OUR_RECIPE, **{m.replace("drfuse", "drfuse_paper"): n for m, 
 EVAL = {"evaluate": 1, "tables": 1, "figures": 1, "planted": 1, "all": 1}  # planted: matched->matched runs
 MORTALITY_EVAL = {"evaluate_mortality": 1, "tables_mortality": 1, "figures_mortality": 1, "planted_mortality": 1}
 # the mortality task's jobs of E2E_CONFIG: its cohort, warm-up and 9 runs and what evaluates them
-MORTALITY_JOBS = {"mortality_cohort": 1, "warmup_mortality": 1, "train_mortality": 8, "train_image_only_mortality": 1,
-                  **MORTALITY_EVAL, "all": 1}
+MORTALITY_JOBS = {
+    "mortality_cohort": 1,
+    "warmup_mortality": 1,
+    "train_mortality": 8,
+    "train_image_only_mortality": 1,
+    **MORTALITY_EVAL,
+    "all": 1,
+}
 # (what is changed, extra snakemake arguments or a config override, jobs planned)
 # Every operational setting flipped at once (one dry run instead of one per setting: a param that
 # depended on any of them would change, and its rule be planned).
 OPERATIONAL_FLIPS = {
     "builtin_overrides": {
         "train": {
-            "device": "cpu", "amp": False, "compile": True, "pad_images": True, "channels_last": False, "num_threads": 2,
+            "device": "cpu",
+            "amp": False,
+            "compile": True,
+            "pad_images": True,
+            "channels_last": False,
+            "num_threads": 2,
             "checkpoint_interval_s": 5,
         },  # fmt: skip
         "features": {"chunk_stays": 7},
@@ -794,34 +927,68 @@ RERUNS = [
     ("threads, memory, GPUs", RESOURCE_FLIPS, {}),
     # a loss weight is not read by the shared image warm-up: it is not repeated; a model's settings
     # re-train its runs of both tasks
-    ("model.lambda_attn", {"model": {"lambda_attn": 0.7}}, {"train": 10, "train_mortality": 4, **EVAL, **MORTALITY_EVAL}),
+    (
+        "model.lambda_attn",
+        {"model": {"lambda_attn": 0.7}},
+        {"train": 10, "train_mortality": 4, **EVAL, **MORTALITY_EVAL},
+    ),
     # a change added to our recipe re-trains the runs under it (and its warm-ups), not the paper recipe's
-    ("recipe.ehr_lr", {"recipe": {"ehr_lr": {"train": {"ehr_lr_factor": 0.5}}}},
-     {"warmup": 1, "train": 5, "warmup_mortality": 1, "train_mortality": 2, **EVAL, **MORTALITY_EVAL}),
+    (
+        "recipe.ehr_lr",
+        {"recipe": {"ehr_lr": {"train": {"ehr_lr_factor": 0.5}}}},
+        {"warmup": 1, "train": 5, "warmup_mortality": 1, "train_mortality": 2, **EVAL, **MORTALITY_EVAL},
+    ),
     # a setting no change of our recipe sets: every fusion model's runs under both recipes, both tasks
-    ("train.ehr_lr_factor", {"train": {"ehr_lr_factor": 0.5}},
-     {"warmup": 1, "train": 18, "warmup_mortality": 1, "train_mortality": 6, **EVAL, **MORTALITY_EVAL}),
+    (
+        "train.ehr_lr_factor",
+        {"train": {"ehr_lr_factor": 0.5}},
+        {"warmup": 1, "train": 18, "warmup_mortality": 1, "train_mortality": 6, **EVAL, **MORTALITY_EVAL},
+    ),
     (
         "model.baseline_backbone",
         {"builtin_overrides": {"model": {"baseline_backbone": "resnet34"}}},
         {"train": 6, "train_mortality": 2, **EVAL, **MORTALITY_EVAL},
     ),
     # the bootstrap also gives the planted check's intervals for labels shown per patient in one modality
-    ("evaluation.n_bootstrap", {"evaluation": {"n_bootstrap": 30}},
-     {"evaluate": 1, "tables": 1, "planted": 1, "all": 1, "evaluate_mortality": 1, "tables_mortality": 1}),
+    (
+        "evaluation.n_bootstrap",
+        {"evaluation": {"n_bootstrap": 30}},
+        {"evaluate": 1, "tables": 1, "planted": 1, "all": 1, "evaluate_mortality": 1, "tables_mortality": 1},
+    ),
     # issue 26: the planted check's thresholds are the planted rules' alone; the seed is also t-SNE's
-    ("evaluation.planted", {"evaluation": {"planted": {"min_prauc_ratio": 0.8}}}, {"planted": 1, "planted_mortality": 1, "all": 1}),
-    ("evaluation.seed", {"evaluation": {"seed": 1}},
-     {"evaluate": 1, "tables": 1, "figures": 1, "planted": 1, "all": 1, "evaluate_mortality": 1, "tables_mortality": 1}),
-    ("per_model.transformer", {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}},
-     {"train": 2, "train_mortality": 2, **EVAL, **MORTALITY_EVAL}),
+    (
+        "evaluation.planted",
+        {"evaluation": {"planted": {"min_prauc_ratio": 0.8}}},
+        {"planted": 1, "planted_mortality": 1, "all": 1},
+    ),
+    (
+        "evaluation.seed",
+        {"evaluation": {"seed": 1}},
+        {
+            "evaluate": 1,
+            "tables": 1,
+            "figures": 1,
+            "planted": 1,
+            "all": 1,
+            "evaluate_mortality": 1,
+            "tables_mortality": 1,
+        },
+    ),
+    (
+        "per_model.transformer",
+        {"per_model": {"transformer": {"train": {"weight_decay": 0.01}}}},
+        {"train": 2, "train_mortality": 2, **EVAL, **MORTALITY_EVAL},
+    ),
     # issue 29: a task left out or re-run alone touches nothing of the other's
     ("experiments.tasks: phenotyping alone", {"experiments": {"tasks": ["phenotyping"]}}, {}),
     ("experiments.tasks: mortality alone", {"experiments": {"tasks": ["mortality"]}}, {}),
     ("the mortality cohort forced", ["--forcerun", "mortality_cohort"], MORTALITY_JOBS),
     ("the phenotyping tables forced", ["--forcerun", "tables"], {"tables": 1, "all": 1}),
-    ("experiments.mortality.models", {"experiments": {"mortality": {"models": ["resnet50", "transformer", "drfuse"]}}},
-     {"evaluate_mortality": 1, "tables_mortality": 1, "figures_mortality": 1, "planted_mortality": 1, "all": 1}),
+    (
+        "experiments.mortality.models",
+        {"experiments": {"mortality": {"models": ["resnet50", "transformer", "drfuse"]}}},
+        {"evaluate_mortality": 1, "tables_mortality": 1, "figures_mortality": 1, "planted_mortality": 1, "all": 1},
+    ),
 ]
 
 
@@ -893,10 +1060,12 @@ def test_tables_and_report_name_the_release_the_warnings_and_the_bad_images(tmp_
         json.dumps({"version": "2.x", "release": "2.2", "warnings": [warning], "row_count_warnings": [warning]})
     )
     (tmp_path / "images").mkdir()
-    pl.DataFrame({"dicom_id": ["a", "b"], "path": ["files/a.jpg", "files/b.jpg"], "reason": ["missing file"] * 2}).write_csv(
-        tmp_path / "images" / "bad_images.csv"
+    pl.DataFrame(
+        {"dicom_id": ["a", "b"], "path": ["files/a.jpg", "files/b.jpg"], "reason": ["missing file"] * 2}
+    ).write_csv(tmp_path / "images" / "bad_images.csv")
+    pl.DataFrame({"dicom_id": [f"d{i}" for i in range(98)], "row": list(range(98))}).write_parquet(
+        tmp_path / "images" / "index.parquet"
     )
-    pl.DataFrame({"dicom_id": [f"d{i}" for i in range(98)], "row": list(range(98))}).write_parquet(tmp_path / "images" / "index.parquet")
     cfg = {"data": {"mimic_iv_dir": "/m/iv", "mimic_cxr_dir": "/m/cxr", "results_dir": str(tmp_path)}}
     note = config_mod.data_source(cfg)  # the note under every table
     assert note.startswith("MIMIC-IV v2.2 + MIMIC-CXR-JPG; 1 ingest warning(s): chartevents: 313,000,000 rows")
@@ -906,7 +1075,10 @@ def test_tables_and_report_name_the_release_the_warnings_and_the_bad_images(tmp_
     assert "- MIMIC-IV version detected by ingest: 2.x (release 2.2)" in md and f"- ingest warning: {warning}" in md
     assert "- images missing or unreadable: 2 of 100" in md
     # before the stages have run: the source alone
-    assert config_mod.data_source({"data": {**cfg["data"], "results_dir": str(tmp_path / "none")}}) == "MIMIC-IV + MIMIC-CXR-JPG"
+    assert (
+        config_mod.data_source({"data": {**cfg["data"], "results_dir": str(tmp_path / "none")}})
+        == "MIMIC-IV + MIMIC-CXR-JPG"
+    )
 
 
 def test_a_second_seed_trains_only_its_runs_and_every_table_pools_both(finished_run):
@@ -915,18 +1087,28 @@ def test_a_second_seed_trains_only_its_runs_and_every_table_pools_both(finished_
     results = finished_run["results"]
     tiny = yaml.safe_load(finished_run["config"].read_text())
     config_file = finished_run["base"] / "two-seeds.yaml"
-    two_seeds = dict(tiny, experiments={
-        "seeds": [0, 1],
-        "tasks": ["phenotyping"],
-        "table2": {"models": ["transformer", "drfuse"], "train_sets": ["matched"]},
-        "table3": {"models": ["resnet50", "transformer", "drfuse"], "train_set": "matched", "test_set": "matched"},
-        "table4": {"ablations": [], "train_set": "matched"},
-    })
+    two_seeds = dict(
+        tiny,
+        experiments={
+            "seeds": [0, 1],
+            "tasks": ["phenotyping"],
+            "table2": {"models": ["transformer", "drfuse"], "train_sets": ["matched"]},
+            "table3": {"models": ["resnet50", "transformer", "drfuse"], "train_set": "matched", "test_set": "matched"},
+            "table4": {"ablations": [], "train_set": "matched"},
+        },
+    )
     config_file.write_text(yaml.safe_dump(two_seeds))
     result = run_snakemake("--cores", "2", "--configfile", str(config_file))
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    trained = sorted(p.parent.relative_to(results / "train").as_posix() for p in (results / "train").glob("*/*/seed1/best.pt"))
-    assert trained == ["drfuse/matched/seed1", "drfuse_paper/matched/seed1", "resnet50/matched/seed1", "transformer/matched/seed1"]
+    trained = sorted(
+        p.parent.relative_to(results / "train").as_posix() for p in (results / "train").glob("*/*/seed1/best.pt")
+    )
+    assert trained == [
+        "drfuse/matched/seed1",
+        "drfuse_paper/matched/seed1",
+        "resnet50/matched/seed1",
+        "transformer/matched/seed1",
+    ]
     table2 = pl.read_csv(results / "tables" / "table2.csv")
     assert table2.height == 6 and (table2["n_seeds"] == 2).all()
     assert "pooled interval" in (results / "tables" / "table2.md").read_text()

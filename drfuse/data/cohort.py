@@ -109,7 +109,10 @@ def _split(con, split_cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
         log.info(
             "split (MedFuse's lists): %d of %d listed test and %d of %d listed val subjects are not in "
             "the cohort; %d cohort subjects are in neither list (-> train)",
-            missing["test"], report["listed_subjects"]["test"], missing["val"], report["listed_subjects"]["val"],
+            missing["test"],
+            report["listed_subjects"]["test"],
+            missing["val"],
+            report["listed_subjects"]["val"],
             report["cohort_subjects_in_neither_list"],
         )
     else:
@@ -138,8 +141,14 @@ def _check_splits(report: dict) -> None:
     )
 
 
-def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | None = None,
-                 threads: int | None = None, memory_mb: int | None = None) -> None:
+def build_cohort(
+    db_path: Path,
+    out_dir: Path,
+    cfg: dict,
+    tables_dir: Path | None = None,
+    threads: int | None = None,
+    memory_mb: int | None = None,
+) -> None:
     """Cohort, labels, CXR match and splits from the ingested database -> `out_dir` files, and
     label_modes.{csv,md,tex} -> `tables_dir` (default: `out_dir`). `threads` / `memory_mb`: the
     job's cores and memory (None: the machine's; see duckdb_limits)."""
@@ -206,7 +215,12 @@ def build_cohort(db_path: Path, out_dir: Path, cfg: dict, tables_dir: Path | Non
     _write_outputs(out_dir, table, attrition, {"label_mapping.json": mapping, "split.json": split_report})
     log.info(
         "cohort: %d stays of %d subjects (%s split: %s), %d with a %s CXR within %s h -> %s",
-        table.num_rows, len(subjects), split_report["method"],
+        table.num_rows,
+        len(subjects),
+        split_report["method"],
         ", ".join(f"{s} {n}" for s, n in split_report["stays"].items()),
-        n_cxr, cohort_cfg["cxr_view"], cohort_cfg["hours"], out_dir / "stays.parquet",
+        n_cxr,
+        cohort_cfg["cxr_view"],
+        cohort_cfg["hours"],
+        out_dir / "stays.parquet",
     )

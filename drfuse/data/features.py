@@ -196,7 +196,9 @@ def _warn_stays_without_events(con: duckdb.DuckDBPyConnection, n_empty: int, n_s
         log.warning(
             "features: %d of %d stays have no chart or lab value of the 17 variables in their window "
             "(e.g. stay_id %s): every hour of them is imputed (counts.json: stays_without_events)",
-            n_empty, n_stays, ", ".join(map(str, examples)),
+            n_empty,
+            n_stays,
+            ", ".join(map(str, examples)),
         )
 
 
@@ -234,7 +236,9 @@ def _build(db_path: Path, stays_path: Path, tmp: Path, hours: int, settings: dic
         _warn_stays_without_events(con, counts["stays_without_events"], n)
         log.info("features: binning hourly")
         con.execute(f"CREATE OR REPLACE TEMP TABLE feat_hourly AS {_hourly_sql()}")
-        con.execute(f"COPY (SELECT * EXCLUDE (pos) FROM feat_hourly ORDER BY pos, hour) TO '{tmp / 'hourly.parquet'}' (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (pos) FROM feat_hourly ORDER BY pos, hour) TO '{tmp / 'hourly.parquet'}' (FORMAT parquet)"
+        )
         dense = _dense(con, n, hours)
     finally:
         con.close()
@@ -258,7 +262,13 @@ def _build(db_path: Path, stays_path: Path, tmp: Path, hours: int, settings: dic
     del ehr
 
     pq.write_table(
-        pa.table({"stay_id": stays["stay_id"], "row": pa.array(np.arange(n), pa.int64()), "length": pa.array(lengths, pa.int64())}),
+        pa.table(
+            {
+                "stay_id": stays["stay_id"],
+                "row": pa.array(np.arange(n), pa.int64()),
+                "length": pa.array(lengths, pa.int64()),
+            }
+        ),
         tmp / "index.parquet",
     )
     normalizer = {

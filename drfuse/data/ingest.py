@@ -46,8 +46,17 @@ EVENT_ITEMS = {"chartevents": items.chart_itemids, "labevents": items.lab_itemid
 # Conflicting CXR metadata ids named in the error.
 SHOW_IDS = 10
 # Small tables first: icustays tells whether the data is full size before the big files start.
-LOAD_ORDER = ("icustays", "patients", "admissions", "transfers", "diagnoses_icd", "d_items", "d_labitems",
-              "labevents", "chartevents")
+LOAD_ORDER = (
+    "icustays",
+    "patients",
+    "admissions",
+    "transfers",
+    "diagnoses_icd",
+    "d_items",
+    "d_labitems",
+    "labevents",
+    "chartevents",
+)
 
 
 def _literal(text: str) -> str:
@@ -135,7 +144,9 @@ def _load(con, table: str, path: Path, spec: mv.TableSpec, columns: dict[str, st
         finally:
             con.execute("RESET enable_profiling")
     except duckdb.Error as exc:
-        raise UserError(f"{path}: cannot load {table} as MIMIC-IV v{version} (typed {columns}): {_duckdb_message(exc)}") from exc
+        raise UserError(
+            f"{path}: cannot load {table} as MIMIC-IV v{version} (typed {columns}): {_duckdb_message(exc)}"
+        ) from exc
 
 
 def _count_source(con, table: str, path: Path, columns: dict[str, str], version: str) -> int:
@@ -144,7 +155,9 @@ def _count_source(con, table: str, path: Path, columns: dict[str, str], version:
     try:
         return scalar(con, _sql("ingest_count.sql", source=_source(path, columns)))
     except duckdb.Error as exc:
-        raise UserError(f"{path}: cannot read {table} as MIMIC-IV v{version} (counting its rows): {_duckdb_message(exc)}") from exc
+        raise UserError(
+            f"{path}: cannot read {table} as MIMIC-IV v{version} (counting its rows): {_duckdb_message(exc)}"
+        ) from exc
 
 
 def _detect_version(con, layout: str, plan: dict) -> tuple[str, str | None, list[str]]:
@@ -267,7 +280,9 @@ def ingest(
                 cxr_path = plan["cxr_metadata"][0]
                 dropped = _deduplicate_cxr(con, cxr_path)
                 if dropped:
-                    tables["cxr_metadata"].update(rows=tables["cxr_metadata"]["rows"] - dropped, duplicate_rows_dropped=dropped)
+                    tables["cxr_metadata"].update(
+                        rows=tables["cxr_metadata"]["rows"] - dropped, duplicate_rows_dropped=dropped
+                    )
                     warnings.append(f"{cxr_path}: {dropped} identical duplicate row(s) dropped")
                 bad = scalar(con, "SELECT count(*) FROM cxr_metadata WHERE study_datetime IS NULL")
                 if bad:

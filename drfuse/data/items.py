@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 RESOURCES = resources.files("drfuse.data") / "resources"
@@ -38,14 +38,14 @@ EXTRA_CHART_ITEMS: dict[str, tuple[int, ...]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def channels() -> tuple[str, ...]:
     """The 17 channel names, in the order of `discretizer_config.json`."""
     with (RESOURCES / "discretizer_config.json").open() as fh:
         return tuple(json.load(fh)["id_to_channel"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def variable_items() -> dict[str, dict[str, tuple[int, ...]]]:
     """Channel name -> {"chart": chart item ids, "lab": lab item ids}, every channel present
     (GCS total with both empty), ids sorted."""
@@ -66,7 +66,7 @@ def variable_items() -> dict[str, dict[str, tuple[int, ...]]]:
     return {name: {kind: tuple(sorted(ids)) for kind, ids in kinds.items()} for name, kinds in items.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def item_to_variable() -> dict[int, str]:
     """Item id (chart or lab) -> channel name."""
     return {itemid: name for name, kinds in variable_items().items() for ids in kinds.values() for itemid in ids}

@@ -38,8 +38,13 @@ def label_modes_table(matrices: dict[str, np.ndarray]) -> pd.DataFrame:
 def write_label_modes(out_dir: Path, table: pd.DataFrame, n_stays: int, used: str, cfg: dict) -> None:
     header = ["Label", "Prevalence ahrq", "Prevalence medfuse", "ahrq - medfuse", "Prevalence paper"]
     rows = [
-        [paper_label(r.label), f"{r.prevalence_ahrq:.3f}", f"{r.prevalence_medfuse:.3f}",
-         f"{r.difference_ahrq_minus_medfuse:+.3f}", f"{r.prevalence_paper:.2f}"]
+        [
+            paper_label(r.label),
+            f"{r.prevalence_ahrq:.3f}",
+            f"{r.prevalence_medfuse:.3f}",
+            f"{r.difference_ahrq_minus_medfuse:+.3f}",
+            f"{r.prevalence_paper:.2f}",
+        ]
         for r in table.itertuples()
     ]
     notes = [

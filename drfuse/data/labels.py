@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import pyarrow as pa
@@ -44,7 +44,7 @@ SOURCES = tuple(DEFINITIONS)
 UNMAPPED_WARNING_SHARE = 0.05
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_definitions(filename: str) -> dict:
     # libyaml's loader when present: the pure-Python one takes seconds on these 15 k-code files
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -52,7 +52,7 @@ def _read_definitions(filename: str) -> dict:
         return yaml.load(fh, Loader=loader)
 
 
-@lru_cache(maxsize=None)
+@cache
 def definitions_table(filename: str) -> pa.Table:
     """(code, phenotype, benchmark) for every code of every CCS group in `filename`."""
     rows = [
@@ -64,12 +64,15 @@ def definitions_table(filename: str) -> pa.Table:
     return pa.table({"code": list(code), "phenotype": list(phenotype), "benchmark": list(benchmark)})
 
 
-@lru_cache(maxsize=None)
+@cache
 def ahrq_table() -> pa.Table:
     """(icd10_code, phenotype, benchmark): AHRQ's CCS category of every ICD-10-CM code, named as
     the group with that CCS number in the CCS definitions (the 25 benchmark names are identical
     in both; a few others differ in punctuation only)."""
-    groups = {group["id"]: (name, bool(group.get("use_in_benchmark"))) for name, group in _read_definitions(CCS_DEFINITIONS).items()}
+    groups = {
+        group["id"]: (name, bool(group.get("use_in_benchmark")))
+        for name, group in _read_definitions(CCS_DEFINITIONS).items()
+    }
     codes, phenotypes, benchmark = [], [], []
     path = RESOURCES / AHRQ_FILE
     with path.open("rb") as raw, gzip.open(raw, "rt", newline="") as fh:
@@ -86,7 +89,7 @@ def ahrq_table() -> pa.Table:
     return pa.table({"icd10_code": codes, "phenotype": phenotypes, "benchmark": benchmark})
 
 
-@lru_cache(maxsize=None)
+@cache
 def gem_table() -> pa.Table:
     """(icd10_code, icd9_code) of the backward GEM, without its "no map" rows.
 
@@ -170,9 +173,7 @@ def _fallback_report(con) -> dict:
     per_label = con.sql("SELECT * FROM fallback_per_label ORDER BY phenotype").to_arrow_table().to_pylist()
     return {
         **overall,
-        "per_label": {
-            r["phenotype"]: {k: v for k, v in r.items() if k != "phenotype"} for r in per_label
-        },
+        "per_label": {r["phenotype"]: {k: v for k, v in r.items() if k != "phenotype"} for r in per_label},
     }
 
 
@@ -183,8 +184,14 @@ def log_summary(reports: dict[str, dict], used: str) -> None:
     report = reports[used]
     log.info(
         "labels (%s): %d of %d diagnosis rows unmapped (ICD-9 %d of %d, ICD-10 %d of %d, other versions %d)",
-        used, report["rows_unmapped"], report["diagnosis_rows"], report["icd9_rows_unmapped"],
-        report["icd9_rows"], report["icd10_rows_unmapped"], report["icd10_rows"], report["other_version_rows"],
+        used,
+        report["rows_unmapped"],
+        report["diagnosis_rows"],
+        report["icd9_rows_unmapped"],
+        report["icd9_rows"],
+        report["icd10_rows_unmapped"],
+        report["icd10_rows"],
+        report["other_version_rows"],
     )
     ahrq = reports["ahrq"]
     fallback = ahrq["gem_fallback"]
@@ -192,14 +199,22 @@ def log_summary(reports: dict[str, dict], used: str) -> None:
         "labels (ahrq): GEM fallback for ICD-10 codes outside AHRQ's table labelled %d rows "
         "(%d codes, %d stays, %d stay labels positive only through it); %d rows (%d codes) left "
         "unmapped because their GEM targets lie in several CCS groups or in none",
-        fallback["rows"], fallback["codes"], fallback["stays"], fallback["stay_labels_only_through_fallback"],
-        fallback["rows_unmapped_mixed_targets"], fallback["codes_unmapped_mixed_targets"],
+        fallback["rows"],
+        fallback["codes"],
+        fallback["stays"],
+        fallback["stay_labels_only_through_fallback"],
+        fallback["rows_unmapped_mixed_targets"],
+        fallback["codes_unmapped_mixed_targets"],
     )
     if ahrq["share_unmapped"] > UNMAPPED_WARNING_SHARE:
         log.warning(
             "diagnoses_icd: %.1f %% of the cohort's diagnosis rows (%d of %d) have no CCS group "
             "(ICD-9 %d, ICD-10 %d, other icd_version %d): check the icd_code format and icd_version "
             "values; labels lose these rows",
-            100 * ahrq["share_unmapped"], ahrq["rows_unmapped"], ahrq["diagnosis_rows"],
-            ahrq["icd9_rows_unmapped"], ahrq["icd10_rows_unmapped"], ahrq["other_version_rows"],
+            100 * ahrq["share_unmapped"],
+            ahrq["rows_unmapped"],
+            ahrq["diagnosis_rows"],
+            ahrq["icd9_rows_unmapped"],
+            ahrq["icd10_rows_unmapped"],
+            ahrq["other_version_rows"],
         )

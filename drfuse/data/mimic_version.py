@@ -48,10 +48,23 @@ TABLES: dict[str, TableSpec] = {
     "admissions": TableSpec(
         "core",
         {
-            "subject_id": ID, "hadm_id": ID, "admittime": TS, "dischtime": TS, "deathtime": TS,
-            "admission_type": STR, "admit_provider_id": STR, "admission_location": STR,
-            "discharge_location": STR, "insurance": STR, "language": STR, "marital_status": STR,
-            "race": STR, "ethnicity": STR, "edregtime": TS, "edouttime": TS, "hospital_expire_flag": INT,
+            "subject_id": ID,
+            "hadm_id": ID,
+            "admittime": TS,
+            "dischtime": TS,
+            "deathtime": TS,
+            "admission_type": STR,
+            "admit_provider_id": STR,
+            "admission_location": STR,
+            "discharge_location": STR,
+            "insurance": STR,
+            "language": STR,
+            "marital_status": STR,
+            "race": STR,
+            "ethnicity": STR,
+            "edregtime": TS,
+            "edouttime": TS,
+            "hospital_expire_flag": INT,
         },
         ("subject_id", "hadm_id", "admittime", "dischtime"),
         renames={"ethnicity": "race"},  # v1.0 (and v2.0) call it ethnicity
@@ -59,14 +72,28 @@ TABLES: dict[str, TableSpec] = {
     ),
     "transfers": TableSpec(
         "core",
-        {"subject_id": ID, "hadm_id": ID, "transfer_id": ID, "eventtype": STR, "careunit": STR, "intime": TS, "outtime": TS},
+        {
+            "subject_id": ID,
+            "hadm_id": ID,
+            "transfer_id": ID,
+            "eventtype": STR,
+            "careunit": STR,
+            "intime": TS,
+            "outtime": TS,
+        },
         ("subject_id", "hadm_id", "transfer_id", "eventtype", "careunit", "intime", "outtime"),
     ),
     "icustays": TableSpec(
         "icu",
         {
-            "subject_id": ID, "hadm_id": ID, "stay_id": ID, "first_careunit": STR, "last_careunit": STR,
-            "intime": TS, "outtime": TS, "los": DBL,
+            "subject_id": ID,
+            "hadm_id": ID,
+            "stay_id": ID,
+            "first_careunit": STR,
+            "last_careunit": STR,
+            "intime": TS,
+            "outtime": TS,
+            "los": DBL,
         },
         ("subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime", "outtime"),
     ),
@@ -78,8 +105,15 @@ TABLES: dict[str, TableSpec] = {
     "d_items": TableSpec(
         "icu",
         {
-            "itemid": ID, "label": STR, "abbreviation": STR, "linksto": STR, "category": STR, "unitname": STR,
-            "param_type": STR, "lownormalvalue": DBL, "highnormalvalue": DBL,
+            "itemid": ID,
+            "label": STR,
+            "abbreviation": STR,
+            "linksto": STR,
+            "category": STR,
+            "unitname": STR,
+            "param_type": STR,
+            "lownormalvalue": DBL,
+            "highnormalvalue": DBL,
         },
         ("itemid", "label", "linksto"),
     ),
@@ -91,17 +125,38 @@ TABLES: dict[str, TableSpec] = {
     "chartevents": TableSpec(
         "icu",
         {
-            "subject_id": ID, "hadm_id": ID, "stay_id": ID, "caregiver_id": ID, "charttime": TS, "storetime": TS,
-            "itemid": ID, "value": STR, "valuenum": DBL, "valueuom": STR, "warning": INT,
+            "subject_id": ID,
+            "hadm_id": ID,
+            "stay_id": ID,
+            "caregiver_id": ID,
+            "charttime": TS,
+            "storetime": TS,
+            "itemid": ID,
+            "value": STR,
+            "valuenum": DBL,
+            "valueuom": STR,
+            "warning": INT,
         },
         ("subject_id", "hadm_id", "stay_id", "charttime", "itemid", "value", "valuenum", "valueuom"),
     ),
     "labevents": TableSpec(
         "hosp",
         {
-            "labevent_id": ID, "subject_id": ID, "hadm_id": ID, "specimen_id": ID, "itemid": ID,
-            "order_provider_id": STR, "charttime": TS, "storetime": TS, "value": STR, "valuenum": DBL,
-            "valueuom": STR, "ref_range_lower": DBL, "ref_range_upper": DBL, "flag": STR, "priority": STR,
+            "labevent_id": ID,
+            "subject_id": ID,
+            "hadm_id": ID,
+            "specimen_id": ID,
+            "itemid": ID,
+            "order_provider_id": STR,
+            "charttime": TS,
+            "storetime": TS,
+            "value": STR,
+            "valuenum": DBL,
+            "valueuom": STR,
+            "ref_range_lower": DBL,
+            "ref_range_upper": DBL,
+            "flag": STR,
+            "priority": STR,
             "comments": STR,
         },
         ("subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum", "valueuom"),
@@ -113,9 +168,17 @@ TABLES: dict[str, TableSpec] = {
 CXR_METADATA = TableSpec(
     "",
     {
-        "dicom_id": STR, "subject_id": ID, "study_id": ID, "PerformedProcedureStepDescription": STR,
-        "ViewPosition": STR, "Rows": INT, "Columns": INT, "StudyDate": STR, "StudyTime": STR,
-        "ProcedureCodeSequence_CodeMeaning": STR, "ViewCodeSequence_CodeMeaning": STR,
+        "dicom_id": STR,
+        "subject_id": ID,
+        "study_id": ID,
+        "PerformedProcedureStepDescription": STR,
+        "ViewPosition": STR,
+        "Rows": INT,
+        "Columns": INT,
+        "StudyDate": STR,
+        "StudyTime": STR,
+        "ProcedureCodeSequence_CodeMeaning": STR,
+        "ViewCodeSequence_CodeMeaning": STR,
         "PatientOrientationCodeSequence_CodeMeaning": STR,
     },
     ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"),
@@ -141,8 +204,7 @@ def detect_layout(mimic_iv_dir: Path) -> str:
     if (mimic_iv_dir / "hosp").is_dir() and (mimic_iv_dir / "icu").is_dir():
         return LAYOUT_V2
     raise UserError(
-        f"{mimic_iv_dir}: not a MIMIC-IV directory: expected hosp/ + icu/ (v2.x, v3.x) or "
-        "core/ + hosp/ + icu/ (v1.0)"
+        f"{mimic_iv_dir}: not a MIMIC-IV directory: expected hosp/ + icu/ (v2.x, v3.x) or core/ + hosp/ + icu/ (v1.0)"
     )
 
 
@@ -176,9 +238,13 @@ def _check_compression(path: Path) -> None:
     gzipped = start == GZIP_MAGIC
     named_gz = path.name.endswith(".gz")
     if named_gz and not gzipped:
-        raise UserError(f"{path}: named .gz but not gzip-compressed (a plain CSV?): compress it with gzip or drop the .gz")
+        raise UserError(
+            f"{path}: named .gz but not gzip-compressed (a plain CSV?): compress it with gzip or drop the .gz"
+        )
     if gzipped and not named_gz:
-        raise UserError(f"{path}: gzip-compressed but named {path.suffix or 'without .gz'}: rename it to {path.name}.gz")
+        raise UserError(
+            f"{path}: gzip-compressed but named {path.suffix or 'without .gz'}: rename it to {path.name}.gz"
+        )
 
 
 def source_files(mimic_iv_dir: Path, mimic_cxr_dir: Path | None) -> dict[str, list[int]]:
@@ -217,7 +283,9 @@ def read_header(path: Path) -> list[str]:
         raise UserError(f"{path}: cannot read the header line: {exc}") from exc
     if raw.startswith(UTF8_BOM):
         # DuckDB would keep it as part of the first column's name ('\ufeffsubject_id')
-        raise UserError(f"{path}: the file starts with a UTF-8 byte-order mark (BOM) before its header: save it without one")
+        raise UserError(
+            f"{path}: the file starts with a UTF-8 byte-order mark (BOM) before its header: save it without one"
+        )
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -55,7 +55,11 @@ def mortality_cohort(con, stays: pa.Table, min_hours: float) -> pa.Table:
     finally:
         con.unregister("cohort_stays_src")
     run_sql(con, "mortality.sql", min_hours=float(min_hours))
-    return con.sql("SELECT stay_id, in_hospital_mortality FROM mortality_cohort ORDER BY stay_id").to_arrow_table().cast(SCHEMA)
+    return (
+        con.sql("SELECT stay_id, in_hospital_mortality FROM mortality_cohort ORDER BY stay_id")
+        .to_arrow_table()
+        .cast(SCHEMA)
+    )
 
 
 def _write(out_dir: Path, table: pa.Table, attrition: list[tuple[str, int, int]]) -> None:
@@ -68,8 +72,14 @@ def _write(out_dir: Path, table: pa.Table, attrition: list[tuple[str, int, int]]
             writer.writerows(attrition)
 
 
-def build_mortality_cohort(db_path: Path, stays_path: Path, out_dir: Path, min_hours: float,
-                           threads: int | None = None, memory_mb: int | None = None) -> pa.Table:
+def build_mortality_cohort(
+    db_path: Path,
+    stays_path: Path,
+    out_dir: Path,
+    min_hours: float,
+    threads: int | None = None,
+    memory_mb: int | None = None,
+) -> pa.Table:
     """`out_dir`/mortality.parquet and mortality_attrition.csv from the ingested database and the
     phenotyping cohort (`stays_path`); `min_hours`: the least ICU stay (config cohort.hours).
     Returns the cohort table."""
@@ -114,7 +124,9 @@ def build_mortality_cohort(db_path: Path, stays_path: Path, out_dir: Path, min_h
         )
     for split, (n, deaths, _) in per_split.items():
         if deaths == 0:
-            log.warning("mortality cohort: no death among the %d %s stays: their AUPRC and AUROC are undefined", n, split)
+            log.warning(
+                "mortality cohort: no death among the %d %s stays: their AUPRC and AUROC are undefined", n, split
+            )
     n_cohort = stays.num_rows
     attrition = [
         ("phenotyping cohort", n_cohort, 0),
@@ -123,7 +135,10 @@ def build_mortality_cohort(db_path: Path, stays_path: Path, out_dir: Path, min_h
     _write(out_dir, table, attrition)
     log.info(
         "mortality cohort: %d of %d stays, %d deaths (%s) -> %s",
-        table.num_rows, n_cohort, sum(label),
-        ", ".join(f"{s} {n} stays / {d} deaths" for s, (n, d, _) in per_split.items()), out_dir / "mortality.parquet",
+        table.num_rows,
+        n_cohort,
+        sum(label),
+        ", ".join(f"{s} {n} stays / {d} deaths" for s, (n, d, _) in per_split.items()),
+        out_dir / "mortality.parquet",
     )
     return table

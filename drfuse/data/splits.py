@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -62,7 +62,7 @@ def split_subjects(subject_ids, fractions, seed: int) -> tuple[np.ndarray, np.nd
     return subjects, names
 
 
-@lru_cache(maxsize=None)
+@cache
 def medfuse_list(split: str) -> tuple[frozenset[int], frozenset[int]]:
     """(every subject of MedFuse's list for `split` ('test' or 'val'), those flagged 1)."""
     path = RESOURCES / MEDFUSE_LISTS[split]

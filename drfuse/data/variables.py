@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import duckdb
@@ -71,12 +71,12 @@ def _json(name: str) -> dict:
         return json.load(fh)
 
 
-@lru_cache(maxsize=None)
+@cache
 def discretizer_config() -> dict:
     return _json("discretizer_config.json")
 
 
-@lru_cache(maxsize=None)
+@cache
 def channel_info() -> dict:
     return _json("channel_info.json")
 
@@ -106,7 +106,7 @@ def score_of(channel: str, value: str) -> float:
     return float(value)
 
 
-@lru_cache(maxsize=None)
+@cache
 def ranges() -> dict[str, tuple[float | None, float | None, float | None, float | None]]:
     """Channel -> (outlier low, valid low, valid high, outlier high) from variable_ranges.csv.
 

@@ -71,7 +71,9 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     df = pd.read_parquet(path)
     labels = file_labels(df.columns)
     if not labels:
-        raise UserError(f"prediction file {path}: no label columns (y:<label>); expected {', '.join(f'y:{c}' for c in PHENOTYPES[:2])}, ...")
+        raise UserError(
+            f"prediction file {path}: no label columns (y:<label>); expected {', '.join(f'y:{c}' for c in PHENOTYPES[:2])}, ..."
+        )
     wanted = ["stay_id"] + [f"y:{c}" for c in labels] + [f"p:{c}" for c in labels]
     missing = [c for c in wanted if c not in df.columns]
     if missing:
@@ -169,7 +171,9 @@ def summarise(arrays: dict[str, np.ndarray], labels: tuple[str, ...], ci: float)
     return pd.DataFrame(rows)
 
 
-def select_run(frame: pd.DataFrame, name: str, model: str, train_set: str, test_set: str, seeds: list[int], metric: str) -> pd.DataFrame:
+def select_run(
+    frame: pd.DataFrame, name: str, model: str, train_set: str, test_set: str, seeds: list[int], metric: str
+) -> pd.DataFrame:
     """The rows of bootstrap.parquet or resamples.parquet (`name`) of one run and metric, every
     seed in `seeds` present (else an error saying which to re-run)."""
     sel = frame[
@@ -199,12 +203,20 @@ def resample_values(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     frames = []
     for metric in METRICS:
         values, _ = macro(arrays[f"boot_{metric}"])
-        frames.append(pd.DataFrame({"metric": metric, "resample": np.arange(len(values), dtype=np.int32), "value": values}))
+        frames.append(
+            pd.DataFrame({"metric": metric, "resample": np.arange(len(values), dtype=np.int32), "value": values})
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate(prediction_paths: list[Path], out_path: Path, n_bootstrap: int, seed: int, ci: float,
-             resamples_path: Path | None = None) -> None:
+def evaluate(
+    prediction_paths: list[Path],
+    out_path: Path,
+    n_bootstrap: int,
+    seed: int,
+    ci: float,
+    resamples_path: Path | None = None,
+) -> None:
     """Bootstrap every prediction file and write all results to one parquet file; with
     `resamples_path`, also every resample's macro values (see the module docstring)."""
     if int(n_bootstrap) < 1:

@@ -199,8 +199,11 @@ def build_mortality_figures(results_dir: Path, cfg: dict, out_dir: Path) -> None
     train_set = "matched" if "matched" in train_sets else train_sets[0]
     planned = {(run, t) for run, t, _ in mortality_runs(cfg)}
     seed = int(exp["seeds"][0])
-    drfuse = {display_name(r): _prediction(task_dir(results_dir, MORTALITY), r, train_set, seed, "matched")
-              for r in drfuse_runs(cfg) if (r, train_set) in planned}
+    drfuse = {
+        display_name(r): _prediction(task_dir(results_dir, MORTALITY), r, train_set, seed, "matched")
+        for r in drfuse_runs(cfg)
+        if (r, train_set) in planned
+    }
     attention_figure(drfuse, out_dir / "attention_mortality.png", labels(MORTALITY))
     log.info("wrote %s", out_dir / "attention_mortality.png")
 
@@ -212,8 +215,16 @@ def build_figures(results_dir: Path, cfg: dict, out_dir: Path) -> None:
     seed = int(exp["seeds"][0])
     train_set = exp["table3"]["train_set"]
     configured = set(expand([*exp["table3"]["models"], *exp["table2"]["models"]], cfg))
-    drfuse = {display_name(r): _prediction(results_dir, r, train_set, seed, "matched") for r in drfuse_runs(cfg) if r in configured}
-    tsne_figure({name: path.with_suffix(".npz") for name, path in drfuse.items()}, out_dir / "tsne.png", int(cfg["evaluation"]["seed"]))
+    drfuse = {
+        display_name(r): _prediction(results_dir, r, train_set, seed, "matched")
+        for r in drfuse_runs(cfg)
+        if r in configured
+    }
+    tsne_figure(
+        {name: path.with_suffix(".npz") for name, path in drfuse.items()},
+        out_dir / "tsne.png",
+        int(cfg["evaluation"]["seed"]),
+    )
     attention_figure(drfuse, out_dir / "attention.png")
     models = list(dict.fromkeys(expand([*exp["table3"]["models"], *exp["table2"]["models"]], cfg)))
     pr_figure(results_dir, models, train_set, seed, out_dir / "pr_curves.png")

@@ -40,7 +40,7 @@ CRITERIA = {
     "inconsistent_vs_unimodal": "mean PRAUC over the inconsistent labels minus the better uni-modal model's",
     "inconsistent_vs_fusion": "mean PRAUC over the inconsistent labels minus the best fusion baseline's",
     "attention_shift": "share of the inconsistent labels whose CXR-minus-EHR attention is higher by at least the minimum shift "
-                       "for positives whose signal is in the image than for those whose signal is in the series",
+    "for positives whose signal is in the image than for those whose signal is in the series",
 }
 # criterion -> passes when value > threshold (strict) or >= threshold
 STRICT = {"inconsistent_vs_unimodal": True, "inconsistent_vs_fusion": False, "attention_shift": True}
@@ -57,7 +57,9 @@ def shift_columns(frame: pd.DataFrame, label: str, channel: pd.Series) -> dict:
     return {"attention_shift": shift, "n_cxr_channel": len(image), "n_ehr_channel": len(series)}
 
 
-def group_resamples(stay_id: np.ndarray, y: np.ndarray, p: np.ndarray, labels: list[str], bootstrap: dict) -> np.ndarray:
+def group_resamples(
+    stay_id: np.ndarray, y: np.ndarray, p: np.ndarray, labels: list[str], bootstrap: dict
+) -> np.ndarray:
     """The mean PRAUC over `labels` on each bootstrap resample of one prediction file (the same
     resamples for every file of a test set: `drfuse.evaluate.bootstrap`); labels without a positive
     in a resample are left out of its mean."""
@@ -74,17 +76,26 @@ def _is_fusion_baseline(model: str) -> bool:
 def _best(groups: pd.DataFrame, run: dict, models) -> str | None:
     """The model among `models` with the highest inconsistent-group PRAUC on the run's training set,
     test set and seed."""
-    here = groups[(groups["group"] == GROUP) & groups["model"].isin(list(models))
-                  & (groups["train_set"] == run["train_set"]) & (groups["test_set"] == run["test_set"])
-                  & (groups["seed"] == run["seed"])].dropna(subset=["prauc"])
+    here = groups[
+        (groups["group"] == GROUP)
+        & groups["model"].isin(list(models))
+        & (groups["train_set"] == run["train_set"])
+        & (groups["test_set"] == run["test_set"])
+        & (groups["seed"] == run["seed"])
+    ].dropna(subset=["prauc"])
     return None if here.empty else here.loc[here["prauc"].idxmax(), "model"]
 
 
 def _interval(resamples: dict, run: dict, other: str, ci: float) -> tuple[float, float]:
     """Paired percentile interval of the run's group PRAUC minus `other`'s (pooled over seeds for
     the seed mean: the interval of the per-resample mean difference)."""
-    seeds = [run["seed"]] if run["seed"] != "mean" else sorted(
-        {s for (m, tr, te, s) in resamples if m == run["model"] and (tr, te) == (run["train_set"], run["test_set"])})
+    seeds = (
+        [run["seed"]]
+        if run["seed"] != "mean"
+        else sorted(
+            {s for (m, tr, te, s) in resamples if m == run["model"] and (tr, te) == (run["train_set"], run["test_set"])}
+        )
+    )
     diffs = []
     for seed in seeds:
         own = resamples.get((run["model"], run["train_set"], run["test_set"], seed))
@@ -96,26 +107,53 @@ def _interval(resamples: dict, run: dict, other: str, ci: float) -> tuple[float,
     return low, high
 
 
-def criteria_rows(run: dict, labels: pd.DataFrame, groups: pd.DataFrame, settings: dict, resamples: dict | None,
-                  ci: float) -> list[dict]:
+def criteria_rows(
+    run: dict, labels: pd.DataFrame, groups: pd.DataFrame, settings: dict, resamples: dict | None, ci: float
+) -> list[dict]:
     """The three criteria of one attention run (`run`: its model, train_set, test_set, seed)."""
     by_run = groups.set_index(["model", "train_set", "test_set", "seed", "group"])["prauc"]
     own = by_run.get((run["model"], run["train_set"], run["test_set"], run["seed"], GROUP), np.nan)
     rows = []
-    for criterion, candidates in (("inconsistent_vs_unimodal", UNIMODAL),
-                                  ("inconsistent_vs_fusion", [m for m in set(groups["model"]) if _is_fusion_baseline(m)])):
+    for criterion, candidates in (
+        ("inconsistent_vs_unimodal", UNIMODAL),
+        ("inconsistent_vs_fusion", [m for m in set(groups["model"]) if _is_fusion_baseline(m)]),
+    ):
         best = _best(groups, run, candidates)
-        value, low, high, note = np.nan, np.nan, np.nan, "n/a: no " + ("uni-modal model" if criterion.endswith("unimodal") else "fusion baseline") + " run"
+        value, low, high, note = (
+            np.nan,
+            np.nan,
+            np.nan,
+            "n/a: no " + ("uni-modal model" if criterion.endswith("unimodal") else "fusion baseline") + " run",
+        )
         if best is not None:
             value = own - by_run[(best, run["train_set"], run["test_set"], run["seed"], GROUP)]
             low, high = _interval(resamples, run, best, ci) if resamples else (np.nan, np.nan)
             note = f"against {best}"
-        rows.append({**run, "criterion": criterion, "value": value, "threshold": 0.0, "ci_low": low, "ci_high": high, "note": note})
+        rows.append(
+            {
+                **run,
+                "criterion": criterion,
+                "value": value,
+                "threshold": 0.0,
+                "ci_low": low,
+                "ci_high": high,
+                "note": note,
+            }
+        )
     mine = labels[(labels[list(run)] == pd.Series(run)).all(axis=1) & (labels["group"] == GROUP)]
     shifts = mine["attention_shift"].dropna()
     share = float((shifts >= float(settings["min_attention_shift"])).mean()) if len(shifts) else np.nan
-    rows.append({**run, "criterion": "attention_shift", "value": share, "threshold": 0.5, "ci_low": np.nan, "ci_high": np.nan,
-                 "note": None if len(shifts) else "n/a: no label with positives of both channels"})
+    rows.append(
+        {
+            **run,
+            "criterion": "attention_shift",
+            "value": share,
+            "threshold": 0.5,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "note": None if len(shifts) else "n/a: no label with positives of both channels",
+        }
+    )
     return rows
 
 

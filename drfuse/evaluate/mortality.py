@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 PAPER_FILE = resources.files("drfuse.evaluate") / "paper" / "mortality_medfuse.csv"
 # our metric names (drfuse.evaluate.bootstrap) -> the names of the mortality literature
 METRICS = {"auroc": "AUROC", "prauc": "AUPRC"}
-COLUMNS = ["model", "train_set", "test_set"] + [
-    f"{name.lower()}{part}" for name in METRICS.values() for part in ("", "_ci_low", "_ci_high", "_std")
-] + ["n_seeds", "n_stays", "deaths"]
+COLUMNS = (
+    ["model", "train_set", "test_set"]
+    + [f"{name.lower()}{part}" for name in METRICS.values() for part in ("", "_ci_low", "_ci_high", "_std")]
+    + ["n_seeds", "n_stays", "deaths"]
+)
 PAPER_NOTE = (
     "MedFuse (paper): MedFuse (OPTIMAL), the configuration Hayat et al. report as best (MLHC 2022, PMLR 182:479-503), "
     "in-hospital mortality on MIMIC-IV v1.0 + MIMIC-CXR-JPG: AUROC / AUPRC 0.865 / 0.594 on the paired test set "
@@ -66,7 +68,9 @@ def load_eval(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     paths = [folder / "bootstrap.parquet", folder / "resamples.parquet"]
     for path in paths:
         if not path.is_file():
-            raise UserError(f"mortality bootstrap results not found: {path} (run `drfuse evaluate` on mortality/predict/)")
+            raise UserError(
+                f"mortality bootstrap results not found: {path} (run `drfuse evaluate` on mortality/predict/)"
+            )
     return pd.read_parquet(paths[0]), pd.read_parquet(paths[1])
 
 
@@ -76,7 +80,8 @@ def table_runs(cfg: dict) -> list[tuple[str, str, str]]:
     return [
         (run, train_set, test_set)
         for run in ordered_models(r for r, _ in runs)
-        for train_set in TEST_SETS if (run, train_set) in runs
+        for train_set in TEST_SETS
+        if (run, train_set) in runs
         for test_set in test_sets_for(run)[::-1]  # matched first, as Table 2
     ]
 
@@ -90,7 +95,10 @@ def _test_sets(results_dir: Path) -> dict[str, tuple[int, int]]:
     stays = stays.assign(usable=usable_cxr(stays, Path(results_dir) / "images"))
     test = cohort.merge(stays[stays["split"] == "test"][["stay_id", "usable"]], on="stay_id")
     label = cohort.columns[1]
-    return {"full": (len(test), int(test[label].sum())), "matched": (int(test["usable"].sum()), int(test.loc[test["usable"], label].sum()))}
+    return {
+        "full": (len(test), int(test[label].sum())),
+        "matched": (int(test["usable"].sum()), int(test.loc[test["usable"], label].sum())),
+    }
 
 
 def mortality_table(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict, test_sets: dict) -> pd.DataFrame:
@@ -102,8 +110,12 @@ def mortality_table(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict, test
             est = bootstrap_rows(boot, run, train_set, test_set, seeds, "macro", metric)["estimate"].to_numpy(float)
             low, high, _ = pooled_interval(resample_matrix(resamples, run, train_set, test_set, seeds, metric)[0], ci)
             key = name.lower()
-            row |= {key: est.mean(), f"{key}_ci_low": low, f"{key}_ci_high": high,
-                    f"{key}_std": est.std(ddof=1) if len(est) > 1 else np.nan}
+            row |= {
+                key: est.mean(),
+                f"{key}_ci_low": low,
+                f"{key}_ci_high": high,
+                f"{key}_std": est.std(ddof=1) if len(est) > 1 else np.nan,
+            }
         row |= {"n_seeds": len(seeds), "n_stays": test_sets[test_set][0], "deaths": test_sets[test_set][1]}
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -113,14 +125,29 @@ def render_mortality(table: pd.DataFrame, cfg: dict, test_sets: dict) -> tuple:
     """Ours beside MedFuse's published numbers (`paper/mortality_medfuse.csv`: rows of our run
     name, training set and test set)."""
     paper = paper_mortality().set_index(["model", "train_set", "test_set"])
-    header = ["Model", "Trained on", "Tested on", "AUROC (95% CI) ours", "AUPRC (95% CI) ours", "AUROC MedFuse paper",
-              "AUPRC MedFuse paper"]
+    header = [
+        "Model",
+        "Trained on",
+        "Tested on",
+        "AUROC (95% CI) ours",
+        "AUPRC (95% CI) ours",
+        "AUROC MedFuse paper",
+        "AUPRC MedFuse paper",
+    ]
     rows = []
     for (run, train_set, test_set), r in zip(table_runs(cfg), table.itertuples()):
         theirs = paper.loc[(run, train_set, test_set)] if (run, train_set, test_set) in paper.index else None
-        rows.append([r.model, r.train_set, r.test_set, _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high, r.auroc_std),
-                     _ci(r.auprc, r.auprc_ci_low, r.auprc_ci_high, r.auprc_std),
-                     "-" if theirs is None else fmt(theirs["auroc"]), "-" if theirs is None else fmt(theirs["auprc"])])
+        rows.append(
+            [
+                r.model,
+                r.train_set,
+                r.test_set,
+                _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high, r.auroc_std),
+                _ci(r.auprc, r.auprc_ci_low, r.auprc_ci_high, r.auprc_std),
+                "-" if theirs is None else fmt(theirs["auroc"]),
+                "-" if theirs is None else fmt(theirs["auprc"]),
+            ]
+        )
     return "In-hospital mortality: AUROC and AUPRC", header, rows, [_note(cfg, test_sets)]
 
 
@@ -151,16 +178,38 @@ def paired_mortality(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> 
 
 def render_paired_mortality(paired: pd.DataFrame, cfg: dict) -> str:
     ci = float(cfg["evaluation"]["ci"])
-    header = ["Metric", "Trained on", "Tested on", "DrFuse", "Model", "DrFuse's value", "Model's value",
-              f"DrFuse - model ({ci:.0%} CI)", "excludes 0"]
+    header = [
+        "Metric",
+        "Trained on",
+        "Tested on",
+        "DrFuse",
+        "Model",
+        "DrFuse's value",
+        "Model's value",
+        f"DrFuse - model ({ci:.0%} CI)",
+        "excludes 0",
+    ]
     pooled = paired[paired["seed"] == POOLED]
-    rows = [[r.metric, r.train_set, r.test_set, r.reference, r.model, fmt(r.reference_value), fmt(r.model_value),
-             f"{r.difference:+.3f} ({r.ci_low:+.3f}, {r.ci_high:+.3f})" if pd.notna(r.difference) else "-",
-             "yes" if r.ci_excludes_zero else "no"] for r in pooled.itertuples()]
-    notes = [f"Paired bootstrap of the mortality test sets, seed(s) {', '.join(map(str, cfg['experiments']['seeds']))}: on "
-             f"each of {cfg['evaluation']['n_bootstrap']} resamples DrFuse's value minus the model's, both on the same "
-             f"resampled stays; the {ci:.0%} percentile interval of these differences, pooled over seeds (per seed: "
-             "mortality_paired.csv)."]
+    rows = [
+        [
+            r.metric,
+            r.train_set,
+            r.test_set,
+            r.reference,
+            r.model,
+            fmt(r.reference_value),
+            fmt(r.model_value),
+            f"{r.difference:+.3f} ({r.ci_low:+.3f}, {r.ci_high:+.3f})" if pd.notna(r.difference) else "-",
+            "yes" if r.ci_excludes_zero else "no",
+        ]
+        for r in pooled.itertuples()
+    ]
+    notes = [
+        f"Paired bootstrap of the mortality test sets, seed(s) {', '.join(map(str, cfg['experiments']['seeds']))}: on "
+        f"each of {cfg['evaluation']['n_bootstrap']} resamples DrFuse's value minus the model's, both on the same "
+        f"resampled stays; the {ci:.0%} percentile interval of these differences, pooled over seeds (per seed: "
+        "mortality_paired.csv)."
+    ]
     return markdown("In-hospital mortality: DrFuse minus each model (paired bootstrap)", header, rows, notes)
 
 
@@ -174,4 +223,9 @@ def build_mortality_tables(results_dir: Path, cfg: dict, out_dir: Path) -> None:
     paired = paired_mortality(boot, resamples, cfg)
     atomic.write_text(out_dir / "mortality_paired.csv", csv_text(paired))
     atomic.write_text(out_dir / "mortality_paired.md", render_paired_mortality(paired, cfg))
-    log.info("wrote %s/mortality.{csv,md,tex} (%d rows) and mortality_paired.{csv,md} (%d rows)", out_dir, len(table), len(paired))
+    log.info(
+        "wrote %s/mortality.{csv,md,tex} (%d rows) and mortality_paired.{csv,md} (%d rows)",
+        out_dir,
+        len(table),
+        len(paired),
+    )

@@ -52,13 +52,13 @@ import pandas as pd
 import polars as pl
 
 from drfuse import atomic
+from drfuse.evaluate import inconsistency
 from drfuse.evaluate.bootstrap import parse_prediction_path, read_predictions
 from drfuse.evaluate.metrics import ap_auroc
-from drfuse.evaluate.render import csv_text, markdown
 from drfuse.evaluate.names import display_name, ordered_models
+from drfuse.evaluate.render import csv_text, markdown
 from drfuse.evaluate.tables import fmt
 from drfuse.phenotypes import PHENOTYPES
-from drfuse.evaluate import inconsistency
 from drfuse.synth.answer_key import GROUPS, read_channels, read_label_groups
 
 log = logging.getLogger(__name__)
@@ -109,15 +109,23 @@ def _with_seed_mean(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return out[table.columns]
 
 
-def label_table(prediction_paths: list[Path], groups: dict[str, str], attention_margin: float = 0.0,
-                describe: Callable[[Path], dict] = parse_prediction_path, channels: pl.DataFrame | None = None) -> pd.DataFrame:
+def label_table(
+    prediction_paths: list[Path],
+    groups: dict[str, str],
+    attention_margin: float = 0.0,
+    describe: Callable[[Path], dict] = parse_prediction_path,
+    channels: pl.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per (prediction file or seed mean, label): prauc, attention, the label's group and,
     for single-modality labels of attention models, attention_margin and favours_planted; for
     inconsistent labels of attention models, the attention shift (`channels`: the answer key's
     `channels.parquet`). `describe` gives a file's model, train_set, test_set and seed (default:
     from the workflow's path)."""
-    by_label = {} if channels is None else {
-        label: part.set_index("stay_id")["channel"] for label, part in channels.to_pandas().groupby("label")}
+    by_label = (
+        {}
+        if channels is None
+        else {label: part.set_index("stay_id")["channel"] for label, part in channels.to_pandas().groupby("label")}
+    )
     rows = [row for path in prediction_paths for row in _per_label(Path(path), describe, by_label)]
     table = pd.DataFrame(rows, columns=[*RUN_KEYS, "label", "prauc", "prevalence", *ATTN, *inconsistency.SHIFT_COLUMNS])
     table.insert(table.columns.get_loc("label") + 1, "group", table["label"].map(groups))
@@ -132,20 +140,30 @@ def label_table(prediction_paths: list[Path], groups: dict[str, str], attention_
 def group_table(labels: pd.DataFrame) -> pd.DataFrame:
     """One row per (prediction file or seed mean, planted group): n_labels and the group means."""
     keys = [*RUN_KEYS, "group"]
-    out = labels.groupby(keys, sort=False, dropna=False).agg(
-        n_labels=("label", "size"), prauc=("prauc", "mean"), prevalence=("prevalence", "mean"), **{c: (c, "mean") for c in ATTN}
-    ).reset_index()
+    out = (
+        labels.groupby(keys, sort=False, dropna=False)
+        .agg(
+            n_labels=("label", "size"),
+            prauc=("prauc", "mean"),
+            prevalence=("prevalence", "mean"),
+            **{c: (c, "mean") for c in ATTN},
+        )
+        .reset_index()
+    )
     out["group_order"] = out["group"].map({g: i for i, g in enumerate(GROUPS)})
     return _sorted(out, ["group_order"]).drop(columns="group_order")
 
 
-def planted_groups(prediction_paths: list[Path], answer_key: Path, describe: Callable[[Path], dict] = parse_prediction_path) -> pd.DataFrame:
+def planted_groups(
+    prediction_paths: list[Path], answer_key: Path, describe: Callable[[Path], dict] = parse_prediction_path
+) -> pd.DataFrame:
     """Per prediction file (and seed mean) and planted group: mean PRAUC and mean attention."""
     return group_table(label_table(prediction_paths, read_label_groups(answer_key), describe=describe))
 
 
-def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict, resamples: dict | None = None,
-             ci: float = 0.95) -> pd.DataFrame:
+def criteria(
+    labels: pd.DataFrame, groups: pd.DataFrame, settings: dict, resamples: dict | None = None, ci: float = 0.95
+) -> pd.DataFrame:
     """The acceptance criteria per attention model, training set, test set and seed (and mean).
     `resamples`: the inconsistent group's PRAUC per bootstrap resample and prediction file
     (`inconsistency.group_resamples`), for the intervals of its two comparisons."""
@@ -157,8 +175,15 @@ def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict, resampl
         for group in SINGLE:
             favoured = mine.loc[mine["group"] == group, "favours_planted"].dropna()
             share = float(favoured.astype(bool).mean()) if len(favoured) else np.nan
-            rows.append({**run._asdict(), "criterion": f"attention_share_{group}", "value": share,
-                         "threshold": float(settings["min_attention_share"]), "note": None})
+            rows.append(
+                {
+                    **run._asdict(),
+                    "criterion": f"attention_share_{group}",
+                    "value": share,
+                    "threshold": float(settings["min_attention_share"]),
+                    "note": None,
+                }
+            )
         for group, reference in REFERENCE.items():
             own = by_run["prauc"].get((run.model, run.train_set, run.test_set, run.seed, group), np.nan)
             key = (reference, run.train_set, run.test_set, run.seed, group)
@@ -169,21 +194,33 @@ def criteria(labels: pd.DataFrame, groups: pd.DataFrame, settings: dict, resampl
                 ratio, note = np.nan, DID_NOT_LEARN
             else:
                 ratio, note = own / ref["prauc"], None
-            rows.append({**run._asdict(), "criterion": f"prauc_ratio_{group}", "value": ratio,
-                         "threshold": float(settings["min_prauc_ratio"]), "note": note})
+            rows.append(
+                {
+                    **run._asdict(),
+                    "criterion": f"prauc_ratio_{group}",
+                    "value": ratio,
+                    "threshold": float(settings["min_prauc_ratio"]),
+                    "note": note,
+                }
+            )
         if (mine["group"] == inconsistency.GROUP).any():
             rows += inconsistency.criteria_rows(run._asdict(), labels, groups, settings, resamples, ci)
     out = pd.DataFrame(rows, columns=[*RUN_KEYS, "criterion", "value", "threshold", "ci_low", "ci_high", "note"])
-    out["passed"] = pd.Series([inconsistency.passed(c, v, t) for c, v, t in zip(out["criterion"], out["value"], out["threshold"])],
-                              dtype=object)
+    out["passed"] = pd.Series(
+        [inconsistency.passed(c, v, t) for c, v, t in zip(out["criterion"], out["value"], out["threshold"])],
+        dtype=object,
+    )
     return _sorted(out, ["criterion"])
 
 
 def _sorted(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
     """Models in the paper's order, then training set, test set, seed (the mean last), `then`."""
     order = {m: i for i, m in enumerate(ordered_models(table["model"]))}
-    keys = table.assign(model_order=table["model"].map(order), mean_last=table["seed"].eq(MEAN),
-                        seed_order=pd.to_numeric(table["seed"], errors="coerce"))
+    keys = table.assign(
+        model_order=table["model"].map(order),
+        mean_last=table["seed"].eq(MEAN),
+        seed_order=pd.to_numeric(table["seed"], errors="coerce"),
+    )
     keys = keys.sort_values(["model_order", "train_set", "test_set", "mean_last", "seed_order", *then], kind="stable")
     return table.loc[keys.index].reset_index(drop=True)
 
@@ -192,9 +229,26 @@ def planted_csv(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFra
     """The three kinds of rows under one header, told apart by `section`."""
     single = labels[labels["group"].isin([*SINGLE, inconsistency.GROUP]) & labels["attn_ehr"].notna()]
     parts = [groups.assign(section="group"), single.assign(section="label"), verdicts.assign(section="criterion")]
-    columns = ["section", *RUN_KEYS, "group", "label", "n_labels", "prauc", "prevalence", *ATTN, "attention_margin",
-               "favours_planted", *inconsistency.SHIFT_COLUMNS, "criterion", "value", "threshold", "ci_low", "ci_high",
-               "passed", "note"]
+    columns = [
+        "section",
+        *RUN_KEYS,
+        "group",
+        "label",
+        "n_labels",
+        "prauc",
+        "prevalence",
+        *ATTN,
+        "attention_margin",
+        "favours_planted",
+        *inconsistency.SHIFT_COLUMNS,
+        "criterion",
+        "value",
+        "threshold",
+        "ci_low",
+        "ci_high",
+        "passed",
+        "note",
+    ]
     out = pd.concat(parts, ignore_index=True)
     out["model"] = out["model"].map(display_name)
     return out.reindex(columns=columns)
@@ -219,48 +273,121 @@ def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, a
         header = ["Group (labels)"] + [display_name(m) for m in models]
         rows = []
         for group in [g for g in GROUPS if counts[g]]:
-            rows.append([f"{group} ({counts[group]})"] + [
-                _seed_spread(here[(here["model"] == m) & (here["group"] == group)], "prauc") for m in models
-            ])
+            rows.append(
+                [f"{group} ({counts[group]})"]
+                + [_seed_spread(here[(here["model"] == m) & (here["group"] == group)], "prauc") for m in models]
+            )
         spread = " ± std across seeds" if len(seeds) > 1 else ""
-        sections.append(markdown(f"Planted structure: mean PRAUC per planted modality group (trained on {train_set}, tested on {test_set})",
-                                 header, rows, [f"Mean over the group's labels; mean over seed(s) {', '.join(map(str, seeds))}{spread}."]))
+        sections.append(
+            markdown(
+                f"Planted structure: mean PRAUC per planted modality group (trained on {train_set}, tested on {test_set})",
+                header,
+                rows,
+                [f"Mean over the group's labels; mean over seed(s) {', '.join(map(str, seeds))}{spread}."],
+            )
+        )
         attn = here.dropna(subset=["attn_ehr"])
         attn = attn[attn["seed"] == MEAN]
         if len(attn):
-            rows = [[display_name(r.model), f"{r.group} ({counts[r.group]})", fmt(r.attn_ehr), fmt(r.attn_shared), fmt(r.attn_cxr)] for r in attn.itertuples()]
-            sections.append(markdown("Mean attention per planted group", ["Model", "Group (labels)"] + [n for _, n in ATTENTION_PARTS], rows,
-                                     ["Mean over the test stays with a CXR and the group's labels (mean over seeds)."]))
+            rows = [
+                [
+                    display_name(r.model),
+                    f"{r.group} ({counts[r.group]})",
+                    fmt(r.attn_ehr),
+                    fmt(r.attn_shared),
+                    fmt(r.attn_cxr),
+                ]
+                for r in attn.itertuples()
+            ]
+            sections.append(
+                markdown(
+                    "Mean attention per planted group",
+                    ["Model", "Group (labels)"] + [n for _, n in ATTENTION_PARTS],
+                    rows,
+                    ["Mean over the test stays with a CXR and the group's labels (mean over seeds)."],
+                )
+            )
     single = labels[labels["group"].isin(list(SINGLE)) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
     drfuse = single["model"].isin(["drfuse_paper", "drfuse"])  # DrFuse under each recipe; else every model
     shown = single[drfuse] if drfuse.any() else single
     shown = shown.sort_values("group", key=lambda g: g.map({g: i for i, g in enumerate(GROUPS)}), kind="stable")
     if len(shown):
-        rows = [[display_name(r.model), r.label, r.group, fmt(r.attn_ehr), fmt(r.attn_cxr), f"{r.attention_margin:+.3f}",
-                 "yes" if r.favours_planted else "no"] for r in shown.itertuples()]
-        sections.append(markdown("Attention on each single-modality label", ["Model", "Label", "Planted", "EHR-distinct", "CXR-distinct",
-                                 "planted - other", "favours planted"], rows, ["Mean over seeds; other models' rows: planted.csv."]))
+        rows = [
+            [
+                display_name(r.model),
+                r.label,
+                r.group,
+                fmt(r.attn_ehr),
+                fmt(r.attn_cxr),
+                f"{r.attention_margin:+.3f}",
+                "yes" if r.favours_planted else "no",
+            ]
+            for r in shown.itertuples()
+        ]
+        sections.append(
+            markdown(
+                "Attention on each single-modality label",
+                ["Model", "Label", "Planted", "EHR-distinct", "CXR-distinct", "planted - other", "favours planted"],
+                rows,
+                ["Mean over seeds; other models' rows: planted.csv."],
+            )
+        )
     mixed = labels[(labels["group"] == inconsistency.GROUP) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
     if len(mixed):
-        rows = [[display_name(r.model), r.label, f"{r.attention_shift:+.3f}" if pd.notna(r.attention_shift) else "-",
-                 fmt(r.n_cxr_channel, 1), fmt(r.n_ehr_channel, 1)] for r in mixed.itertuples()]
-        sections.append(markdown("Per-patient attention on each inconsistent label", ["Model", "Label", "attention shift",
-                                 "positives (image)", "positives (series)"], rows,
-                                 ["Attention shift: mean CXR-minus-EHR distinct attention of the positives whose signal is in the "
-                                  "image minus that of the positives whose signal is in the series (test stays with a CXR; mean "
-                                  "over seeds, as the positives' counts)."]))
-    rows = [[display_name(r.model), f"{r.train_set} -> {r.test_set}", str(r.seed), r.criterion, _value(r), fmt(r.threshold),
-             (r.note or "-") if r.passed is None else ("pass" if r.passed else "FAIL")] for r in verdicts.itertuples()]
+        rows = [
+            [
+                display_name(r.model),
+                r.label,
+                f"{r.attention_shift:+.3f}" if pd.notna(r.attention_shift) else "-",
+                fmt(r.n_cxr_channel, 1),
+                fmt(r.n_ehr_channel, 1),
+            ]
+            for r in mixed.itertuples()
+        ]
+        sections.append(
+            markdown(
+                "Per-patient attention on each inconsistent label",
+                ["Model", "Label", "attention shift", "positives (image)", "positives (series)"],
+                rows,
+                [
+                    "Attention shift: mean CXR-minus-EHR distinct attention of the positives whose signal is in the "
+                    "image minus that of the positives whose signal is in the series (test stays with a CXR; mean "
+                    "over seeds, as the positives' counts)."
+                ],
+            )
+        )
+    rows = [
+        [
+            display_name(r.model),
+            f"{r.train_set} -> {r.test_set}",
+            str(r.seed),
+            r.criterion,
+            _value(r),
+            fmt(r.threshold),
+            (r.note or "-") if r.passed is None else ("pass" if r.passed else "FAIL"),
+        ]
+        for r in verdicts.itertuples()
+    ]
     notes = [f"{name}: {text}." for name, text in CRITERIA.items() if name in set(verdicts["criterion"])]
-    notes += [f"Margin {fmt(settings['attention_margin'], 2)}; a ratio is judged when its reference's mean PRAUC over the group "
-              f"exceeds the labels' mean prevalence by {fmt(settings['min_reference_gain'], 2)}."]
+    notes += [
+        f"Margin {fmt(settings['attention_margin'], 2)}; a ratio is judged when its reference's mean PRAUC over the group "
+        f"exceeds the labels' mean prevalence by {fmt(settings['min_reference_gain'], 2)}."
+    ]
     if len(mixed):
-        notes += [f"Minimum attention shift {fmt(settings['min_attention_shift'], 2)}; the differences pass above 0 "
-                  "(uni-modal) and at 0 or above (fusion), the shift share above one half; intervals: paired bootstrap of the "
-                  "group's mean PRAUC."]
+        notes += [
+            f"Minimum attention shift {fmt(settings['min_attention_shift'], 2)}; the differences pass above 0 "
+            "(uni-modal) and at 0 or above (fusion), the shift share above one half; intervals: paired bootstrap of the "
+            "group's mean PRAUC."
+        ]
     notes += [f"Answer key: {answer_key}."]
-    sections.append(markdown("Acceptance criteria", ["Model", "Trained -> tested", "Seed", "Criterion", "Value", "Threshold", "Result"], rows,
-                             [" ".join(notes)]))
+    sections.append(
+        markdown(
+            "Acceptance criteria",
+            ["Model", "Trained -> tested", "Seed", "Criterion", "Value", "Threshold", "Result"],
+            rows,
+            [" ".join(notes)],
+        )
+    )
     return "\n".join(sections)
 
 
@@ -302,8 +429,15 @@ def figure(labels: pd.DataFrame, groups: pd.DataFrame, out: Path) -> None:
         values = mean[mean["model"] == model].set_index("group").reindex(present)
         bottom = np.zeros(len(present))
         for j, (part, name) in enumerate(ATTENTION_PARTS):
-            ax.bar(x + (i - (len(attention_models) - 1) / 2) * width, values[f"attn_{part}"], width, bottom=bottom,
-                   color=f"C{j}", edgecolor="white", label=name if i == 0 else None)
+            ax.bar(
+                x + (i - (len(attention_models) - 1) / 2) * width,
+                values[f"attn_{part}"],
+                width,
+                bottom=bottom,
+                color=f"C{j}",
+                edgecolor="white",
+                label=name if i == 0 else None,
+            )
             bottom += values[f"attn_{part}"].fillna(0).to_numpy()
     ax.set_xticks(x, present)
     ax.set_ylabel("mean attention weight")
@@ -326,17 +460,27 @@ def _shift_panel(ax, mixed: pd.DataFrame) -> None:
         rows = mixed[mixed["model"] == model].set_index("label").reindex(label_names)
         ax.bar(x + (i - (len(models) - 1) / 2) * width, rows["attention_shift"], width, label=display_name(model))
     counts = mixed.drop_duplicates("label").set_index("label").reindex(label_names)
-    ax.set_xticks(x, [f"{lab[:22]}\n({c:.0f} image, {e:.0f} series)" for lab, c, e in
-                      zip(label_names, counts["n_cxr_channel"], counts["n_ehr_channel"])], fontsize=7)
+    ax.set_xticks(
+        x,
+        [
+            f"{lab[:22]}\n({c:.0f} image, {e:.0f} series)"
+            for lab, c, e in zip(label_names, counts["n_cxr_channel"], counts["n_ehr_channel"])
+        ],
+        fontsize=7,
+    )
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_ylabel("CXR-minus-EHR attention: image-channel - series-channel positives")
     ax.set_title("Per-patient attention shift on the inconsistent labels", fontsize=9)
     ax.legend(fontsize=7)
 
 
-def check(prediction_paths: list[Path], answer_key: Path, settings: dict,
-          describe: Callable[[Path], dict] = parse_prediction_path,
-          bootstrap: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def check(
+    prediction_paths: list[Path],
+    answer_key: Path,
+    settings: dict,
+    describe: Callable[[Path], dict] = parse_prediction_path,
+    bootstrap: dict | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(label table, group table, criteria) of prediction files against an answer key, with the
     `evaluation.planted` settings: what an experiment script needs to compare model variants.
     `bootstrap` (`n_bootstrap`, `seed`, `ci` of `evaluation:`): intervals for the inconsistent
@@ -348,15 +492,25 @@ def check(prediction_paths: list[Path], answer_key: Path, settings: dict,
     inconsistent = [lab for lab in PHENOTYPES if key[lab] == inconsistency.GROUP]
     resamples = None
     if inconsistent and bootstrap is not None:
-        resamples = {tuple(describe(Path(path))[k] for k in RUN_KEYS):
-                     inconsistency.group_resamples(*read_predictions(Path(path)), inconsistent, bootstrap)
-                     for path in prediction_paths}
+        resamples = {
+            tuple(describe(Path(path))[k] for k in RUN_KEYS): inconsistency.group_resamples(
+                *read_predictions(Path(path)), inconsistent, bootstrap
+            )
+            for path in prediction_paths
+        }
     ci = float(bootstrap["ci"]) if bootstrap else 0.95
     return labels, groups, criteria(labels, groups, settings, resamples, ci)
 
 
-def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict, table_dir: Path, figure_path: Path,
-                 describe: Callable[[Path], dict] = parse_prediction_path, bootstrap: dict | None = None) -> None:
+def write_report(
+    prediction_paths: list[Path],
+    answer_key: Path,
+    settings: dict,
+    table_dir: Path,
+    figure_path: Path,
+    describe: Callable[[Path], dict] = parse_prediction_path,
+    bootstrap: dict | None = None,
+) -> None:
     """planted.{csv,md} into `table_dir` and the figure to `figure_path` (`bootstrap`: see `check`)."""
     answer_key = Path(answer_key)
     labels, groups, verdicts = check(prediction_paths, answer_key, settings, describe, bootstrap)

@@ -45,7 +45,7 @@ REFERENCE = "transformer"
 NO_DEATH = "n/a: no death in the test set"
 CRITERIA = {
     "attention_favours_planted": "the planted majority modality's distinct token minus the other's, mean attention on "
-                                 "in-hospital mortality over the test stays with a CXR",
+    "in-hospital mortality over the test stays with a CXR",
     "prauc_ratio_ehr": "AUPRC / the Transformer's",
 }
 
@@ -58,18 +58,31 @@ def run_table(prediction_paths: list[Path], describe: Callable[[Path], dict] = p
         frame = pd.read_parquet(path)
         with_cxr = frame["has_cxr"].astype(bool).to_numpy() if "has_cxr" in frame.columns else np.ones(len(frame), bool)
         auprc, auroc = ap_auroc(y[:, 0], p[:, 0])
-        row = {**{k: describe(path)[k] for k in RUN_KEYS}, "auprc": auprc, "auroc": auroc, "prevalence": float(y[:, 0].mean())}
+        row = {
+            **{k: describe(path)[k] for k in RUN_KEYS},
+            "auprc": auprc,
+            "auroc": auroc,
+            "prevalence": float(y[:, 0].mean()),
+        }
         for part in PARTS:
             column = f"attn:{MORTALITY_LABEL}:{part}"
-            row[f"attn_{part}"] = float(frame.loc[with_cxr, column].mean()) if column in frame.columns and with_cxr.any() else np.nan
+            row[f"attn_{part}"] = (
+                float(frame.loc[with_cxr, column].mean()) if column in frame.columns and with_cxr.any() else np.nan
+            )
         rows.append(row)
     table = pd.DataFrame(rows, columns=[*RUN_KEYS, "auprc", "auroc", "prevalence", *ATTN])
     keys = ["model", "train_set", "test_set"]
-    mean = table.groupby(keys, sort=False)[["auprc", "auroc", "prevalence", *ATTN]].mean().reset_index().assign(seed=MEAN)
+    mean = (
+        table.groupby(keys, sort=False)[["auprc", "auroc", "prevalence", *ATTN]].mean().reset_index().assign(seed=MEAN)
+    )
     out = pd.concat([table.astype({"seed": object}), mean], ignore_index=True)[table.columns]
     order = {m: i for i, m in enumerate(ordered_models(out["model"]))}
-    return out.assign(_m=out["model"].map(order), _last=out["seed"].eq(MEAN)).sort_values(
-        ["_m", "train_set", "test_set", "_last"], kind="stable").drop(columns=["_m", "_last"]).reset_index(drop=True)
+    return (
+        out.assign(_m=out["model"].map(order), _last=out["seed"].eq(MEAN))
+        .sort_values(["_m", "train_set", "test_set", "_last"], kind="stable")
+        .drop(columns=["_m", "_last"])
+        .reset_index(drop=True)
+    )
 
 
 def criteria(runs: pd.DataFrame, key: dict, settings: dict) -> pd.DataFrame:
@@ -83,8 +96,15 @@ def criteria(runs: pd.DataFrame, key: dict, settings: dict) -> pd.DataFrame:
     for r in runs.dropna(subset=["attn_ehr"]).itertuples(index=False):
         run = {k: getattr(r, k) for k in RUN_KEYS}
         margin = sign * (r.attn_ehr - r.attn_cxr)
-        rows.append({**run, "criterion": "attention_favours_planted", "value": margin,
-                     "threshold": float(settings["attention_margin"]), "note": None})
+        rows.append(
+            {
+                **run,
+                "criterion": "attention_favours_planted",
+                "value": margin,
+                "threshold": float(settings["attention_margin"]),
+                "note": None,
+            }
+        )
         ref_key = (REFERENCE, r.train_set, r.test_set, r.seed)
         ref = by_run.loc[ref_key] if ref_key in by_run.index else None
         if ref is None:
@@ -95,46 +115,132 @@ def criteria(runs: pd.DataFrame, key: dict, settings: dict) -> pd.DataFrame:
             ratio, note = np.nan, DID_NOT_LEARN
         else:
             ratio, note = r.auprc / ref["auprc"], None
-        rows.append({**run, "criterion": "prauc_ratio_ehr", "value": ratio, "threshold": float(settings["min_prauc_ratio"]),
-                     "note": note})
+        rows.append(
+            {
+                **run,
+                "criterion": "prauc_ratio_ehr",
+                "value": ratio,
+                "threshold": float(settings["min_prauc_ratio"]),
+                "note": note,
+            }
+        )
     out = pd.DataFrame(rows, columns=columns[:-1])
-    out["passed"] = pd.Series([None if np.isnan(v) else bool(v > t if c == "attention_favours_planted" else v >= t)
-                               for c, v, t in zip(out["criterion"], out["value"], out["threshold"])], dtype=object)
+    out["passed"] = pd.Series(
+        [
+            None if np.isnan(v) else bool(v > t if c == "attention_favours_planted" else v >= t)
+            for c, v, t in zip(out["criterion"], out["value"], out["threshold"])
+        ],
+        dtype=object,
+    )
     return out
 
 
 def render(runs: pd.DataFrame, verdicts: pd.DataFrame, key: dict, answer_key: Path, settings: dict) -> str:
-    split = ("nothing planted (deaths follow the stay's acuity)" if key["group"] == "none"
-             else f"planted in both modalities, {key['ehr_share']:.0%} of the planted log-odds variance in the time series "
-                  "among the stays with an image")
-    rows = [[display_name(r.model), f"{r.train_set} -> {r.test_set}", str(r.seed), fmt(r.auprc), fmt(r.auroc), fmt(r.prevalence),
-             *[fmt(getattr(r, c)) for c in ATTN]] for r in runs.itertuples()]
-    sections = [markdown("Planted structure, in-hospital mortality: each run", ["Model", "Trained -> tested", "Seed", "AUPRC", "AUROC",
-                         "Prevalence", "EHR-distinct", "shared", "CXR-distinct"], rows,
-                         [f"The answer key's split: {split}. Attention: DrFuse's mean weights on the task's one disease over the "
-                          "test stays with a CXR."])]
+    split = (
+        "nothing planted (deaths follow the stay's acuity)"
+        if key["group"] == "none"
+        else f"planted in both modalities, {key['ehr_share']:.0%} of the planted log-odds variance in the time series "
+        "among the stays with an image"
+    )
+    rows = [
+        [
+            display_name(r.model),
+            f"{r.train_set} -> {r.test_set}",
+            str(r.seed),
+            fmt(r.auprc),
+            fmt(r.auroc),
+            fmt(r.prevalence),
+            *[fmt(getattr(r, c)) for c in ATTN],
+        ]
+        for r in runs.itertuples()
+    ]
+    sections = [
+        markdown(
+            "Planted structure, in-hospital mortality: each run",
+            [
+                "Model",
+                "Trained -> tested",
+                "Seed",
+                "AUPRC",
+                "AUROC",
+                "Prevalence",
+                "EHR-distinct",
+                "shared",
+                "CXR-distinct",
+            ],
+            rows,
+            [
+                f"The answer key's split: {split}. Attention: DrFuse's mean weights on the task's one disease over the "
+                "test stays with a CXR."
+            ],
+        )
+    ]
     if len(verdicts):
-        rows = [[display_name(r.model), f"{r.train_set} -> {r.test_set}", str(r.seed), r.criterion, fmt(r.value), fmt(r.threshold),
-                 (r.note or "-") if r.passed is None else ("pass" if r.passed else "FAIL")] for r in verdicts.itertuples()]
-        notes = [" ".join(f"{name}: {text}." for name, text in CRITERIA.items())
-                 + f" A ratio is judged when the Transformer's AUPRC exceeds the prevalence by {fmt(settings['min_reference_gain'], 2)}."
-                 + f" Answer key: {answer_key}."]
-        sections.append(markdown("Acceptance criteria (in-hospital mortality)", ["Model", "Trained -> tested", "Seed", "Criterion",
-                                 "Value", "Threshold", "Result"], rows, notes))
+        rows = [
+            [
+                display_name(r.model),
+                f"{r.train_set} -> {r.test_set}",
+                str(r.seed),
+                r.criterion,
+                fmt(r.value),
+                fmt(r.threshold),
+                (r.note or "-") if r.passed is None else ("pass" if r.passed else "FAIL"),
+            ]
+            for r in verdicts.itertuples()
+        ]
+        notes = [
+            " ".join(f"{name}: {text}." for name, text in CRITERIA.items())
+            + f" A ratio is judged when the Transformer's AUPRC exceeds the prevalence by {fmt(settings['min_reference_gain'], 2)}."
+            + f" Answer key: {answer_key}."
+        ]
+        sections.append(
+            markdown(
+                "Acceptance criteria (in-hospital mortality)",
+                ["Model", "Trained -> tested", "Seed", "Criterion", "Value", "Threshold", "Result"],
+                rows,
+                notes,
+            )
+        )
     return "\n".join(sections)
 
 
-def write_report(prediction_paths: list[Path], answer_key: Path, settings: dict, table_dir: Path,
-                 describe: Callable[[Path], dict] = parse_prediction_path) -> None:
+def write_report(
+    prediction_paths: list[Path],
+    answer_key: Path,
+    settings: dict,
+    table_dir: Path,
+    describe: Callable[[Path], dict] = parse_prediction_path,
+) -> None:
     """planted_mortality.{csv,md} into `table_dir`; `answer_key`: the key's mortality.csv."""
     key = read_mortality(answer_key)
     runs = run_table(prediction_paths, describe)
     verdicts = criteria(runs, key, settings)
     csv = pd.concat([runs.assign(section="run"), verdicts.assign(section="criterion")], ignore_index=True)
     csv["model"] = csv["model"].map(display_name)
-    csv = csv.reindex(columns=["section", *RUN_KEYS, "auprc", "auroc", "prevalence", *ATTN, "criterion", "value", "threshold",
-                               "passed", "note"])
+    csv = csv.reindex(
+        columns=[
+            "section",
+            *RUN_KEYS,
+            "auprc",
+            "auroc",
+            "prevalence",
+            *ATTN,
+            "criterion",
+            "value",
+            "threshold",
+            "passed",
+            "note",
+        ]
+    )
     atomic.write_text(Path(table_dir) / "planted_mortality.csv", csv_text(csv))
     atomic.write_text(Path(table_dir) / "planted_mortality.md", render(runs, verdicts, key, Path(answer_key), settings))
     for r in verdicts[verdicts["seed"] == MEAN].itertuples():
-        log.info("%s %s->%s: %s = %s (threshold %s)", r.model, r.train_set, r.test_set, r.criterion, fmt(r.value), r.threshold)
+        log.info(
+            "%s %s->%s: %s = %s (threshold %s)",
+            r.model,
+            r.train_set,
+            r.test_set,
+            r.criterion,
+            fmt(r.value),
+            r.threshold,
+        )

@@ -37,8 +37,9 @@ def load_resamples(results_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def resample_matrix(resamples: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int],
-                    metric: str = "prauc") -> tuple[np.ndarray, str]:
+def resample_matrix(
+    resamples: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], metric: str = "prauc"
+) -> tuple[np.ndarray, str]:
     """Macro values, seeds x resamples (rows in the order of `seeds`), and their resample key."""
     sel = select_run(resamples, "resamples.parquet", model, train_set, test_set, seeds, metric)
     keys = sel["resample_key"].unique()
@@ -73,7 +74,9 @@ def paired_intervals(a: tuple[np.ndarray, str], b: tuple[np.ndarray, str], ci: f
     """
     (ma, key_a), (mb, key_b) = a, b
     if key_a != key_b or ma.shape != mb.shape:
-        raise UserError("paired bootstrap: the two models were evaluated on different resamples "
-                        "(other test stays or evaluation seed); re-run `drfuse evaluate` on both")
+        raise UserError(
+            "paired bootstrap: the two models were evaluated on different resamples "
+            "(other test stays or evaluation seed); re-run `drfuse evaluate` on both"
+        )
     diff = ma - mb
     return [percentile_interval(row, ci) for row in diff], pooled_interval(diff, ci)

@@ -8,7 +8,18 @@ import pandas as pd
 
 from drfuse import atomic
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def csv_text(df: pd.DataFrame) -> str:
@@ -48,7 +59,9 @@ def latex(title: str, header: list[str], rows: list[list[str]], notes: list[str]
     )
 
 
-def write_table(out_dir: Path, name: str, df: pd.DataFrame, title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
+def write_table(
+    out_dir: Path, name: str, df: pd.DataFrame, title: str, header: list[str], rows: list[list[str]], notes: list[str]
+) -> None:
     """`name`.csv (our numbers, machine-readable) and `name`.md / `name`.tex (ours beside the paper's)."""
     out_dir = Path(out_dir)
     atomic.write_text(out_dir / f"{name}.csv", csv_text(df))

@@ -23,7 +23,7 @@ on the same resamples); `seeds.{csv,md}` keeps each seed's numbers, and `paired.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -36,8 +36,8 @@ from drfuse.errors import UserError
 from drfuse.evaluate.bootstrap import select_run
 from drfuse.evaluate.names import display_name, ordered_models, paper_row
 from drfuse.evaluate.pooling import load_resamples, paired_intervals, pooled_interval, resample_matrix
-from drfuse.experiments import drfuse_runs, family_runs, resolve_run, study_runs
 from drfuse.evaluate.render import csv_text, markdown, write_table
+from drfuse.experiments import drfuse_runs, family_runs, resolve_run, study_runs
 from drfuse.phenotypes import PHENOTYPES
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def paper_label(name: str) -> str:
     return PAPER_LABELS.get(name, name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def paper_table(n: int) -> pd.DataFrame:
     """The paper's Table n as data (package copy of the paper's tables)."""
     with (PAPER_DIR / f"table{n}.csv").open() as fh:
@@ -91,13 +91,17 @@ def load_stays(results_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def bootstrap_rows(boot: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], label: str, metric: str = "prauc") -> pd.DataFrame:
+def bootstrap_rows(
+    boot: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], label: str, metric: str = "prauc"
+) -> pd.DataFrame:
     """One run's rows of bootstrap.parquet: one label (or every label with "*"), every seed."""
     sel = select_run(boot, "bootstrap.parquet", model, train_set, test_set, seeds, metric)
     return sel[sel["label"] == label] if label != "*" else sel
 
 
-def _summary(boot: pd.DataFrame, resamples: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], ci: float) -> dict:
+def _summary(
+    boot: pd.DataFrame, resamples: pd.DataFrame, model: str, train_set: str, test_set: str, seeds: list[int], ci: float
+) -> dict:
     """Macro PRAUC: mean over seeds, pooled interval over the same resamples, std across seeds."""
     est = bootstrap_rows(boot, model, train_set, test_set, seeds, "macro")["estimate"].to_numpy(float)
     low, high, _ = pooled_interval(resample_matrix(resamples, model, train_set, test_set, seeds)[0], ci)
@@ -119,7 +123,13 @@ def table1(stays: pd.DataFrame, usable: np.ndarray) -> pd.DataFrame:
     rows = []
     for dataset, missing, mask in (("full", "yes", np.ones(len(stays), bool)), ("matched", "no", usable)):
         counts = stays.loc[mask, "split"].value_counts()
-        rows.append({"dataset": dataset, "missing_modality": missing, **{s: int(counts.get(s, 0)) for s in ("train", "val", "test")}})
+        rows.append(
+            {
+                "dataset": dataset,
+                "missing_modality": missing,
+                **{s: int(counts.get(s, 0)) for s in ("train", "val", "test")},
+            }
+        )
     return pd.DataFrame(rows, columns=list(paper_table(1).columns))
 
 
@@ -136,7 +146,8 @@ def table2_runs(cfg: dict) -> list[tuple[str, str, str]]:
     return [
         (run, train_set, test_set)
         for run in ordered_models(runs)
-        for train_set in TEST_SETS if train_set in exp["train_sets"]
+        for train_set in TEST_SETS
+        if train_set in exp["train_sets"]
         for test_set in TEST_SETS
     ]
 
@@ -151,7 +162,9 @@ def table4_variants(cfg: dict) -> list[str]:
     from drfuse.models import MODELS
 
     exp = cfg["experiments"]
-    shown = set(exp["table4"]["ablations"]) | ({"drfuse"} & (set(exp["table2"]["models"]) | set(exp["table3"]["models"])))
+    shown = set(exp["table4"]["ablations"]) | (
+        {"drfuse"} & (set(exp["table2"]["models"]) | set(exp["table3"]["models"]))
+    )
     runs = expand(sorted(shown), cfg)
     return [run for recipe in exp["recipes"] for run in ordered_models(runs) if MODELS[run].recipe == recipe]
 
@@ -204,16 +217,27 @@ def _recipe_reference(run: str, cfg: dict) -> str:
     return next(r for r in drfuse_runs(cfg) if MODELS[r].recipe == MODELS[run].recipe)
 
 
-def paired_difference(boot, resamples, run: str, reference: str, train_set: str, test_set: str, seeds: list[int], ci: float) -> dict:
+def paired_difference(
+    boot, resamples, run: str, reference: str, train_set: str, test_set: str, seeds: list[int], ci: float
+) -> dict:
     """`run` minus `reference`, macro PRAUC: the mean over seeds, its pooled paired interval, and the
     standard deviation across seeds of the per-seed differences."""
-    est = [bootstrap_rows(boot, m, train_set, test_set, seeds, "macro").set_index("seed")["estimate"].reindex(seeds)
-           for m in (run, reference)]
+    est = [
+        bootstrap_rows(boot, m, train_set, test_set, seeds, "macro").set_index("seed")["estimate"].reindex(seeds)
+        for m in (run, reference)
+    ]
     per_seed = (est[0] - est[1]).to_numpy(float)
-    _, (low, high, _) = paired_intervals(resample_matrix(resamples, run, train_set, test_set, seeds),
-                                         resample_matrix(resamples, reference, train_set, test_set, seeds), ci)
-    return {"difference": per_seed.mean(), "ci_low": low, "ci_high": high,
-            "difference_std": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan}
+    _, (low, high, _) = paired_intervals(
+        resample_matrix(resamples, run, train_set, test_set, seeds),
+        resample_matrix(resamples, reference, train_set, test_set, seeds),
+        ci,
+    )
+    return {
+        "difference": per_seed.mean(),
+        "ci_low": low,
+        "ci_high": high,
+        "difference_std": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan,
+    }
 
 
 def table4(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFrame:
@@ -228,13 +252,27 @@ def table4(boot: pd.DataFrame, resamples: pd.DataFrame, cfg: dict) -> pd.DataFra
         row = {"variant": display_name(run)}
         for test_set in TEST_SETS:
             s = _summary(boot, resamples, run, train_set, test_set, seeds, ci)
-            row |= {f"prauc_{test_set}": s["prauc"], f"ci_low_{test_set}": s["ci_low"], f"ci_high_{test_set}": s["ci_high"], f"prauc_std_{test_set}": s["prauc_std"]}
+            row |= {
+                f"prauc_{test_set}": s["prauc"],
+                f"ci_low_{test_set}": s["ci_low"],
+                f"ci_high_{test_set}": s["ci_high"],
+                f"prauc_std_{test_set}": s["prauc_std"],
+            }
             row["n_seeds"] = s["n_seeds"]
-            d = paired_difference(boot, resamples, run, reference, train_set, test_set, seeds, ci) if run != reference else {}
-            row |= {f"diff_{test_set}": d.get("difference", np.nan), f"diff_ci_low_{test_set}": d.get("ci_low", np.nan),
-                    f"diff_ci_high_{test_set}": d.get("ci_high", np.nan)}
+            d = (
+                paired_difference(boot, resamples, run, reference, train_set, test_set, seeds, ci)
+                if run != reference
+                else {}
+            )
+            row |= {
+                f"diff_{test_set}": d.get("difference", np.nan),
+                f"diff_ci_low_{test_set}": d.get("ci_low", np.nan),
+                f"diff_ci_high_{test_set}": d.get("ci_high", np.nan),
+            }
         rows.append(row)
-    extra = ["prauc_std_matched", "prauc_std_full", "n_seeds"] + [f"diff{part}_{t}" for t in TEST_SETS for part in ("", "_ci_low", "_ci_high")]
+    extra = ["prauc_std_matched", "prauc_std_full", "n_seeds"] + [
+        f"diff{part}_{t}" for t in TEST_SETS for part in ("", "_ci_low", "_ci_high")
+    ]
     return pd.DataFrame(rows, columns=list(paper_table(4).columns) + extra)
 
 
@@ -254,7 +292,9 @@ def _rel(x) -> str:
     return "" if pd.isna(x) else f" ({x:+.1%})"
 
 
-POOLED_NOTE = "pooled interval: the percentile interval of the per-resample mean over seeds, every seed on the same resamples"
+POOLED_NOTE = (
+    "pooled interval: the percentile interval of the per-resample mean over seeds, every seed on the same resamples"
+)
 
 
 def _notes(cfg: dict, extra: str = "", runs: list[str] = ()) -> list[str]:
@@ -277,8 +317,14 @@ def selection_note(runs, cfg: dict) -> str:
     for run in ordered_models(runs):
         by_metric.setdefault(resolve_run(run, cfg)[1]["train"]["select_on"], []).append(display_name(run))
     names = {"prauc": "PRAUC", "auroc": "AUROC"}
-    return "Best epoch by validation macro " + "; by ".join(
-        f"{names[m]}: {', '.join(models)}" for m, models in sorted(by_metric.items(), key=lambda kv: kv[0] != "prauc")) + "."
+    return (
+        "Best epoch by validation macro "
+        + "; by ".join(
+            f"{names[m]}: {', '.join(models)}"
+            for m, models in sorted(by_metric.items(), key=lambda kv: kv[0] != "prauc")
+        )
+        + "."
+    )
 
 
 def _paper_rows(cfg: dict) -> dict[str, str | None]:
@@ -290,16 +336,21 @@ def _paper_rows(cfg: dict) -> dict[str, str | None]:
 
 def render_table1(t1: pd.DataFrame, cfg: dict) -> tuple:
     paper = paper_table(1).set_index("dataset")
-    header = ["Dataset", "Missing modality"] + [f"{s.capitalize()} {w}" for s in ("train", "val", "test") for w in ("ours", "paper")]
+    header = ["Dataset", "Missing modality"] + [
+        f"{s.capitalize()} {w}" for s in ("train", "val", "test") for w in ("ours", "paper")
+    ]
     rows = [
-        [r.dataset, r.missing_modality] + [x for s in ("train", "val", "test") for x in (f"{getattr(r, s):,}", f"{paper.loc[r.dataset, s]:,}")]
+        [r.dataset, r.missing_modality]
+        + [x for s in ("train", "val", "test") for x in (f"{getattr(r, s):,}", f"{paper.loc[r.dataset, s]:,}")]
         for r in t1.itertuples()
     ]
     return "Table 1: stays per split (matched = stays with a usable CXR)", header, rows, _notes(cfg)
 
 
-RECIPE_NOTE = ("DrFuse (paper recipe): the paper's settings; DrFuse (our recipe): with the changes of config `recipe:` "
-               "(docs/deviations.md); the paper's numbers stand beside the runs trained as the paper trained them.")
+RECIPE_NOTE = (
+    "DrFuse (paper recipe): the paper's settings; DrFuse (our recipe): with the changes of config `recipe:` "
+    "(docs/deviations.md); the paper's numbers stand beside the runs trained as the paper trained them."
+)
 
 
 def render_table2(t2: pd.DataFrame, cfg: dict) -> tuple:
@@ -326,18 +377,29 @@ def render_table3(t3: pd.DataFrame, cfg: dict) -> tuple:
     rows = []
     for r in t3.to_dict("records"):
         is_rank = r["label"] == AVERAGE_RANK
-        row = [r["label"], "" if is_rank else fmt(r["prevalence"], 2), "" if is_rank else fmt(paper.loc[r["label"], "prevalence"], 2)]
+        row = [
+            r["label"],
+            "" if is_rank else fmt(r["prevalence"], 2),
+            "" if is_rank else fmt(paper.loc[r["label"], "prevalence"], 2),
+        ]
         for m in models:
             p = theirs_of.get(m)
             if is_rank:
                 row += [fmt(r[m], 2), fmt(p_rank.get(p), 2)]
             else:
-                theirs = "-" if p is None else fmt(paper.loc[r["label"], p]) + (_rel(p_rel.loc[r["label"], p]) if p in p_rel else "")
+                theirs = (
+                    "-"
+                    if p is None
+                    else fmt(paper.loc[r["label"], p]) + (_rel(p_rel.loc[r["label"], p]) if p in p_rel else "")
+                )
                 row += [fmt(r[m]) + _rel(r.get(f"{m} rel")), theirs]
         rows.append(row)
     setting = cfg["experiments"]["table3"]
     title = f"Table 3: PRAUC per phenotype (trained on {setting['train_set']}, tested on {setting['test_set']})"
-    extra = "Percentages: relative difference against the best uni-modal model. Average Rank: 1 = best, ties share the best rank. " + RECIPE_NOTE
+    extra = (
+        "Percentages: relative difference against the best uni-modal model. Average Rank: 1 = best, ties share the best rank. "
+        + RECIPE_NOTE
+    )
     return title, header, rows, _notes(cfg, extra, table3_runs(cfg))
 
 
@@ -355,12 +417,17 @@ def render_table4(t4: pd.DataFrame, cfg: dict) -> tuple:
         row = [r["variant"]]
         for t in TEST_SETS:
             theirs = "-" if p is None else _ci(p[f"prauc_{t}"], p[f"ci_low_{t}"], p[f"ci_high_{t}"])
-            row += [_ci(r[f"prauc_{t}"], r[f"ci_low_{t}"], r[f"ci_high_{t}"], r[f"prauc_std_{t}"]),
-                    _signed_ci(r[f"diff_{t}"], r[f"diff_ci_low_{t}"], r[f"diff_ci_high_{t}"]), theirs]
+            row += [
+                _ci(r[f"prauc_{t}"], r[f"ci_low_{t}"], r[f"ci_high_{t}"], r[f"prauc_std_{t}"]),
+                _signed_ci(r[f"diff_{t}"], r[f"diff_ci_low_{t}"], r[f"diff_ci_high_{t}"]),
+                theirs,
+            ]
         rows.append(row)
     title = f"Table 4: ablations, trained on {cfg['experiments']['table4']['train_set']}"
-    extra = ("minus DrFuse: the ablation's macro PRAUC minus DrFuse's under the same recipe, paired on the same bootstrap "
-             "resamples (pooled over seeds). " + RECIPE_NOTE)
+    extra = (
+        "minus DrFuse: the ablation's macro PRAUC minus DrFuse's under the same recipe, paired on the same bootstrap "
+        "resamples (pooled over seeds). " + RECIPE_NOTE
+    )
     return title, header, rows, _notes(cfg, extra, table4_variants(cfg))
 
 
@@ -373,13 +440,17 @@ def grid_choice(results_dir: Path, cfg: dict, out_dir: Path) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out_dir / "grid_search.csv", grid.to_csv(index=False))
     chosen = grid[grid["selected"]]
-    log.info("grid search: selected %s", ", ".join(f"{r.run} ({r.train_set}, seed {r.seed})" for r in chosen.itertuples()))
+    log.info(
+        "grid search: selected %s", ", ".join(f"{r.run} ({r.train_set}, seed {r.seed})" for r in chosen.itertuples())
+    )
     return chosen[["run", "train_set", "seed"]]
 
 
 def as_drfuse(frame: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     """Rows of the chosen grid runs renamed to DrFuse; every other grid run and DrFuse dropped."""
-    picked = frame.merge(chosen, left_on=["model", "train_set", "seed"], right_on=["run", "train_set", "seed"]).drop(columns="run")
+    picked = frame.merge(chosen, left_on=["model", "train_set", "seed"], right_on=["run", "train_set", "seed"]).drop(
+        columns="run"
+    )
     picked["model"] = "drfuse"
     others = frame[(frame["model"] != "drfuse") & ~frame["model"].str.startswith("drfuse-g")]
     return pd.concat([others, picked], ignore_index=True)

@@ -79,7 +79,9 @@ def _check_matched_splits(stays_path: Path, readable: set[str] | None = None) ->
     late. Skipped for a stays table without splits (made by hand, not by the cohort stage)."""
     if "split" not in pl.read_parquet_schema(stays_path):
         return
-    stays = pl.read_parquet(stays_path, columns=["split", "has_cxr", "dicom_id"]).filter(pl.col("has_cxr").fill_null(False))
+    stays = pl.read_parquet(stays_path, columns=["split", "has_cxr", "dicom_id"]).filter(
+        pl.col("has_cxr").fill_null(False)
+    )
     if readable is not None:
         stays = stays.filter(pl.col("dicom_id").is_in(list(readable)))
     counts = {name: stays.filter(pl.col("split") == name).height for name in ("train", "val", "test")}

@@ -41,9 +41,26 @@ EHR_TRANSFORMER = ("d_model", "n_heads", "ff_dim", "dropout", "max_len")
 EHR_LSTM = ("d_model", "dropout", "lstm_layers")
 CNN = ("backbone", "pretrained_weights", "cnn_width", "image_size")
 # encoders.baseline_cnn: `baseline_*`, falling back to `pretrained_weights` when the backbones agree.
-BASELINE_CNN = ("baseline_backbone", "baseline_pretrained_weights", "backbone", "pretrained_weights", "cnn_width", "image_size")
+BASELINE_CNN = (
+    "baseline_backbone",
+    "baseline_pretrained_weights",
+    "backbone",
+    "pretrained_weights",
+    "cnn_width",
+    "image_size",
+)
 DRFUSE_ARCHITECTURE = (*EHR_TRANSFORMER, *CNN, "aux_head")
-DRFUSE = (*DRFUSE_ARCHITECTURE, "attention_query", "attention_prior", "lambda_jsd", "lambda_orth", "lambda_attn", "margin", "rank_order", "rank_gap")
+DRFUSE = (
+    *DRFUSE_ARCHITECTURE,
+    "attention_query",
+    "attention_prior",
+    "lambda_jsd",
+    "lambda_orth",
+    "lambda_attn",
+    "margin",
+    "rank_order",
+    "rank_gap",
+)
 # What the DrFuse family's image warm-up reads (drfuse.experiments.warmup_settings): the
 # architecture (the initial weights) and these of `train:`, the optimiser's among them (its
 # state is carried into the joint training); not the loss weights, nor the epochs after it.

@@ -17,8 +17,8 @@ from torch import nn
 
 from drfuse.models import losses
 from drfuse.models.encoders import (
-    CNNEncoder,
     EHRLSTM,
+    CNNEncoder,
     baseline_cnn,
     fusion_stages,
     lstm_layers,

@@ -90,9 +90,7 @@ class EHRLSTM(nn.Module):
     def __init__(self, cfg: dict, layers: int = 2, n_features: int = N_EHR_FEATURES):
         super().__init__()
         d = cfg["d_model"]
-        self.layers = nn.ModuleList(
-            nn.LSTM(n_features if i == 0 else d, d, batch_first=True) for i in range(layers)
-        )
+        self.layers = nn.ModuleList(nn.LSTM(n_features if i == 0 else d, d, batch_first=True) for i in range(layers))
         self.dropout = nn.Dropout(cfg["dropout"])
         self.out_dim = d
         for lstm in self.layers:  # MedFuse's initialisation
@@ -115,7 +113,9 @@ class EHRLSTM(nn.Module):
         return self.dropout(h)
 
 
-def build_resnet(backbone: str, pretrained_weights: str = "", width: int = TORCHVISION_WIDTH) -> torchvision.models.ResNet:
+def build_resnet(
+    backbone: str, pretrained_weights: str = "", width: int = TORCHVISION_WIDTH
+) -> torchvision.models.ResNet:
     """A torchvision ResNet, random or loaded from a local state_dict file (never downloaded);
     `width` channels in the stem and first stage (`model.cnn_width`; torchvision's is 64)."""
     if backbone not in BACKBONES:
@@ -123,8 +123,10 @@ def build_resnet(backbone: str, pretrained_weights: str = "", width: int = TORCH
     net = getattr(torchvision.models, backbone)(weights=None, norm_layer=MaskedBatchNorm2d)
     if width != TORCHVISION_WIDTH:
         if pretrained_weights:
-            raise UserError(f"model.cnn_width = {width}: pretrained weights ({pretrained_weights}) are torchvision's "
-                            f"width {TORCHVISION_WIDTH}; set model.cnn_width: {TORCHVISION_WIDTH} to load them")
+            raise UserError(
+                f"model.cnn_width = {width}: pretrained weights ({pretrained_weights}) are torchvision's "
+                f"width {TORCHVISION_WIDTH}; set model.cnn_width: {TORCHVISION_WIDTH} to load them"
+            )
         _rebuild_with_width(net, width)
     if pretrained_weights:
         path = Path(pretrained_weights)
@@ -166,7 +168,7 @@ def feature_dim(net: torchvision.models.ResNet) -> int:
     return net.fc.in_features
 
 
-def stage_channels(encoder: "CNNEncoder") -> list[int]:
+def stage_channels(encoder: CNNEncoder) -> list[int]:
     """Channels after the stem and after each of layer1..layer4 (stages 0..4) of a CNNEncoder."""
     chans = [encoder.stem[0].out_channels]
     for layer in encoder.trunk.layers:
@@ -197,8 +199,9 @@ class CNNTrunk(nn.Module):
 class CNNEncoder(nn.Module):
     """One ResNet: stem + trunk, pooled feature (projected to out_dim when given)."""
 
-    def __init__(self, backbone: str, pretrained_weights: str = "", width: int = TORCHVISION_WIDTH,
-                 out_dim: int | None = None):
+    def __init__(
+        self, backbone: str, pretrained_weights: str = "", width: int = TORCHVISION_WIDTH, out_dim: int | None = None
+    ):
         super().__init__()
         net = build_resnet(backbone, pretrained_weights, width)
         self.stem = CNNStem(net)

@@ -93,8 +93,9 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
-def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, settings: dict,
-                paired_rows: torch.Tensor | None = None):
+def drfuse_loss(
+    outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, settings: dict, paired_rows: torch.Tensor | None = None
+):
     """The total of Eq. 13 and a dict of its parts for logging (0-dim tensors, still on the device,
     and `paired_share`, a float).
 
@@ -133,9 +134,7 @@ def drfuse_loss(outputs: dict, labels: torch.Tensor, has_cxr: torch.Tensor, sett
         order_losses = class_losses
         if settings["rank_order"] == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
-        attn_i = ranking_per_sample(
-            paired("attention"), order_losses, settings["margin"], settings["rank_gap"]
-        )
+        attn_i = ranking_per_sample(paired("attention"), order_losses, settings["margin"], settings["rank_gap"])
         paired_terms = (
             settings["lambda_jsd"] * align_i
             + settings["lambda_orth"] * orth_cxr_i

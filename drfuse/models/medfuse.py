@@ -26,8 +26,8 @@ from torch import nn
 from drfuse.errors import UserError
 from drfuse.models import losses
 from drfuse.models.encoders import (
-    CNNEncoder,
     EHRLSTM,
+    CNNEncoder,
     EHRTransformer,
     baseline_cnn,
     cnn,
@@ -116,6 +116,4 @@ def build_medfuse(cfg: dict, n_outputs: int = N_PHENOTYPES) -> MedFuse:
 
 
 def build_medfuse2(cfg: dict, n_outputs: int = N_PHENOTYPES) -> MedFuse:
-    return MedFuse(
-        cfg, EHRTransformer(cfg, n_branches=1), CNNEncoder(*cnn(cfg)), n_outputs
-    )
+    return MedFuse(cfg, EHRTransformer(cfg, n_branches=1), CNNEncoder(*cnn(cfg)), n_outputs)

@@ -22,8 +22,8 @@ from torch import nn
 from drfuse.models import losses
 from drfuse.models.drfuse import logit_pool
 from drfuse.models.encoders import (
-    CNNEncoder,
     EHRLSTM,
+    CNNEncoder,
     baseline_cnn,
     fusion_stages,
     lstm_layers,

@@ -57,8 +57,9 @@ def _generate(tmp: Path, s: SynthSettings, workers: int) -> None:
     adm = pop.admissions
     write_table(iv / "hosp" / "transfers.csv.gz", pop.transfers, schema.TRANSFERS, level)
     write_table(iv / "icu" / "icustays.csv.gz", pop.icustays, schema.ICUSTAYS, level)
-    dx = icd.diagnoses(dx_rng, adm["subject_id"].to_numpy(), adm["hadm_id"].to_numpy(), pop.adm_labels,
-                       pop.adm_icd10, pop.adm_coded)
+    dx = icd.diagnoses(
+        dx_rng, adm["subject_id"].to_numpy(), adm["hadm_id"].to_numpy(), pop.adm_labels, pop.adm_icd10, pop.adm_coded
+    )
     write_table(iv / "hosp" / "diagnoses_icd.csv.gz", dx, schema.DIAGNOSES_ICD, level)
     source = resources.files("drfuse.synth") / "resources"
     for target, name in schema.DICTIONARIES.items():
@@ -67,7 +68,8 @@ def _generate(tmp: Path, s: SynthSettings, workers: int) -> None:
 
     stay_subject = pop.icustays["subject_id"].to_numpy()
     female = (pop.patients["gender"].to_numpy() == "F")[
-        np.searchsorted(pop.patients["subject_id"].to_numpy(), stay_subject)]
+        np.searchsorted(pop.patients["subject_id"].to_numpy(), stay_subject)
+    ]
     stay_labels = pop.adm_labels[pop.stay_adm]
     stay_acuity = pop.adm_acuity[pop.stay_adm]
     # its own stream: without modal inconsistency every other draw is as before
@@ -97,18 +99,22 @@ def _deaths(key_dir: Path, s: SynthSettings, pop, stay_levels, plan, meta, image
     stay_sign = np.zeros(len(matched), bool)
     stay_sign[has_image] = mortality.image_signs_of(matched[has_image], image_labels, s.seed)
     if s.mortality_signal:
-        died, logit, _ = mortality.draw(np.random.default_rng([s.seed, 707]), pop.stay_adm, len(pop.adm_last),
-                                        pop.adm_last, stay_ehr_z, stay_sign)
+        died, logit, _ = mortality.draw(
+            np.random.default_rng([s.seed, 707]), pop.stay_adm, len(pop.adm_last), pop.adm_last, stay_ehr_z, stay_sign
+        )
         pop = population.with_deaths(pop, died)
     else:
         logit = np.full(len(matched), np.nan)
     died_stay = pop.admissions["hospital_expire_flag"].to_numpy()[pop.stay_adm].astype(bool)
-    answer_key.write_mortality(key_dir, pop.icustays, stay_ehr_z, stay_sign, has_image, logit, died_stay,
-                               planted=s.mortality_signal)
+    answer_key.write_mortality(
+        key_dir, pop.icustays, stay_ehr_z, stay_sign, has_image, logit, died_stay, planted=s.mortality_signal
+    )
     return pop
 
 
-def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_labels, stay_acuity) -> dict[str, np.ndarray]:
+def _write_events(
+    iv: Path, s: SynthSettings, pop, stay_subject, female, stay_labels, stay_acuity
+) -> dict[str, np.ndarray]:
     """chartevents and labevents, chunk by chunk of ICU stays, streamed to gzip; `stay_labels`: the
     labels as the time series shows them (`drfuse.synth.channels.modality_views`). Returns the
     stays' latent levels of the variables that planted deaths read (`drfuse.synth.mortality`)."""
@@ -118,16 +124,23 @@ def _write_events(iv: Path, s: SynthSettings, pop, stay_subject, female, stay_la
     caregivers = np.sort(np.random.default_rng([s.seed, 303]).choice(np.arange(100, 100_000), 2000, replace=False))
     next_lab_id, next_specimen = 1, 10_000_000
     evidence = {name: np.empty(n) for name in mortality.EHR_EVIDENCE}
-    with GzipCsvWriter(iv / "icu" / "chartevents.csv.gz", schema.CHARTEVENTS, s.gzip_level) as chart, \
-            GzipCsvWriter(iv / "hosp" / "labevents.csv.gz", schema.LABEVENTS, s.gzip_level) as lab, \
-            tqdm(total=n, desc="synth events", unit="stay") as bar:
+    with (
+        GzipCsvWriter(iv / "icu" / "chartevents.csv.gz", schema.CHARTEVENTS, s.gzip_level) as chart,
+        GzipCsvWriter(iv / "hosp" / "labevents.csv.gz", schema.LABEVENTS, s.gzip_level) as lab,
+        tqdm(total=n, desc="synth events", unit="stay") as bar,
+    ):
         for chunk, lo in enumerate(range(0, n, s.chunk_stays)):
             sl = slice(lo, min(lo + s.chunk_stays, n))
             rng = np.random.default_rng([s.seed, 101, chunk])
             stays = events.StayChunk(
-                subject_id=stay_subject[sl], hadm_id=stay_hadm[sl], stay_id=stay_id[sl],
-                intime=pop.stay_in[sl], outtime=pop.stay_out[sl],
-                labels=stay_labels[sl], acuity=stay_acuity[sl], female=female[sl],
+                subject_id=stay_subject[sl],
+                hadm_id=stay_hadm[sl],
+                stay_id=stay_id[sl],
+                intime=pop.stay_in[sl],
+                outtime=pop.stay_out[sl],
+                labels=stay_labels[sl],
+                acuity=stay_acuity[sl],
+                female=female[sl],
             )
             levels = events.stay_levels(rng, stays)
             for name in evidence:

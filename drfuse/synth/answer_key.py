@@ -94,16 +94,25 @@ def label_groups(inconsistent: tuple[str, ...] = ()) -> pl.DataFrame:
     `synth.modal_inconsistency` (each has a signal in both modalities)."""
     ehr, cxr = ehr_channels(), cxr_signs()
     group = {(True, False): "ehr", (False, True): "cxr", (True, True): "both", (False, False): "none"}
-    return pl.DataFrame({
-        "label": list(PHENOTYPES),
-        "group": ["inconsistent" if lab in inconsistent else group[(bool(ehr[lab]), bool(cxr[lab]))] for lab in PHENOTYPES],
-        "ehr_channels": [";".join(sorted(ehr[lab])) for lab in PHENOTYPES],
-        "cxr_signs": [";".join(sorted(cxr[lab])) for lab in PHENOTYPES],
-    })
+    return pl.DataFrame(
+        {
+            "label": list(PHENOTYPES),
+            "group": [
+                "inconsistent" if lab in inconsistent else group[(bool(ehr[lab]), bool(cxr[lab]))] for lab in PHENOTYPES
+            ],
+            "ehr_channels": [";".join(sorted(ehr[lab])) for lab in PHENOTYPES],
+            "cxr_signs": [";".join(sorted(cxr[lab])) for lab in PHENOTYPES],
+        }
+    )
 
 
-def write(out_dir: Path, icustays: pl.DataFrame, stay_labels: np.ndarray, stay_channel: np.ndarray,
-          inconsistent: tuple[str, ...]) -> None:
+def write(
+    out_dir: Path,
+    icustays: pl.DataFrame,
+    stay_labels: np.ndarray,
+    stay_channel: np.ndarray,
+    inconsistent: tuple[str, ...],
+) -> None:
     """`label_groups.csv`, `latent_labels.parquet` and `channels.parquet` into `out_dir` (the caller
     renames the whole synthetic dataset into place, so nothing here is seen half-written).
     `stay_channel` (n_stays, 25): `drfuse.synth.channels.draw`'s channels per stay."""
@@ -115,20 +124,32 @@ def write(out_dir: Path, icustays: pl.DataFrame, stay_labels: np.ndarray, stay_c
     stay_id = icustays["stay_id"].cast(pl.Int64).to_numpy()
     order = np.argsort(stay_id, kind="stable")
     names = np.array([NAMES[c] for c in sorted(NAMES)])
-    pl.DataFrame({
-        "stay_id": np.tile(stay_id[order], len(inconsistent)),
-        "label": np.repeat(list(inconsistent), len(stay_id)).astype(str),
-        "channel": np.concatenate([names[stay_channel[order, PHENOTYPES.index(lab)]] for lab in inconsistent])
-        if inconsistent else np.array([], str),
-    }, schema={"stay_id": pl.Int64, "label": pl.String, "channel": pl.String}).write_parquet(out_dir / CHANNELS_FILE)
+    pl.DataFrame(
+        {
+            "stay_id": np.tile(stay_id[order], len(inconsistent)),
+            "label": np.repeat(list(inconsistent), len(stay_id)).astype(str),
+            "channel": np.concatenate([names[stay_channel[order, PHENOTYPES.index(lab)]] for lab in inconsistent])
+            if inconsistent
+            else np.array([], str),
+        },
+        schema={"stay_id": pl.Int64, "label": pl.String, "channel": pl.String},
+    ).write_parquet(out_dir / CHANNELS_FILE)
     latent = icustays.select(pl.col("subject_id", "hadm_id", "stay_id").cast(pl.Int64)).with_columns(
         pl.Series(label, stay_labels[:, k], dtype=pl.Int8) for k, label in enumerate(PHENOTYPES)
     )
     latent.sort("stay_id").write_parquet(out_dir / LATENT_FILE, statistics=False)
 
 
-def write_mortality(out_dir: Path, icustays: pl.DataFrame, ehr_z: np.ndarray, cxr_sign: np.ndarray, has_image: np.ndarray,
-                    logit: np.ndarray, died: np.ndarray, planted: bool) -> None:
+def write_mortality(
+    out_dir: Path,
+    icustays: pl.DataFrame,
+    ehr_z: np.ndarray,
+    cxr_sign: np.ndarray,
+    has_image: np.ndarray,
+    logit: np.ndarray,
+    died: np.ndarray,
+    planted: bool,
+) -> None:
     """`mortality.csv` and `mortality_evidence.parquet` (per ICU stay, aligned with `icustays`)."""
     from drfuse.synth.mortality import LABEL, key_table
 
@@ -136,13 +157,25 @@ def write_mortality(out_dir: Path, icustays: pl.DataFrame, ehr_z: np.ndarray, cx
     out_dir.mkdir(parents=True, exist_ok=True)
     key = key_table(ehr_z, cxr_sign, has_image)
     if not planted:
-        key = key.with_columns(group=pl.lit("none"), ehr_channels=pl.lit(""), cxr_signs=pl.lit(""), ehr_weight=pl.lit(0.0),
-                               cxr_weight=pl.lit(0.0), ehr_share=pl.lit(None, pl.Float64))
+        key = key.with_columns(
+            group=pl.lit("none"),
+            ehr_channels=pl.lit(""),
+            cxr_signs=pl.lit(""),
+            ehr_weight=pl.lit(0.0),
+            cxr_weight=pl.lit(0.0),
+            ehr_share=pl.lit(None, pl.Float64),
+        )
     key.write_csv(out_dir / MORTALITY_FILE)
-    pl.DataFrame({
-        "stay_id": icustays["stay_id"].cast(pl.Int64), "ehr_z": ehr_z, "cxr_sign": cxr_sign, "has_image": has_image,
-        "logit": logit, LABEL: pl.Series(died.astype(np.int8), dtype=pl.Int8),
-    }).sort("stay_id").write_parquet(out_dir / MORTALITY_EVIDENCE_FILE, statistics=False)
+    pl.DataFrame(
+        {
+            "stay_id": icustays["stay_id"].cast(pl.Int64),
+            "ehr_z": ehr_z,
+            "cxr_sign": cxr_sign,
+            "has_image": has_image,
+            "logit": logit,
+            LABEL: pl.Series(died.astype(np.int8), dtype=pl.Int8),
+        }
+    ).sort("stay_id").write_parquet(out_dir / MORTALITY_EVIDENCE_FILE, statistics=False)
 
 
 def read_mortality(path: Path) -> dict:
@@ -152,16 +185,20 @@ def read_mortality(path: Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"mortality answer key not found: {path} (built-in data: re-run `drfuse synth`; other data: "
-                        f"put its {MORTALITY_FILE} beside data.answer_key's label_groups.csv)")
+        raise UserError(
+            f"mortality answer key not found: {path} (built-in data: re-run `drfuse synth`; other data: "
+            f"put its {MORTALITY_FILE} beside data.answer_key's label_groups.csv)"
+        )
     try:
         table = pl.read_csv(path, infer_schema=False)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
         raise UserError(f"mortality answer key {path}: not a CSV file ({exc})") from None
     missing = [c for c in ("label", "group") if c not in table.columns]
     if missing or table.height != 1 or table["label"][0] != MORTALITY_LABEL:
-        raise UserError(f"mortality answer key {path}: expected one row with label {MORTALITY_LABEL} and a group "
-                        f"(columns label, group[, ehr_share]); got {table.height} row(s), columns {table.columns}")
+        raise UserError(
+            f"mortality answer key {path}: expected one row with label {MORTALITY_LABEL} and a group "
+            f"(columns label, group[, ehr_share]); got {table.height} row(s), columns {table.columns}"
+        )
     group = table["group"][0]
     if group not in GROUPS:
         raise UserError(f"mortality answer key {path}: group must be one of {', '.join(GROUPS)}, got {group!r}")
@@ -177,8 +214,10 @@ def read_label_groups(path: Path) -> dict[str, str]:
     """label -> group from a `label_groups.csv`; one-line errors name the file and what to fix."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"answer key not found: {path} (built-in data: re-run `drfuse synth`; "
-                        f"other data: point data.answer_key at its label_groups.csv)")
+        raise UserError(
+            f"answer key not found: {path} (built-in data: re-run `drfuse synth`; "
+            f"other data: point data.answer_key at its label_groups.csv)"
+        )
     try:
         table = pl.read_csv(path, infer_schema=False)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
@@ -192,8 +231,10 @@ def read_label_groups(path: Path) -> dict[str, str]:
     unknown = sorted(set(groups) - set(PHENOTYPES))
     absent = [lab for lab in PHENOTYPES if lab not in groups]
     if unknown or absent:
-        raise UserError(f"answer key {path}: labels must be the 25 phenotypes of drfuse.phenotypes; "
-                        f"unknown {unknown[:2]}, missing {absent[:2]}")
+        raise UserError(
+            f"answer key {path}: labels must be the 25 phenotypes of drfuse.phenotypes; "
+            f"unknown {unknown[:2]}, missing {absent[:2]}"
+        )
     bad = sorted({g for g in groups.values() if g not in GROUPS})
     if bad:
         raise UserError(f"answer key {path}: group must be one of {', '.join(GROUPS)}, got {bad}")
@@ -209,8 +250,10 @@ def read_channels(groups_path: Path, groups: dict[str, str]) -> pl.DataFrame:
         return empty
     path = Path(groups_path).parent / CHANNELS_FILE
     if not path.is_file():
-        raise UserError(f"answer key {groups_path} has inconsistent labels but no {path}: it must say, per stay and "
-                        "label, which modality shows the signal (drfuse.synth.answer_key)")
+        raise UserError(
+            f"answer key {groups_path} has inconsistent labels but no {path}: it must say, per stay and "
+            "label, which modality shows the signal (drfuse.synth.answer_key)"
+        )
     try:
         table = pl.read_parquet(path)
     except (pl.exceptions.ComputeError, OSError) as exc:
@@ -218,7 +261,9 @@ def read_channels(groups_path: Path, groups: dict[str, str]) -> pl.DataFrame:
     missing = [c for c in ("stay_id", "label", "channel") if c not in table.columns]
     if missing:
         raise UserError(f"answer key {path}: missing column(s) {missing}; expected stay_id, label, channel")
-    table = table.select(pl.col("stay_id").cast(pl.Int64), pl.col("label").cast(pl.String), pl.col("channel").cast(pl.String))
+    table = table.select(
+        pl.col("stay_id").cast(pl.Int64), pl.col("label").cast(pl.String), pl.col("channel").cast(pl.String)
+    )
     bad = sorted(set(table["channel"].unique().to_list()) - set(CHANNELS))
     if bad:
         raise UserError(f"answer key {path}: channel must be one of {', '.join(CHANNELS)}, got {bad[:3]}")

@@ -37,8 +37,10 @@ def check_labels(labels) -> tuple[str, ...]:
     allowed = eligible_labels()
     bad = [x for x in labels if x not in allowed]
     if bad:
-        raise UserError(f"config: synth.modal_inconsistency: {bad[0]!r} has no planted signal in both modalities; "
-                        f"allowed: {'; '.join(allowed)}")
+        raise UserError(
+            f"config: synth.modal_inconsistency: {bad[0]!r} has no planted signal in both modalities; "
+            f"allowed: {'; '.join(allowed)}"
+        )
     if len(set(labels)) != len(labels):
         raise UserError("config: synth.modal_inconsistency lists a label twice")
     return tuple(labels)

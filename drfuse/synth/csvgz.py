@@ -55,7 +55,7 @@ class GzipCsvWriter:
             self._gz.close()
             self._raw.close()
 
-    def __enter__(self) -> "GzipCsvWriter":
+    def __enter__(self) -> GzipCsvWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -32,7 +32,11 @@ SIGN_MODEL = {
     "cardiomegaly": (label_index("Congestive heart failure; nonhypertensive"), 0.8, 0.04),
     "pneumothorax": (label_index("Pleurisy; pneumothorax; pulmonary collapse"), 0.8, 0.01),
     "hyperinflation": (label_index("Chronic obstructive pulmonary disease and bronchiectasis"), 0.8, 0.03),
-    "opacity": (label_index("Pneumonia (except that caused by tuberculosis or sexually transmitted disease)"), 0.75, 0.04),
+    "opacity": (
+        label_index("Pneumonia (except that caused by tuberculosis or sexually transmitted disease)"),
+        0.75,
+        0.04,
+    ),
 }
 VIEW_CODE = {"AP": "antero-posterior", "PA": "postero-anterior", "LATERAL": "lateral"}
 
@@ -58,7 +62,9 @@ def plan_studies(rng, stay_in, stay_out, stay_acuity, share: float) -> pl.DataFr
     parts = []  # (stay, time, view, n_images)
 
     def add(stays, times, view, n_images=None):
-        parts.append((stays, times, np.full(len(stays), view), np.ones(len(stays), int) if n_images is None else n_images))
+        parts.append(
+            (stays, times, np.full(len(stays), view), np.ones(len(stays), int) if n_images is None else n_images)
+        )
 
     s = np.flatnonzero(in_window)
     window = np.minimum(48 * HOUR, los[s])
@@ -81,7 +87,7 @@ def plan_studies(rng, stay_in, stay_out, stay_acuity, share: float) -> pl.DataFr
     # PA and LATERAL of one outpatient visit share a study; every other entry is its own study.
     study = np.arange(len(stays))
     k = sum(len(q[0]) for q in parts[:-1])
-    study[k:] = study[k - len(out):k]
+    study[k:] = study[k - len(out) : k]
     stays, times, views, study = (np.repeat(a, n_images) for a in (stays, times, views, study))
     times = np.round(times, 3)
     return pl.DataFrame({"stay": stays, "time": times, "view": views, "study": study})
@@ -94,7 +100,7 @@ def _time_fields(seconds: np.ndarray) -> tuple[np.ndarray, list[str]]:
     day = dt.astype("datetime64[D]")
     ymd = day.astype(str)
     date = np.char.replace(ymd.astype("U10"), "-", "").astype(np.int64)
-    sec_of_day = (whole - day.astype("datetime64[s]").astype(np.int64))
+    sec_of_day = whole - day.astype("datetime64[s]").astype(np.int64)
     hhmmss = (sec_of_day // 3600) * 10000 + (sec_of_day % 3600 // 60) * 100 + sec_of_day % 60
     return date, [repr(round(float(v) + float(m) / 1000, 3)) for v, m in zip(hhmmss, ms)]
 
@@ -111,20 +117,22 @@ def metadata(rng, plan: pl.DataFrame, stay_subject: np.ndarray, height: int, wid
     description = np.where(view == "AP", "CHEST (PORTABLE AP)", "CHEST (PA AND LAT)")
     orientation = np.where(view == "AP", np.where(rng.random(n) < 0.65, "Recumbent", "Erect"), "Erect")
     orientation = np.where((view == "AP") & (rng.random(n) < 0.08), "", orientation)
-    return pl.DataFrame({
-        "dicom_id": dicom,
-        "subject_id": stay_subject[plan["stay"].to_numpy()],
-        "study_id": study_ids[plan["study"].to_numpy()],
-        "PerformedProcedureStepDescription": description,
-        "ViewPosition": view,
-        "Rows": np.full(n, height),
-        "Columns": np.full(n, width),
-        "StudyDate": date,
-        "StudyTime": time,
-        "ProcedureCodeSequence_CodeMeaning": description,
-        "ViewCodeSequence_CodeMeaning": [VIEW_CODE[v] for v in view],
-        "PatientOrientationCodeSequence_CodeMeaning": masked(orientation, orientation != ""),
-    }).select(CXR_METADATA)
+    return pl.DataFrame(
+        {
+            "dicom_id": dicom,
+            "subject_id": stay_subject[plan["stay"].to_numpy()],
+            "study_id": study_ids[plan["study"].to_numpy()],
+            "PerformedProcedureStepDescription": description,
+            "ViewPosition": view,
+            "Rows": np.full(n, height),
+            "Columns": np.full(n, width),
+            "StudyDate": date,
+            "StudyTime": time,
+            "ProcedureCodeSequence_CodeMeaning": description,
+            "ViewCodeSequence_CodeMeaning": [VIEW_CODE[v] for v in view],
+            "PatientOrientationCodeSequence_CodeMeaning": masked(orientation, orientation != ""),
+        }
+    ).select(CXR_METADATA)
 
 
 def image_path(subject_id: int, study_id: int, dicom_id: str) -> str:

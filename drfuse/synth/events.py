@@ -79,13 +79,13 @@ assert set(VARIABLE_ITEMS) == set(VARIABLES)
 # (per stay or per charted value) base + the effects of the labels set is the chance; `gcs_depth`
 # is a shift of the latent depth of unconsciousness (0 = awake), base + effects likewise.
 SIGNALS = {
-    "oxygen": (0.25, {RESP_FAIL: 0.75}, (223835,)),                     # FiO2 charted
+    "oxygen": (0.25, {RESP_FAIL: 0.75}, (223835,)),  # FiO2 charted
     "ventilated": (0.2, {RESP_FAIL: 0.4}, (220339, 220739, 223900, 223901, 224689, 224690)),  # among stays on oxygen
     "gcs_depth": (0.0, {STROKE: -2.2, SHOCK: -0.3}, (220739, 223900, 223901)),
     "cap_refill_abnormal": (0.05, {SHOCK: 0.35, SEPSIS: 0.1}, (223951, 224308)),  # per charted value
-    "glucose_checks": (0.4, {DM: 0.6, DM_COMP: 0.6}, (225664,)),          # per 6-hourly finger stick
-    "atrial_fibrillation": (0.0, {DYSRHYTHMIA: 0.5}, (220048,)),          # per charted rhythm
-    "blood_gas": (0.3, {RESP_FAIL: 0.5}, (50809, 50817, 50820)),          # per blood draw
+    "glucose_checks": (0.4, {DM: 0.6, DM_COMP: 0.6}, (225664,)),  # per 6-hourly finger stick
+    "atrial_fibrillation": (0.0, {DYSRHYTHMIA: 0.5}, (220048,)),  # per charted rhythm
+    "blood_gas": (0.3, {RESP_FAIL: 0.5}, (50809, 50817, 50820)),  # per blood draw
 }
 
 
@@ -97,11 +97,18 @@ def signal(name: str, labels: np.ndarray) -> np.ndarray:
         value = value + effect * labels[:, k]
     return value
 
+
 # Text values: index into TEXTS (value column), score in the matching valuenum.
-EYE = ["None", "To Pain", "To Speech", "Spontaneously"]                                   # 1..4
+EYE = ["None", "To Pain", "To Speech", "Spontaneously"]  # 1..4
 VERBAL = ["No Response", "Incomprehensible sounds", "Inappropriate Words", "Confused", "Oriented"]  # 1..5
-MOTOR = ["No response", "Abnormal extension", "Abnormal Flexion", "Flex-withdraws", "Localizes Pain",
-         "Obeys Commands"]                                                                # 1..6
+MOTOR = [
+    "No response",
+    "Abnormal extension",
+    "Abnormal Flexion",
+    "Flex-withdraws",
+    "Localizes Pain",
+    "Obeys Commands",
+]  # 1..6
 CAP_REFILL = ["Normal <3 Seconds", "Abnormal >3 Seconds"]
 RHYTHM = ["SR (Sinus Rhythm)", "ST (Sinus Tachycardia)", "SB (Sinus Bradycardia)", "AF (Atrial Fibrillation)"]
 URINE_GLUCOSE = ["NEG", "100"]
@@ -120,6 +127,7 @@ U = {name: i for i, name in enumerate(UNITS)}
 @dataclass
 class StayChunk:
     """The stays of one chunk: ids, times (s), admission labels (bool (n, 25)), acuity, sex."""
+
     subject_id: np.ndarray
     hadm_id: np.ndarray
     stay_id: np.ndarray
@@ -142,10 +150,16 @@ class _Rows:
             return
         num = np.full(n, np.nan) if num is None else np.round(np.asarray(num, float), decimals)
         text = np.full(n, -1, np.int16) if text is None else np.asarray(text, np.int16)
-        self.parts.append({
-            "idx": idx, "t": t, "item": np.broadcast_to(np.asarray(item, np.int64), n),
-            "num": num, "text": text, "uom": np.broadcast_to(np.asarray(U[uom] if isinstance(uom, str) else uom, np.int16), n),
-        })
+        self.parts.append(
+            {
+                "idx": idx,
+                "t": t,
+                "item": np.broadcast_to(np.asarray(item, np.int64), n),
+                "num": num,
+                "text": text,
+                "uom": np.broadcast_to(np.asarray(U[uom] if isinstance(uom, str) else uom, np.int16), n),
+            }
+        )
 
     def concat(self) -> dict[str, np.ndarray]:
         return {k: np.concatenate([p[k] for p in self.parts]) for k in ("idx", "t", "item", "num", "text", "uom")}
@@ -190,6 +204,7 @@ def _values(rng, name, levels, idx, t, stays, sd_scale=1.0):
 @dataclass
 class _ChartPlan:
     """Per stay: when charting starts and ends (s), and which devices it has."""
+
     start: np.ndarray
     end: np.ndarray
     arterial: np.ndarray  # an arterial line
@@ -207,8 +222,18 @@ def chart_rows(rng, stays: StayChunk, levels) -> dict[str, np.ndarray]:
     ventilated = oxygen & (rng.random(n) < signal("ventilated", stays.labels))
     plan = _ChartPlan(start, stays.outtime, arterial, oxygen, ventilated)
     # In this order: each draws from rng in turn, so a seed gives the same rows.
-    for chart in (_vital_signs, _blood_pressures, _respiratory_support, _temperatures, _gcs, _capillary_refill,
-                  _glucose, _ph, _height_weight, _unrelated_items):
+    for chart in (
+        _vital_signs,
+        _blood_pressures,
+        _respiratory_support,
+        _temperatures,
+        _gcs,
+        _capillary_refill,
+        _glucose,
+        _ph,
+        _height_weight,
+        _unrelated_items,
+    ):
         chart(rng, rows, stays, levels, plan)
     return rows.concat()
 
@@ -228,8 +253,11 @@ def _blood_pressures(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPla
     pressures (left arm systolic/diastolic, right arm systolic)."""
     start, end, arterial = plan.start, plan.end, plan.arterial
     art_items = np.where(rng.random(len(start)) < 0.1, 1, 0)  # 1: the 'ART BP' items
-    for every, use, items in ((1.0, arterial, None), (4.0, arterial, (220179, 220180, 220181)),
-                              (1.0, ~arterial, (220179, 220180, 220181))):
+    for every, use, items in (
+        (1.0, arterial, None),
+        (4.0, arterial, (220179, 220180, 220181)),
+        (1.0, ~arterial, (220179, 220180, 220181)),
+    ):
         idx, t = _schedule(rng, np.where(use, start, end), end, every, p=0.95)
         sbp = _values(rng, "sbp", levels, idx, t, stays)
         dbp = np.minimum(_values(rng, "dbp", levels, idx, t, stays), sbp - 10)
@@ -271,8 +299,7 @@ def _temperatures(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) 
     fahrenheit = (stays.stay_id[idx] % 5) != 0
     wrong_unit = rng.random(len(idx)) < 0.004
     value = np.where(fahrenheit != wrong_unit, temp_c * 9 / 5 + 32, temp_c)
-    rows.add(idx, t, np.where(fahrenheit, 223761, 223762), value, 1,
-             uom=np.where(fahrenheit, U["°F"], U["°C"]))
+    rows.add(idx, t, np.where(fahrenheit, 223761, 223762), value, 1, uom=np.where(fahrenheit, U["°F"], U["°C"]))
 
 
 def _gcs(rng, rows: _Rows, stays: StayChunk, levels, plan: _ChartPlan) -> None:
@@ -377,27 +404,37 @@ def chartevents_frame(rng, stays: StayChunk, levels, caregivers: np.ndarray) -> 
     value = pl.Series(TEXTS).gather(pl.Series(np.maximum(text, 0), dtype=pl.UInt32))
     value = masked(value, has_text).fill_null(num_str)
     valuenum = masked(num_str, ~np.isnan(num))
-    return pl.DataFrame({
-        "subject_id": stays.subject_id[idx],
-        "hadm_id": stays.hadm_id[idx],
-        "stay_id": stays.stay_id[idx],
-        "caregiver_id": caregiver[order],
-        "charttime": epoch_to_datetime(t),
-        "storetime": epoch_to_datetime(t + store_delay[order]),
-        "itemid": rows["item"][order],
-        "value": value,
-        "valuenum": valuenum,
-        "valueuom": masked(pl.Series(UNITS).gather(pl.Series(uom, dtype=pl.UInt32)), uom > 0),
-        "warning": warning[order],
-    }).select(CHARTEVENTS)
+    return pl.DataFrame(
+        {
+            "subject_id": stays.subject_id[idx],
+            "hadm_id": stays.hadm_id[idx],
+            "stay_id": stays.stay_id[idx],
+            "caregiver_id": caregiver[order],
+            "charttime": epoch_to_datetime(t),
+            "storetime": epoch_to_datetime(t + store_delay[order]),
+            "itemid": rows["item"][order],
+            "value": value,
+            "valuenum": valuenum,
+            "valueuom": masked(pl.Series(UNITS).gather(pl.Series(uom, dtype=pl.UInt32)), uom > 0),
+            "warning": warning[order],
+        }
+    ).select(CHARTEVENTS)
 
 
 # lab item -> (unit, ref low, ref high, decimals)
 LAB_ITEMS = {
-    50931: ("mg/dL", 70, 100, 0), 50809: ("mg/dL", 70, 105, 0), 50820: ("units", 7.35, 7.45, 2),
-    50817: ("%", None, None, 0), 50831: ("units", None, None, 2), 51491: ("units", 5, 8, 1),
-    51478: ("mg/dL", 0, 0, 0), 50971: ("mEq/L", 3.3, 5.1, 1), 50983: ("mEq/L", 135, 147, 0),
-    50912: ("mg/dL", 0.5, 1.2, 1), 51221: ("%", 40, 51, 1), 51222: ("g/dL", 13.7, 17.5, 1),
+    50931: ("mg/dL", 70, 100, 0),
+    50809: ("mg/dL", 70, 105, 0),
+    50820: ("units", 7.35, 7.45, 2),
+    50817: ("%", None, None, 0),
+    50831: ("units", None, None, 2),
+    51491: ("units", 5, 8, 1),
+    51478: ("mg/dL", 0, 0, 0),
+    50971: ("mEq/L", 3.3, 5.1, 1),
+    50983: ("mEq/L", 135, 147, 0),
+    50912: ("mg/dL", 0.5, 1.2, 1),
+    51221: ("%", 40, 51, 1),
+    51222: ("g/dL", 13.7, 17.5, 1),
 }
 
 
@@ -415,8 +452,7 @@ class _Panels:
         self.next_specimen += len(idx)
         for item, num, text, keep in items_values:
             keep = np.ones(len(idx), bool) if keep is None else keep
-            self.parts.append((idx[keep], t[keep], spec[keep], item, num[keep],
-                               None if text is None else text[keep]))
+            self.parts.append((idx[keep], t[keep], spec[keep], item, num[keep], None if text is None else text[keep]))
 
 
 def labevents_frame(rng, stays: StayChunk, levels, first_event_id: int, first_specimen_id: int) -> pl.DataFrame:
@@ -436,14 +472,18 @@ def _chemistry(rng, panels: _Panels, stays: StayChunk, levels, idx, t) -> None:
     """At every draw: glucose, potassium, sodium, creatinine; hematocrit and hemoglobin mostly."""
     m = len(idx)
     creat_level = levels["creat"][0][idx] * np.exp(0.1 * rng.standard_normal(m))
-    panels.add(idx, t, [
-        (50931, _values(rng, "glucose", levels, idx, t, stays), None, None),
-        (50971, rng.normal(4.2, 0.5, m), None, None),
-        (50983, rng.normal(139, 3.5, m), None, None),
-        (50912, np.clip(creat_level, 0.2, 15), None, None),
-        (51221, rng.normal(31, 5, m), None, rng.random(m) < 0.7),
-        (51222, rng.normal(10.3, 1.7, m), None, rng.random(m) < 0.7),
-    ])
+    panels.add(
+        idx,
+        t,
+        [
+            (50931, _values(rng, "glucose", levels, idx, t, stays), None, None),
+            (50971, rng.normal(4.2, 0.5, m), None, None),
+            (50983, rng.normal(139, 3.5, m), None, None),
+            (50912, np.clip(creat_level, 0.2, 15), None, None),
+            (51221, rng.normal(31, 5, m), None, rng.random(m) < 0.7),
+            (51222, rng.normal(10.3, 1.7, m), None, rng.random(m) < 0.7),
+        ],
+    )
 
 
 def _blood_gases(rng, panels: _Panels, stays: StayChunk, levels, idx, t) -> None:
@@ -453,11 +493,15 @@ def _blood_gases(rng, panels: _Panels, stays: StayChunk, levels, idx, t) -> None
     gas = rng.random(m) < signal("blood_gas", stays.labels[idx])
     gi, gt = idx[gas], t[gas] + 60 * rng.integers(0, 30, gas.sum())
     g = len(gi)
-    panels.add(gi, gt, [
-        (50820, _values(rng, "ph", levels, gi, gt, stays), None, None),
-        (50817, _values(rng, "spo2", levels, gi, gt, stays, 1.5), None, rng.random(g) < 0.6),
-        (50809, _values(rng, "glucose", levels, gi, gt, stays), None, rng.random(g) < 0.5),
-    ])
+    panels.add(
+        gi,
+        gt,
+        [
+            (50820, _values(rng, "ph", levels, gi, gt, stays), None, None),
+            (50817, _values(rng, "spo2", levels, gi, gt, stays, 1.5), None, rng.random(g) < 0.6),
+            (50809, _values(rng, "glucose", levels, gi, gt, stays), None, rng.random(g) < 0.5),
+        ],
+    )
     other = rng.random(g) < 0.02  # pH of another fluid (pleural, ...), a rare item
     panels.add(gi[other], gt[other], [(50831, rng.normal(7.4, 0.1, other.sum()), None, None)])
 
@@ -467,10 +511,14 @@ def _urine(rng, panels: _Panels, idx, t) -> None:
     urine = rng.random(len(idx)) < 0.05
     ui, ut = idx[urine], t[urine] + 60 * rng.integers(0, 120, urine.sum())
     u_glu = (rng.random(len(ui)) < 0.2).astype(np.int64)
-    panels.add(ui, ut, [
-        (51491, np.round(rng.normal(6.0, 0.8, len(ui)) * 2) / 2, None, None),
-        (51478, np.where(u_glu == 1, 100.0, np.nan), T_URINE + u_glu, None),
-    ])
+    panels.add(
+        ui,
+        ut,
+        [
+            (51491, np.round(rng.normal(6.0, 0.8, len(ui)) * 2) / 2, None, None),
+            (51478, np.where(u_glu == 1, 100.0, np.nan), T_URINE + u_glu, None),
+        ],
+    )
 
 
 def _labevents_table(rng, stays: StayChunk, parts: list[tuple], first_event_id: int) -> pl.DataFrame:
@@ -496,21 +544,23 @@ def _labevents_table(rng, stays: StayChunk, parts: list[tuple], first_event_id: 
     value = masked(pl.Series(TEXTS).gather(pl.Series(np.maximum(text, 0), dtype=pl.UInt32)), has_text)
     abnormal = ~np.isnan(num) & ~np.isnan(lo) & ((num < lo) | (num > hi))
     stat = t >= stays.intime[idx]
-    return pl.DataFrame({
-        "labevent_id": first_event_id + np.arange(k),
-        "subject_id": stays.subject_id[idx],
-        "hadm_id": stays.hadm_id[idx],
-        "specimen_id": spec,
-        "itemid": item,
-        "order_provider_id": pl.Series([None] * k, dtype=pl.String),
-        "charttime": epoch_to_datetime(t),
-        "storetime": epoch_to_datetime(t + 60 * rng.integers(20, 150, k)),
-        "value": value.fill_null(num_str),
-        "valuenum": masked(num_str, ~np.isnan(num)),
-        "valueuom": unit[pos],
-        "ref_range_lower": masked(number_strings(lo, 2), ~np.isnan(lo)),
-        "ref_range_upper": masked(number_strings(hi, 2), ~np.isnan(hi)),
-        "flag": masked(np.full(k, "abnormal"), abnormal),
-        "priority": np.where(stat, "STAT", "ROUTINE"),
-        "comments": pl.Series([None] * k, dtype=pl.String),
-    }).select(LABEVENTS)
+    return pl.DataFrame(
+        {
+            "labevent_id": first_event_id + np.arange(k),
+            "subject_id": stays.subject_id[idx],
+            "hadm_id": stays.hadm_id[idx],
+            "specimen_id": spec,
+            "itemid": item,
+            "order_provider_id": pl.Series([None] * k, dtype=pl.String),
+            "charttime": epoch_to_datetime(t),
+            "storetime": epoch_to_datetime(t + 60 * rng.integers(20, 150, k)),
+            "value": value.fill_null(num_str),
+            "valuenum": masked(num_str, ~np.isnan(num)),
+            "valueuom": unit[pos],
+            "ref_range_lower": masked(number_strings(lo, 2), ~np.isnan(lo)),
+            "ref_range_upper": masked(number_strings(hi, 2), ~np.isnan(hi)),
+            "flag": masked(np.full(k, "abnormal"), abnormal),
+            "priority": np.where(stat, "STAT", "ROUTINE"),
+            "comments": pl.Series([None] * k, dtype=pl.String),
+        }
+    ).select(LABEVENTS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -23,7 +23,7 @@ from drfuse.phenotypes import PHENOTYPES, ccs_definitions
 SYNTH_RESOURCES = resources.files("drfuse.synth") / "resources"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dictionary_codes() -> dict[str, frozenset[str]]:
     codes: dict[str, set[str]] = {"9": set(), "10": set()}
     with (SYNTH_RESOURCES / "d_icd_diagnoses.csv.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:
@@ -32,7 +32,7 @@ def _dictionary_codes() -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in codes.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_pools() -> dict[str, dict]:
     """{'9'|'10': {'groups': [array of codes per phenotype], 'unrelated': array}} (sorted arrays)."""
     ccs = ccs_definitions()
@@ -67,8 +67,14 @@ def code_pools() -> dict[str, dict]:
     return pools
 
 
-def diagnoses(rng: np.random.Generator, subject_id: np.ndarray, hadm_id: np.ndarray, labels: np.ndarray,
-              icd10: np.ndarray, coded: np.ndarray) -> pl.DataFrame:
+def diagnoses(
+    rng: np.random.Generator,
+    subject_id: np.ndarray,
+    hadm_id: np.ndarray,
+    labels: np.ndarray,
+    icd10: np.ndarray,
+    coded: np.ndarray,
+) -> pl.DataFrame:
     """One code per positive label plus 2-10 unrelated codes per coded admission, seq_num shuffled.
 
     `icd10` says which admissions are ICD-10 coded; admissions with `coded` False get no rows
@@ -93,14 +99,14 @@ def diagnoses(rng: np.random.Generator, subject_id: np.ndarray, hadm_id: np.ndar
     frame = pl.DataFrame({"adm": adm, "icd_code": code, "key": rng.random(len(adm))})
     # A repeated code within an admission is listed once, as in MIMIC.
     frame = frame.unique(subset=["adm", "icd_code"], keep="first", maintain_order=True)
-    frame = frame.sort(["adm", "key"]).with_columns(
-        (pl.int_range(pl.len()).over("adm") + 1).alias("seq_num")
-    )
+    frame = frame.sort(["adm", "key"]).with_columns((pl.int_range(pl.len()).over("adm") + 1).alias("seq_num"))
     adm = frame["adm"].to_numpy()
-    return pl.DataFrame({
-        "subject_id": subject_id[adm],
-        "hadm_id": hadm_id[adm],
-        "seq_num": frame["seq_num"],
-        "icd_code": frame["icd_code"],
-        "icd_version": np.where(icd10[adm], 10, 9),
-    })
+    return pl.DataFrame(
+        {
+            "subject_id": subject_id[adm],
+            "hadm_id": hadm_id[adm],
+            "seq_num": frame["seq_num"],
+            "icd_code": frame["icd_code"],
+            "icd_version": np.where(icd10[adm], 10, 9),
+        }
+    )

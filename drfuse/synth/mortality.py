@@ -67,21 +67,40 @@ def image_signs_of(rows: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarra
 def matched_image(plan: pl.DataFrame, meta: pl.DataFrame, stay_in: np.ndarray) -> np.ndarray:
     """Per stay, the row of its matched image in `plan` / `meta` (the latest AP image in [intime,
     intime + 48 h], ties to the largest dicom_id), -1 without one."""
-    frame = pl.DataFrame({
-        "row": np.arange(plan.height), "stay": plan["stay"], "time": plan["time"], "view": plan["view"],
-        "dicom_id": meta["dicom_id"],
-    })
+    frame = pl.DataFrame(
+        {
+            "row": np.arange(plan.height),
+            "stay": plan["stay"],
+            "time": plan["time"],
+            "view": plan["view"],
+            "dicom_id": meta["dicom_id"],
+        }
+    )
     start = stay_in[frame["stay"].to_numpy()]
-    in_window = (frame["view"] == "AP").to_numpy() & (frame["time"].to_numpy() >= start) & (
-        frame["time"].to_numpy() <= start + WINDOW_HOURS * HOUR)
-    latest = frame.filter(pl.Series(in_window)).sort(["stay", "time", "dicom_id"]).group_by("stay", maintain_order=True).last()
+    in_window = (
+        (frame["view"] == "AP").to_numpy()
+        & (frame["time"].to_numpy() >= start)
+        & (frame["time"].to_numpy() <= start + WINDOW_HOURS * HOUR)
+    )
+    latest = (
+        frame.filter(pl.Series(in_window))
+        .sort(["stay", "time", "dicom_id"])
+        .group_by("stay", maintain_order=True)
+        .last()
+    )
     out = np.full(len(stay_in), -1, np.int64)
     out[latest["stay"].to_numpy()] = latest["row"].to_numpy()
     return out
 
 
-def draw(rng: np.random.Generator, stay_adm: np.ndarray, n_adm: int, adm_last: np.ndarray, stay_ehr_z: np.ndarray,
-         stay_cxr_sign: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def draw(
+    rng: np.random.Generator,
+    stay_adm: np.ndarray,
+    n_adm: int,
+    adm_last: np.ndarray,
+    stay_ehr_z: np.ndarray,
+    stay_cxr_sign: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(died per admission, the logit per stay, the intercept): each admission's last ICU stay's
     logit decides; only a subject's last admission with an ICU stay can end in death, and the
     intercept makes DEATH_SHARE of those die on average."""
@@ -107,7 +126,14 @@ def key_table(stay_ehr_z: np.ndarray, stay_cxr_sign: np.ndarray, has_image: np.n
     var_ehr = float(np.var(EHR_WEIGHT * stay_ehr_z[has_image])) if has_image.any() else 0.0
     var_cxr = float(np.var(CXR_WEIGHT * stay_cxr_sign[has_image])) if has_image.any() else 0.0
     share = var_ehr / (var_ehr + var_cxr) if var_ehr + var_cxr > 0 else float("nan")
-    return pl.DataFrame({
-        "label": [LABEL], "group": ["both"], "ehr_channels": [";".join(channels)], "cxr_signs": [";".join(sorted(CXR_EVIDENCE))],
-        "ehr_weight": [EHR_WEIGHT], "cxr_weight": [CXR_WEIGHT], "ehr_share": [round(share, 4)],
-    })
+    return pl.DataFrame(
+        {
+            "label": [LABEL],
+            "group": ["both"],
+            "ehr_channels": [";".join(channels)],
+            "cxr_signs": [";".join(sorted(CXR_EVIDENCE))],
+            "ehr_weight": [EHR_WEIGHT],
+            "cxr_weight": [CXR_WEIGHT],
+            "ehr_share": [round(share, 4)],
+        }
+    )

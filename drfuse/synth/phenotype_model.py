@@ -62,8 +62,14 @@ def sample_labels(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
     residual_sd = np.sqrt(1.0 - (LOADINGS**2).sum(axis=1))
     latent = factors @ LOADINGS.T + rng.standard_normal((n, len(PHENOTYPES))) * residual_sd
     labels = latent > THRESHOLDS
-    acute = labels[:, [label_index("Septicemia (except in labor)"), label_index("Shock"),
-                       label_index("Respiratory failure; insufficiency; arrest (adult)")]].sum(axis=1)
+    acute = labels[
+        :,
+        [
+            label_index("Septicemia (except in labor)"),
+            label_index("Shock"),
+            label_index("Respiratory failure; insufficiency; arrest (adult)"),
+        ],
+    ].sum(axis=1)
     raw = 0.6 * factors[:, FACTORS.index("inf")] + 0.5 * acute + 0.5 * rng.standard_normal(n)
     acuity = (raw - raw.mean()) / max(raw.std(), 1e-9) if n > 1 else raw
     return labels, acuity

@@ -21,31 +21,88 @@ from drfuse.synth.settings import SynthSettings
 HOUR = 3600
 DAY = 24 * HOUR
 
-ICU_UNITS = np.array([
-    "Medical Intensive Care Unit (MICU)", "Surgical Intensive Care Unit (SICU)",
-    "Cardiac Vascular Intensive Care Unit (CVICU)", "Medical/Surgical Intensive Care Unit (MICU/SICU)",
-    "Trauma SICU (TSICU)", "Coronary Care Unit (CCU)", "Neuro Surgical Intensive Care Unit (Neuro SICU)",
-    "Neuro Intermediate", "Neuro Stepdown",
-])
+ICU_UNITS = np.array(
+    [
+        "Medical Intensive Care Unit (MICU)",
+        "Surgical Intensive Care Unit (SICU)",
+        "Cardiac Vascular Intensive Care Unit (CVICU)",
+        "Medical/Surgical Intensive Care Unit (MICU/SICU)",
+        "Trauma SICU (TSICU)",
+        "Coronary Care Unit (CCU)",
+        "Neuro Surgical Intensive Care Unit (Neuro SICU)",
+        "Neuro Intermediate",
+        "Neuro Stepdown",
+    ]
+)
 ICU_WEIGHTS = np.array([0.22, 0.17, 0.17, 0.16, 0.12, 0.1, 0.03, 0.02, 0.01])
-WARDS = np.array(["Medicine", "Med/Surg", "Neurology", "Cardiac Surgery", "Medicine/Cardiology",
-                  "Transplant", "Hematology/Oncology", "Vascular", "Med/Surg/Trauma", "PACU"])
-ADMISSION_TYPES = np.array(["EW EMER.", "OBSERVATION ADMIT", "URGENT", "EU OBSERVATION",
-                            "SURGICAL SAME DAY ADMISSION", "DIRECT EMER.", "ELECTIVE"])
+WARDS = np.array(
+    [
+        "Medicine",
+        "Med/Surg",
+        "Neurology",
+        "Cardiac Surgery",
+        "Medicine/Cardiology",
+        "Transplant",
+        "Hematology/Oncology",
+        "Vascular",
+        "Med/Surg/Trauma",
+        "PACU",
+    ]
+)
+ADMISSION_TYPES = np.array(
+    [
+        "EW EMER.",
+        "OBSERVATION ADMIT",
+        "URGENT",
+        "EU OBSERVATION",
+        "SURGICAL SAME DAY ADMISSION",
+        "DIRECT EMER.",
+        "ELECTIVE",
+    ]
+)
 ADMISSION_TYPE_P = np.array([0.4, 0.15, 0.14, 0.1, 0.08, 0.07, 0.06])
-ADMISSION_LOCATIONS = np.array(["EMERGENCY ROOM", "PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL",
-                                "CLINIC REFERRAL", "WALK-IN/SELF REFERRAL", "PROCEDURE SITE"])
+ADMISSION_LOCATIONS = np.array(
+    [
+        "EMERGENCY ROOM",
+        "PHYSICIAN REFERRAL",
+        "TRANSFER FROM HOSPITAL",
+        "CLINIC REFERRAL",
+        "WALK-IN/SELF REFERRAL",
+        "PROCEDURE SITE",
+    ]
+)
 ADMISSION_LOCATION_P = np.array([0.5, 0.22, 0.16, 0.05, 0.04, 0.03])
-DISCHARGE_LOCATIONS = np.array(["HOME HEALTH CARE", "HOME", "SKILLED NURSING FACILITY", "REHAB",
-                                "CHRONIC/LONG TERM ACUTE CARE", "HOSPICE", "AGAINST ADVICE", ""])
+DISCHARGE_LOCATIONS = np.array(
+    [
+        "HOME HEALTH CARE",
+        "HOME",
+        "SKILLED NURSING FACILITY",
+        "REHAB",
+        "CHRONIC/LONG TERM ACUTE CARE",
+        "HOSPICE",
+        "AGAINST ADVICE",
+        "",
+    ]
+)
 DISCHARGE_LOCATION_P = np.array([0.3, 0.28, 0.16, 0.06, 0.04, 0.02, 0.02, 0.12])
 INSURANCE = np.array(["Other", "Medicare", "Medicaid"])
 INSURANCE_P = np.array([0.5, 0.38, 0.12])
 MARITAL = np.array(["SINGLE", "MARRIED", "WIDOWED", "DIVORCED", ""])
 MARITAL_P = np.array([0.38, 0.32, 0.16, 0.1, 0.04])
-RACES = np.array(["WHITE", "BLACK/AFRICAN AMERICAN", "UNKNOWN", "HISPANIC/LATINO - PUERTO RICAN",
-                  "ASIAN - CHINESE", "OTHER", "WHITE - OTHER EUROPEAN", "UNABLE TO OBTAIN",
-                  "HISPANIC OR LATINO", "PATIENT DECLINED TO ANSWER"])
+RACES = np.array(
+    [
+        "WHITE",
+        "BLACK/AFRICAN AMERICAN",
+        "UNKNOWN",
+        "HISPANIC/LATINO - PUERTO RICAN",
+        "ASIAN - CHINESE",
+        "OTHER",
+        "WHITE - OTHER EUROPEAN",
+        "UNABLE TO OBTAIN",
+        "HISPANIC OR LATINO",
+        "PATIENT DECLINED TO ANSWER",
+    ]
+)
 RACE_P = np.array([0.62, 0.14, 0.06, 0.04, 0.03, 0.03, 0.03, 0.02, 0.02, 0.01])
 YEAR_GROUPS = np.array(["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019"])
 # Made-up provider ids in MIMIC's format (P + 5 alphanumerics).
@@ -89,6 +146,7 @@ def _unique_ids(rng: np.random.Generator, n: int, prefix: int) -> np.ndarray:
 @dataclass
 class _Subjects:
     """Per subject: ids and demographics (patients' columns but dod)."""
+
     subject_id: np.ndarray
     gender: np.ndarray
     age: np.ndarray
@@ -99,6 +157,7 @@ class _Subjects:
 @dataclass
 class _Admissions:
     """Per admission (subjects' admissions in turn): what is drawn before its timeline is walked."""
+
     subject: np.ndarray  # the subject's row
     first: np.ndarray  # the subject's first admission
     admittime: np.ndarray  # seconds; `_walk_timelines` moves one that would overlap the previous
@@ -115,6 +174,7 @@ class _Timelines:
     """The walked timelines: transfer rows (adm, eventtype, careunit, intime, outtime, stay index
     or -1), ICU stays (adm, intime, outtime, first_unit, last_unit) and per admission its
     discharge and ED times (-1: no ED visit)."""
+
     transfers: list[tuple]
     stays: list[tuple]
     dischtime: np.ndarray
@@ -141,10 +201,16 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     adm_last[last_adm] = True
     deaths = _death_columns(adm.died, adm.subject, adm_last, timelines.dischtime, discharge_drawn, later_dod)
 
-    patients = pl.DataFrame({
-        "subject_id": subjects.subject_id, "gender": subjects.gender, "anchor_age": subjects.age,
-        "anchor_year": subjects.anchor_year, "anchor_year_group": subjects.year_group, "dod": deaths["dod"],
-    })
+    patients = pl.DataFrame(
+        {
+            "subject_id": subjects.subject_id,
+            "gender": subjects.gender,
+            "anchor_age": subjects.age,
+            "anchor_year": subjects.anchor_year,
+            "anchor_year_group": subjects.year_group,
+            "dod": deaths["dod"],
+        }
+    )
     admissions = _admissions_frame(rng, subjects, adm, timelines, hadm_id, deaths)
     transfers = _transfers_frame(subjects.subject_id[adm.subject], hadm_id, transfer_id, timelines.transfers)
     icustays, stay_adm, stay_in, stay_out = _icustays_frame(
@@ -152,11 +218,22 @@ def build(rng: np.random.Generator, s: SynthSettings) -> Population:
     )
     adm_year = adm.admittime.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
     return Population(
-        patients=patients, admissions=admissions, transfers=transfers, icustays=icustays,
-        adm_labels=adm.labels, adm_acuity=adm.acuity, adm_icd10=adm_year >= s.icd10_from_year,
-        adm_coded=rng.random(n_a) >= 0.02, stay_adm=stay_adm, stay_in=stay_in, stay_out=stay_out,
-        adm_subject=adm.subject, adm_last=adm_last, adm_dischtime=timelines.dischtime,
-        adm_discharge_drawn=discharge_drawn, later_dod=later_dod,
+        patients=patients,
+        admissions=admissions,
+        transfers=transfers,
+        icustays=icustays,
+        adm_labels=adm.labels,
+        adm_acuity=adm.acuity,
+        adm_icd10=adm_year >= s.icd10_from_year,
+        adm_coded=rng.random(n_a) >= 0.02,
+        stay_adm=stay_adm,
+        stay_in=stay_in,
+        stay_out=stay_out,
+        adm_subject=adm.subject,
+        adm_last=adm_last,
+        adm_dischtime=timelines.dischtime,
+        adm_discharge_drawn=discharge_drawn,
+        later_dod=later_dod,
     )
 
 
@@ -260,60 +337,87 @@ def _draw_ids(rng: np.random.Generator, timelines: _Timelines, n_a: int) -> tupl
     # does not reveal the time order.
     ids = rng.permutation(_unique_ids(rng, n_s + n_t, 3))
     stay_id = ids[:n_s]
-    transfer_id = ids[n_s:n_s + n_t].copy()
+    transfer_id = ids[n_s : n_s + n_t].copy()
     is_stay = tr_stay >= 0
     transfer_id[is_stay] = stay_id[tr_stay[is_stay]]
     hadm_id = rng.permutation(_unique_ids(rng, n_a, 2))
     return stay_id, transfer_id, hadm_id
 
 
-def _admissions_frame(rng: np.random.Generator, subjects: _Subjects, adm: _Admissions, timelines: _Timelines,
-                      hadm_id: np.ndarray, deaths: dict[str, pl.Series]) -> pl.DataFrame:
+def _admissions_frame(
+    rng: np.random.Generator,
+    subjects: _Subjects,
+    adm: _Admissions,
+    timelines: _Timelines,
+    hadm_id: np.ndarray,
+    deaths: dict[str, pl.Series],
+) -> pl.DataFrame:
     """The admissions table; draws the columns nothing else depends on (race, type, provider, ...)."""
     n, n_a, adm_subj = len(subjects.subject_id), len(adm.subject), adm.subject
     race = RACES[rng.choice(len(RACES), n, p=RACE_P)][adm_subj]
-    return pl.DataFrame({
-        "subject_id": subjects.subject_id[adm_subj], "hadm_id": hadm_id,
-        "admittime": epoch_to_datetime(adm.admittime), "dischtime": epoch_to_datetime(timelines.dischtime),
-        "deathtime": deaths["deathtime"],
-        "admission_type": ADMISSION_TYPES[rng.choice(len(ADMISSION_TYPES), n_a, p=ADMISSION_TYPE_P)],
-        "admit_provider_id": PROVIDERS[rng.integers(0, len(PROVIDERS), n_a)],
-        "admission_location": np.where(adm.has_ed, "EMERGENCY ROOM", ADMISSION_LOCATIONS[
-            rng.choice(len(ADMISSION_LOCATIONS), n_a, p=ADMISSION_LOCATION_P)]),
-        "discharge_location": deaths["discharge_location"],
-        "insurance": INSURANCE[rng.choice(len(INSURANCE), n_a, p=INSURANCE_P)],
-        "language": np.where(rng.random(n_a) < 0.08, "?", "ENGLISH"),
-        "marital_status": _opt_str(MARITAL[rng.choice(len(MARITAL), n, p=MARITAL_P)][adm_subj]),
-        "race": race,
-        "edregtime": _opt_time(timelines.edreg), "edouttime": _opt_time(timelines.edout),
-        "hospital_expire_flag": deaths["hospital_expire_flag"],
-    })
+    return pl.DataFrame(
+        {
+            "subject_id": subjects.subject_id[adm_subj],
+            "hadm_id": hadm_id,
+            "admittime": epoch_to_datetime(adm.admittime),
+            "dischtime": epoch_to_datetime(timelines.dischtime),
+            "deathtime": deaths["deathtime"],
+            "admission_type": ADMISSION_TYPES[rng.choice(len(ADMISSION_TYPES), n_a, p=ADMISSION_TYPE_P)],
+            "admit_provider_id": PROVIDERS[rng.integers(0, len(PROVIDERS), n_a)],
+            "admission_location": np.where(
+                adm.has_ed,
+                "EMERGENCY ROOM",
+                ADMISSION_LOCATIONS[rng.choice(len(ADMISSION_LOCATIONS), n_a, p=ADMISSION_LOCATION_P)],
+            ),
+            "discharge_location": deaths["discharge_location"],
+            "insurance": INSURANCE[rng.choice(len(INSURANCE), n_a, p=INSURANCE_P)],
+            "language": np.where(rng.random(n_a) < 0.08, "?", "ENGLISH"),
+            "marital_status": _opt_str(MARITAL[rng.choice(len(MARITAL), n, p=MARITAL_P)][adm_subj]),
+            "race": race,
+            "edregtime": _opt_time(timelines.edreg),
+            "edouttime": _opt_time(timelines.edout),
+            "hospital_expire_flag": deaths["hospital_expire_flag"],
+        }
+    )
 
 
-def _transfers_frame(adm_subject_id: np.ndarray, hadm_id: np.ndarray, transfer_id: np.ndarray,
-                     rows: list[tuple]) -> pl.DataFrame:
+def _transfers_frame(
+    adm_subject_id: np.ndarray, hadm_id: np.ndarray, transfer_id: np.ndarray, rows: list[tuple]
+) -> pl.DataFrame:
     tr_adm = np.array([r[0] for r in rows], np.int64)
-    return pl.DataFrame({
-        "subject_id": adm_subject_id[tr_adm], "hadm_id": hadm_id[tr_adm], "transfer_id": transfer_id,
-        "eventtype": [r[1] for r in rows], "careunit": [r[2] for r in rows],
-        "intime": epoch_to_datetime(np.array([r[3] for r in rows], np.int64)),
-        "outtime": epoch_to_datetime(pl.Series([r[4] for r in rows], dtype=pl.Int64)),
-    })
+    return pl.DataFrame(
+        {
+            "subject_id": adm_subject_id[tr_adm],
+            "hadm_id": hadm_id[tr_adm],
+            "transfer_id": transfer_id,
+            "eventtype": [r[1] for r in rows],
+            "careunit": [r[2] for r in rows],
+            "intime": epoch_to_datetime(np.array([r[3] for r in rows], np.int64)),
+            "outtime": epoch_to_datetime(pl.Series([r[4] for r in rows], dtype=pl.Int64)),
+        }
+    )
 
 
-def _icustays_frame(adm_subject_id: np.ndarray, hadm_id: np.ndarray, stay_id: np.ndarray,
-                    stays: list[tuple]) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+def _icustays_frame(
+    adm_subject_id: np.ndarray, hadm_id: np.ndarray, stay_id: np.ndarray, stays: list[tuple]
+) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """The icustays table, and per stay its admission row, intime and outtime (s)."""
     stay_adm = np.array([r[0] for r in stays], np.int64)
     stay_in = np.array([r[1] for r in stays], np.int64)
     stay_out = np.array([r[2] for r in stays], np.int64)
-    icustays = pl.DataFrame({
-        "subject_id": adm_subject_id[stay_adm], "hadm_id": hadm_id[stay_adm], "stay_id": stay_id,
-        "first_careunit": [r[3] for r in stays], "last_careunit": [r[4] for r in stays],
-        "intime": epoch_to_datetime(stay_in), "outtime": epoch_to_datetime(stay_out),
-        # MIMIC writes los (days) with 17 significant digits.
-        "los": [f"{v:.17g}" for v in (stay_out - stay_in) / DAY],
-    })
+    icustays = pl.DataFrame(
+        {
+            "subject_id": adm_subject_id[stay_adm],
+            "hadm_id": hadm_id[stay_adm],
+            "stay_id": stay_id,
+            "first_careunit": [r[3] for r in stays],
+            "last_careunit": [r[4] for r in stays],
+            "intime": epoch_to_datetime(stay_in),
+            "outtime": epoch_to_datetime(stay_out),
+            # MIMIC writes los (days) with 17 significant digits.
+            "los": [f"{v:.17g}" for v in (stay_out - stay_in) / DAY],
+        }
+    )
     return icustays, stay_adm, stay_in, stay_out
 
 
@@ -349,9 +453,12 @@ def with_deaths(pop: Population, died: np.ndarray) -> Population:
     of admissions and patients rewritten, every other column and every time unchanged (an
     admission of the original draw that ended in the ICU now ends there alive; a new death ends the
     admission where it ended, on the ward)."""
-    deaths = _death_columns(died, pop.adm_subject, pop.adm_last, pop.adm_dischtime, pop.adm_discharge_drawn, pop.later_dod)
+    deaths = _death_columns(
+        died, pop.adm_subject, pop.adm_last, pop.adm_dischtime, pop.adm_discharge_drawn, pop.later_dod
+    )
     admissions = pop.admissions.with_columns(
-        deaths["deathtime"].alias("deathtime"), deaths["discharge_location"].alias("discharge_location"),
+        deaths["deathtime"].alias("deathtime"),
+        deaths["discharge_location"].alias("discharge_location"),
         deaths["hospital_expire_flag"].alias("hospital_expire_flag"),
     )
     return replace(pop, admissions=admissions, patients=pop.patients.with_columns(deaths["dod"].alias("dod")))

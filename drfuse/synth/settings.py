@@ -9,12 +9,12 @@ from drfuse.synth.channels import check_labels
 
 # Optional settings (config.yaml may leave them out) and their defaults.
 DEFAULTS = {
-    "images": True,          # false: write the CXR metadata but no JPEG files (benchmarks at MIMIC scale)
-    "cxr_share": 0.18,       # share of ICU stays with an AP image in [intime, intime + 48 h]
-    "year_span": 80,         # anchor years are drawn from [first_year, first_year + year_span)
+    "images": True,  # false: write the CXR metadata but no JPEG files (benchmarks at MIMIC scale)
+    "cxr_share": 0.18,  # share of ICU stays with an AP image in [intime, intime + 48 h]
+    "year_span": 80,  # anchor years are drawn from [first_year, first_year + year_span)
     "jpeg_quality": 90,
-    "gzip_level": 1,         # zlib level: 1 is ~2x faster than 6 end to end, files ~35 % larger
-    "chunk_stays": 2000,     # ICU stays per event chunk: bounds memory at any scale
+    "gzip_level": 1,  # zlib level: 1 is ~2x faster than 6 end to end, files ~35 % larger
+    "chunk_stays": 2000,  # ICU stays per event chunk: bounds memory at any scale
     "modal_inconsistency": [],  # labels whose positives show their signal in one modality each (drfuse.synth.channels)
     "mortality_signal": True,  # who dies in hospital drawn from planted evidence, mostly EHR (drfuse.synth.mortality)
 }

@@ -69,8 +69,10 @@ def draw(rng: np.random.Generator, h: int, w: int, signs: dict[str, bool], view:
             ptx = _ellipse(y, x, 0.3 + j(0.03), side, 0.13, 0.06, edge=0.3) * lungs
             img = img * (1 - ptx) + ptx * 0.03
         if signs["opacity"]:
-            blob = _ellipse(y, x, 0.6 + j(0.04), (0.3 if rng.random() < 0.5 else 0.7) + j(0.02),
-                            0.11, 0.09, edge=0.9) * lungs
+            blob = (
+                _ellipse(y, x, 0.6 + j(0.04), (0.3 if rng.random() < 0.5 else 0.7) + j(0.02), 0.11, 0.09, edge=0.9)
+                * lungs
+            )
             img = img + 0.3 * blob * (0.7 + 0.3 * rng.random(img.shape, dtype=np.float32))
         mediastinum = _ellipse(y, x, 0.35, 0.5, 0.3, 0.06, edge=0.5)
         spine = _ellipse(y, x, 0.6, 0.5, 0.6, 0.035, edge=0.4)

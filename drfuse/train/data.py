@@ -28,7 +28,8 @@ import polars as pl
 from drfuse.errors import UserError
 from drfuse.images.cache import ImageCache, usable_cxr
 from drfuse.phenotypes import PHENOTYPES
-from drfuse.tasks import MORTALITY_FILE, PHENOTYPING, labels as task_labels
+from drfuse.tasks import MORTALITY_FILE, PHENOTYPING
+from drfuse.tasks import labels as task_labels
 
 DATASETS = ("full", "matched")
 SPLITS = ("train", "val", "test")
@@ -112,8 +113,10 @@ def load_split(results_dir: Path, split: str, dataset: str, task: str = PHENOTYP
     if dataset == "matched":
         stays, usable = stays.filter(pl.Series(usable)), usable[usable]
     if stays.height == 0:
-        raise UserError(f"{stays_path}: no stays in the {split} split of the {dataset} dataset"
-                        + ("" if task == PHENOTYPING else f" of the {task} cohort ({results_dir / MORTALITY_FILE})"))
+        raise UserError(
+            f"{stays_path}: no stays in the {split} split of the {dataset} dataset"
+            + ("" if task == PHENOTYPING else f" of the {task} cohort ({results_dir / MORTALITY_FILE})")
+        )
 
     stay_id = stays["stay_id"].to_numpy().astype(np.int64)
     ehr, lengths = _ehr_rows(results_dir, stay_id)

@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -207,8 +206,12 @@ def param_groups(model, settings: EngineSettings) -> list[dict]:
     unused = [p for p in settings.lr_multipliers if p not in used]
     if unused:
         tops = sorted({name.split(".")[0] for name, _ in model.named_parameters()})
-        log.warning("train.lr_multipliers: no parameter of %s starts with %s (its modules: %s)",
-                    type(model).__name__, ", ".join(unused), ", ".join(tops))
+        log.warning(
+            "train.lr_multipliers: no parameter of %s starts with %s (its modules: %s)",
+            type(model).__name__,
+            ", ".join(unused),
+            ", ".join(tops),
+        )
     return [{"params": params, "lr": settings.lr * factor, "lr_factor": factor} for factor, params in groups.items()]
 
 
@@ -216,8 +219,14 @@ def build_optimizer(model, settings: EngineSettings, fused: bool | None = None) 
     """Adam over `param_groups`. `fused` (default: on the CPU) runs one fused kernel per step,
     faster than PyTorch's default (foreach) Adam there (docs/performance.md, cpu_train_step)."""
     fused = not settings.cuda if fused is None else fused
-    return torch.optim.Adam(param_groups(model, settings), lr=settings.lr, betas=settings.adam_betas,
-                            weight_decay=settings.weight_decay, fused=fused, foreach=None if fused else True)
+    return torch.optim.Adam(
+        param_groups(model, settings),
+        lr=settings.lr,
+        betas=settings.adam_betas,
+        weight_decay=settings.weight_decay,
+        fused=fused,
+        foreach=None if fused else True,
+    )
 
 
 def _scheduler(optimizer, settings: EngineSettings):
@@ -303,8 +312,11 @@ def make_batch(
         images = ehr.new_zeros((b, 3, crop, crop))
         if host_paired.numel():
             image_rows = data.host_image_rows.index_select(0, idx.index_select(0, host_paired)).to(data.device)
-            images.index_copy_(0, paired, prepare_images(data.images.index_select(0, image_rows), crop, train,
-                                                         generator, settings.augment))
+            images.index_copy_(
+                0,
+                paired,
+                prepare_images(data.images.index_select(0, image_rows), crop, train, generator, settings.augment),
+            )
     else:
         # the model never looks at images: one zero image broadcast, no memory per sample
         images = ehr.new_zeros((1, 3, crop, crop)).expand(b, -1, -1, -1)
@@ -329,8 +341,9 @@ def train_step(model, forward, optimizer, batch: Batch, settings: EngineSettings
     return loss, parts
 
 
-def train_epoch(model, forward, optimizer, data: DeviceData, settings: EngineSettings, generator, desc: str,
-                warmup: bool = False):
+def train_epoch(
+    model, forward, optimizer, data: DeviceData, settings: EngineSettings, generator, desc: str, warmup: bool = False
+):
     """One pass over the data in a random order: (mean loss, mean loss parts). `warmup`: over the
     stays with an image only, none of them dropped, the image branch alone (`train_step`).
 
@@ -436,27 +449,54 @@ class _Progress:
     done: bool = False  # stopped early
 
     def resume_state(self) -> dict:
-        return {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "done": self.done, "history": json.dumps(self.history)}
+        return {
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "done": self.done,
+            "history": json.dumps(self.history),
+        }
 
 
 def _fingerprint_json(fingerprint: dict) -> str:
     return json.dumps(fingerprint, sort_keys=True, default=str)
 
 
-def _start(out_dir: Path, model, optimizer, scheduler, generator, settings: EngineSettings, fingerprint: dict,
-           warm_start: tuple[Path, dict] | None) -> _Progress:
+def _start(
+    out_dir: Path,
+    model,
+    optimizer,
+    scheduler,
+    generator,
+    settings: EngineSettings,
+    fingerprint: dict,
+    warm_start: tuple[Path, dict] | None,
+) -> _Progress:
     """Where the run starts: its last.pt when written with the same fingerprint (a resume), else
     after the given image warm-up, else at epoch 0."""
     progress = _Progress()
     last_path = out_dir / LAST
     if last_path.exists():
-        state = checkpoint.load(last_path, map_location=settings.device, remedy="delete it to train this run from epoch 1")
+        state = checkpoint.load(
+            last_path, map_location=settings.device, remedy="delete it to train this run from epoch 1"
+        )
         if state.get("fingerprint") == _fingerprint_json(fingerprint):
-            progress = _Progress(_restore(state, model, optimizer, scheduler, generator), state["epoch"], state["best"],
-                                 state["best_epoch"], state["bad_epochs"], state["done"])
-            log.info("resuming %s after epoch %d (best %.4f at epoch %s)", out_dir, progress.epoch, progress.best,
-                     progress.best_epoch)
+            progress = _Progress(
+                _restore(state, model, optimizer, scheduler, generator),
+                state["epoch"],
+                state["best"],
+                state["best_epoch"],
+                state["bad_epochs"],
+                state["done"],
+            )
+            log.info(
+                "resuming %s after epoch %d (best %.4f at epoch %s)",
+                out_dir,
+                progress.epoch,
+                progress.best,
+                progress.best_epoch,
+            )
             return progress
         log.warning("%s was written with other settings or data: training from scratch", last_path)
     if warm_start is None:
@@ -478,12 +518,24 @@ def _start(out_dir: Path, model, optimizer, scheduler, generator, settings: Engi
     return _Progress(history, state["epoch"])
 
 
-def _run_epoch(model, forward, optimizer, scheduler, train_data, val_data, val_labels, settings: EngineSettings,
-               generator, epoch: int, in_warmup: bool) -> dict:
+def _run_epoch(
+    model,
+    forward,
+    optimizer,
+    scheduler,
+    train_data,
+    val_data,
+    val_labels,
+    settings: EngineSettings,
+    generator,
+    epoch: int,
+    in_warmup: bool,
+) -> dict:
     """Train one epoch and, after the warm-up, validate it: the epoch's metrics.csv row."""
     t0 = time.perf_counter()
-    train_loss, parts = train_epoch(model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}",
-                                    warmup=in_warmup)
+    train_loss, parts = train_epoch(
+        model, forward, optimizer, train_data, settings, generator, f"epoch {epoch + 1}", warmup=in_warmup
+    )
     if in_warmup:  # the image branch alone: the fused output is not trained yet, nothing to select
         val, val_loss = {"prauc": None, "auroc": None, "prauc_skipped": None}, None
     else:
@@ -516,8 +568,13 @@ def _select(progress: _Progress, row: dict, model, settings: EngineSettings, met
         return None
     progress.best, progress.best_epoch, progress.bad_epochs = score, row["epoch"], 0
     weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    return {"model": weights, "epoch": row["epoch"], "selected_on": f"val_{settings.select_on}", "val_score": score,
-            "meta": json.dumps(meta)}
+    return {
+        "model": weights,
+        "epoch": row["epoch"],
+        "selected_on": f"val_{settings.select_on}",
+        "val_score": score,
+        "meta": json.dumps(meta),
+    }
 
 
 def _log_epoch(bar, row: dict, in_warmup: bool, is_best: bool) -> None:
@@ -526,8 +583,15 @@ def _log_epoch(bar, row: dict, in_warmup: bool, is_best: bool) -> None:
         log.info("epoch %d: image warm-up, loss %.4f (%.1f s)", row["epoch"], row["train_loss"], row["seconds"])
         return
     bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_prauc=f"{row['val_prauc']:.4f}")
-    log.info("epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s", row["epoch"], row["train_loss"],
-             row["val_prauc"], row["val_auroc"], row["seconds"], " *" if is_best else "")
+    log.info(
+        "epoch %d: train loss %.4f, val PRAUC %.4f, AUROC %.4f (%.1f s)%s",
+        row["epoch"],
+        row["train_loss"],
+        row["val_prauc"],
+        row["val_auroc"],
+        row["seconds"],
+        " *" if is_best else "",
+    )
 
 
 def _board_row(board, row: dict) -> None:
@@ -588,21 +652,36 @@ def fit(
         if progress.done:
             break
         in_warmup = epoch < warmup
-        row = _run_epoch(model, forward, optimizer, scheduler, train_data, val_data, val_split.labels, settings,
-                         generator, epoch, in_warmup)
+        row = _run_epoch(
+            model,
+            forward,
+            optimizer,
+            scheduler,
+            train_data,
+            val_data,
+            val_split.labels,
+            settings,
+            generator,
+            epoch,
+            in_warmup,
+        )
         progress.history.append(row)
         progress.epoch = epoch + 1
         if not in_warmup:
             best_unwritten = _select(progress, row, model, settings, meta) or best_unwritten
         if progress.done or progress.epoch == total or time.monotonic() - last_write >= settings.checkpoint_interval_s:
-            _write_checkpoints(out_dir, best_unwritten, {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                **progress.resume_state(),
-                "rng": checkpoint.rng_state(generator),
-                "fingerprint": _fingerprint_json(fingerprint),
-            })
+            _write_checkpoints(
+                out_dir,
+                best_unwritten,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    **progress.resume_state(),
+                    "rng": checkpoint.rng_state(generator),
+                    "fingerprint": _fingerprint_json(fingerprint),
+                },
+            )
             best_unwritten, last_write = None, time.monotonic()
         _write_metrics(out_dir / METRICS, progress.history)
         _board_row(board, row)

@@ -131,7 +131,9 @@ def acquire(ids: list[str] | None = None, timeout_s: float | None = None, set_en
             if set_env and os.environ.get("CUDA_VISIBLE_DEVICES") != gpu_id:
                 if _cuda_initialised():
                     lease.release()
-                    raise RuntimeError("GPU lease taken after torch initialised CUDA: CUDA_VISIBLE_DEVICES would be ignored")
+                    raise RuntimeError(
+                        "GPU lease taken after torch initialised CUDA: CUDA_VISIBLE_DEVICES would be ignored"
+                    )
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
             log.info("leased GPU %s (%s)", gpu_id, path)
             return lease

@@ -37,17 +37,35 @@ import polars as pl
 from drfuse import atomic
 from drfuse.errors import UserError
 from drfuse.experiments import warmup_settings
-from drfuse.tasks import PHENOTYPING, labels as task_labels, n_outputs
+from drfuse.tasks import PHENOTYPING, n_outputs
+from drfuse.tasks import labels as task_labels
 from drfuse.train import checkpoint, gpu_lease, locks
 from drfuse.train.data import data_fingerprint, dataset_for, fingerprint, load_split
-from drfuse.train.engine import BEST, LAST, REPRESENTATIONS, DeviceData, EngineSettings, fit, predict_outputs, resolve_device
+from drfuse.train.engine import (
+    BEST,
+    LAST,
+    REPRESENTATIONS,
+    DeviceData,
+    EngineSettings,
+    fit,
+    predict_outputs,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
 ATTENTION_TOKENS = ("ehr", "shared", "cxr")
 # settings that may change between a killed run and its restart without invalidating last.pt
 RESUMABLE_CHANGES = (
-    "epochs", "patience", "device", "num_threads", "compile", "pad_images", "amp", "channels_last", "checkpoint_interval_s",
+    "epochs",
+    "patience",
+    "device",
+    "num_threads",
+    "compile",
+    "pad_images",
+    "amp",
+    "channels_last",
+    "checkpoint_interval_s",
 )
 # `model:` settings that best.pt files written before the setting existed do not record, each at
 # the value that reproduces how those runs were built and trained (the paper's behaviour, which the
@@ -83,8 +101,9 @@ def training_cxr_drop(model, dataset: str, train_cfg: dict) -> float:
 WARMUP = "warmup.pt"
 
 
-def _warmup_fingerprint(model_name: str, cfg: dict, seed: int, results_dir: Path, image_split=None,
-                        task: str = PHENOTYPING) -> dict:
+def _warmup_fingerprint(
+    model_name: str, cfg: dict, seed: int, results_dir: Path, image_split=None, task: str = PHENOTYPING
+) -> dict:
     """What a warm-up's result depends on: its settings, the seed and the stays with an image it
     trains on (the task's matched training split; `image_split` if already loaded) and, for a task
     other than phenotyping, the task (phenotyping's warm-ups of earlier versions keep matching)."""
@@ -109,8 +128,17 @@ def _task_meta(task: str) -> dict:
     return {} if task == PHENOTYPING else {"task": task}
 
 
-def train(model_name: str, train_set: str, seed: int, cfg: dict, results_dir: Path, out_dir: Path, on_epoch_end=None,
-          warm_start: Path | None = None, task: str = PHENOTYPING) -> dict:
+def train(
+    model_name: str,
+    train_set: str,
+    seed: int,
+    cfg: dict,
+    results_dir: Path,
+    out_dir: Path,
+    on_epoch_end=None,
+    warm_start: Path | None = None,
+    task: str = PHENOTYPING,
+) -> dict:
     """Train `model_name` on `train_set` (full/matched) of `task` with `seed`; returns the run summary.
 
     `on_epoch_end(epoch)` is a hook called after each epoch's files are written. `warm_start`: a
@@ -198,7 +226,9 @@ def warm_up(seed: int, cfg: dict, results_dir: Path, out_dir: Path, task: str = 
         # the image branch alone, then nothing: no joint epoch, so no validation is ever run
         settings = dataclasses.replace(EngineSettings.from_cfg(cfg, device, 0.0), epochs=0)
         meta = {"model_name": "drfuse", "model_cfg": cfg["model"], "seed": seed, "warmup": True, **_task_meta(task)}
-        summary = fit(model, image_split, load_split(results_dir, "val", "matched", task), settings, out_dir, seed, meta, fp)
+        summary = fit(
+            model, image_split, load_split(results_dir, "val", "matched", task), settings, out_dir, seed, meta, fp
+        )
         checkpoint.link_atomic(out_dir / LAST, out_dir / WARMUP)
     return summary
 
@@ -214,7 +244,9 @@ def _check_trained_on(run_dir: Path, meta: dict, results_dir: Path, task: str) -
     that no test stay was one of its training stays; a UserError naming both folders if not."""
     recorded = meta.get("data_fingerprint")
     if recorded is None:  # a best.pt from before fingerprints were recorded
-        log.warning("%s records no fingerprint of its data: cannot check it was trained on %s", run_dir / BEST, results_dir)
+        log.warning(
+            "%s records no fingerprint of its data: cannot check it was trained on %s", run_dir / BEST, results_dir
+        )
         return
     current = data_fingerprint(results_dir, task)
     differ = [part for part in recorded if recorded[part] != current.get(part)]
@@ -230,7 +262,9 @@ def _check_trained_on(run_dir: Path, meta: dict, results_dir: Path, task: str) -
         )
 
 
-def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path, split: str = "test") -> pl.DataFrame:
+def predict(
+    run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path: Path, split: str = "test"
+) -> pl.DataFrame:
     """Predict the test split of `test_set` (the full or matched dataset) with run_dir/best.pt; write
     out_path (+ .npz). `split="val"`: its validation split instead, for model and recipe decisions
     (benchmarks/model_diagnostics.py), which must never read the test split."""
@@ -262,7 +296,9 @@ def predict(run_dir: Path, test_set: str, cfg: dict, results_dir: Path, out_path
         model.to(device)
         if settings.cuda and settings.channels_last:
             model.to(memory_format=torch.channels_last)
-        out = predict_outputs(model, model, DeviceData(data, device, model.uses_cxr), settings, ("attention", *REPRESENTATIONS))
+        out = predict_outputs(
+            model, model, DeviceData(data, device, model.uses_cxr), settings, ("attention", *REPRESENTATIONS)
+        )
 
     columns = {"stay_id": pl.Series(data.stay_id, dtype=pl.Int64), "has_cxr": pl.Series(data.has_cxr, dtype=pl.Boolean)}
     labels = task_labels(task)

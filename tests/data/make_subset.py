@@ -50,7 +50,9 @@ def main() -> None:
     demo = SHARED / "mimic-iv-demo"
     for module, tables in TABLES.items():
         for table in tables:
-            n = subset_table(demo / module / f"{table}.csv.gz", OUT / "mimic-iv-demo" / module / f"{table}.csv.gz", table in WHOLE)
+            n = subset_table(
+                demo / module / f"{table}.csv.gz", OUT / "mimic-iv-demo" / module / f"{table}.csv.gz", table in WHOLE
+            )
             print(f"{module}/{table}: {n} rows")
     shutil.copy(demo / "LICENSE.txt", OUT / "mimic-iv-demo" / "LICENSE.txt")
     for rel in CXR:
