@@ -22,8 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from drfuse.synth.settings import from_config_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"seed": 0, "image_size": [384, 320], "first_year": 2110, "icd10_from_year": 2150}
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
@@ -74,12 +75,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="demo,mimic")
     parser.add_argument("--mimic-subjects", type=int, default=43_500, help="~60 k ICU stays")
-    parser.add_argument("--gzip-level", type=int, default=1)
+    parser.add_argument("--gzip-level", type=int, help="default: config.yaml's synth.gzip_level")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "synth_scale.json")
     args = parser.parse_args()
+    changes = {} if args.gzip_level is None else {"gzip_level": args.gzip_level}
     scales = {
-        "demo": {**BASE, "n_subjects": 1000, "gzip_level": args.gzip_level},
-        "mimic": {**BASE, "n_subjects": args.mimic_subjects, "images": False, "gzip_level": args.gzip_level},
+        "demo": from_config_yaml(**changes),  # config.yaml's synth section as it is
+        "mimic": from_config_yaml(n_subjects=args.mimic_subjects, images=False, **changes),
     }
     results = []
     with tempfile.TemporaryDirectory(prefix="synth_bench_") as tmp:

@@ -22,8 +22,9 @@ from PIL import Image
 from drfuse.errors import UserError
 from drfuse.phenotypes import PHENOTYPES, RESOURCES, ccs_definitions
 from drfuse.synth import generate
+from drfuse.synth.settings import KEYS, from_config_yaml
 
-SETTINGS = {"n_subjects": 400, "seed": 3, "image_size": [48, 40], "first_year": 2110, "icd10_from_year": 2150}
+SETTINGS = from_config_yaml(n_subjects=400, seed=3, image_size=[48, 40])
 IV_FILES = [
     "hosp/patients.csv.gz",
     "hosp/admissions.csv.gz",
@@ -329,17 +330,40 @@ def test_images_exist_and_show_their_signs(synth, tables):
 
 
 @pytest.mark.parametrize(
-    "bad, setting",
+    "bad",
     [
-        ({"n_subjects": 0}, "synth.n_subjects"),
-        ({"image_size": [64]}, "synth.image_size"),
-        ({"cxr_share": 1.5}, "synth.cxr_share"),
-        ({"images": "no"}, "synth.images"),
+        {"n_subjects": 0},
+        {"n_subjects": 5_000_001},
+        {"image_size": [64]},
+        {"image_size": [64, 8193]},
+        {"first_year": 1999},
+        {"icd10_from_year": 2701},
+        {"images": "no"},
+        {"cxr_share": 0},
+        {"cxr_share": 0.9},
+        {"year_span": 201},
+        {"jpeg_quality": 9},
+        {"gzip_level": 10},
+        {"chunk_stays": 0},
+        {"modal_inconsistency": ["Shock", "Shock"]},
+        {"mortality_signal": 1},
     ],
 )
-def test_bad_settings_name_the_setting(tmp_path, bad, setting):
-    with pytest.raises(UserError, match=re.escape(setting)):
-        generate(tmp_path / "x", {**SETTINGS, **bad})
+def test_the_schema_refuses_a_bad_setting_naming_it(bad):
+    """The generator's settings are checked once, by the schema, as the workflow and CLI check them."""
+    (key,) = bad
+    with pytest.raises(UserError, match=re.escape(f"synth.{key}")):
+        from_config_yaml(**bad)
+
+
+def test_the_generator_takes_a_whole_section_and_names_what_is_missing(tmp_path):
+    """config.yaml's synth section holds every setting (the schema requires each at the top level);
+    a section without one fails before anything is written, naming it."""
+    from drfuse import config as config_mod
+
+    assert set(from_config_yaml()) == set(KEYS) == set(config_mod.schema()["properties"]["synth"]["required"])
+    with pytest.raises(UserError, match=r"synth\.cxr_share missing"):
+        generate(tmp_path / "x", {key: value for key, value in SETTINGS.items() if key != "cxr_share"})
     assert not (tmp_path / "x").exists()
 
 

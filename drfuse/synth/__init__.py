@@ -6,14 +6,14 @@ Planted structure lets models learn: correlated phenotypes with the paper's prev
 visible only in the time series, some only in the image, some in both; sicker stays get a CXR more
 often. Beside the two MIMIC-shaped trees, `answer_key/` says which modality carries each label's
 signal and holds the true labels (`drfuse.synth.answer_key`). Deterministic by seed
-(byte-identical output, whatever the number of worker processes drawing the images). Memory is bounded at any size: events are generated and gzip-streamed in
-chunks of ICU stays.
+(byte-identical output, whatever the number of worker processes drawing the images). Memory is
+bounded at any size: events are generated and gzip-streamed in chunks of ICU stays.
 
-Settings (config.yaml `synth:`): n_subjects, seed, image_size [h, w], first_year,
-icd10_from_year, and the optional ones of `drfuse.synth.settings.DEFAULTS`, among them
-`modal_inconsistency`: labels whose positives show their signal in one modality each, drawn per
-admission (`drfuse.synth.channels`; the draw is in the answer key), and `mortality_signal`: who dies
-in hospital drawn from planted evidence with a known modality split (`drfuse.synth.mortality`).
+Settings: config.yaml's `synth:` section, whole and checked by the schema, which describes each
+(`drfuse.synth.settings`); among them `modal_inconsistency`: labels whose positives show their
+signal in one modality each, drawn per admission (`drfuse.synth.channels`; the draw is in the
+answer key), and `mortality_signal`: who dies in hospital drawn from planted evidence with a known
+modality split (`drfuse.synth.mortality`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ __all__ = ["generate"]
 
 def generate(out_dir: Path, settings: dict, workers: int = 1) -> None:
     """Write the dataset to `out_dir` (`mimic-iv/`, `mimic-cxr-jpg/`, `answer_key/`), replacing it whole;
-    `workers` processes draw the images (0: one per core).
+    `workers` processes draw the images (0: one per core). `settings`: a whole `synth:` section of a
+    configuration checked by the schema (`drfuse.config.check`); its values are not checked again.
 
     Everything is written to a sibling temporary folder first and renamed at the end, so a failed
     run leaves no half-written dataset behind.

@@ -1,23 +1,17 @@
-"""The `synth:` section of config.yaml, checked once, with defaults for the optional settings."""
+"""The `synth:` section of config.yaml as the generator's settings.
+
+config.yaml holds every setting with its default, and workflow/schemas/config.schema.yaml checks
+their types and ranges (`drfuse.config.check`): `parse` takes a section from a checked
+configuration, so it checks only that the section is complete and what the schema cannot say,
+the labels of `modal_inconsistency`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from drfuse.errors import UserError
 from drfuse.synth.channels import check_labels
-
-# Optional settings (config.yaml may leave them out) and their defaults.
-DEFAULTS = {
-    "images": True,  # false: write the CXR metadata but no JPEG files (benchmarks at MIMIC scale)
-    "cxr_share": 0.18,  # share of ICU stays with an AP image in [intime, intime + 48 h]
-    "year_span": 80,  # anchor years are drawn from [first_year, first_year + year_span)
-    "jpeg_quality": 90,
-    "gzip_level": 1,  # zlib level: 1 is ~2x faster than 6 end to end, files ~35 % larger
-    "chunk_stays": 2000,  # ICU stays per event chunk: bounds memory at any scale
-    "modal_inconsistency": [],  # labels whose positives show their signal in one modality each (drfuse.synth.channels)
-    "mortality_signal": True,  # who dies in hospital drawn from planted evidence, mostly EHR (drfuse.synth.mortality)
-}
 
 
 @dataclass(frozen=True)
@@ -38,45 +32,33 @@ class SynthSettings:
     mortality_signal: bool
 
 
+# the settings of the section, in the fields' order: image_size [height, width] holds two of them
+KEYS = tuple(dict.fromkeys("image_size" if f.name.startswith("image_") else f.name for f in fields(SynthSettings)))
+
+
 def parse(settings: dict) -> SynthSettings:
-    """Validate `settings` (the config's synth section); errors name the setting at fault."""
-    if not isinstance(settings, dict):
-        raise UserError(f"config: synth must be a mapping, got {type(settings).__name__}")
-    for key in ("n_subjects", "seed", "image_size", "first_year", "icd10_from_year"):
-        if key not in settings:
-            raise UserError(f"config: synth.{key} is missing")
+    """`settings`, the schema-checked `synth:` section, complete (config.yaml's, changed where
+    wanted); a missing setting or a label without a signal in both modalities is a UserError
+    naming it."""
+    missing = [key for key in KEYS if key not in settings]
+    if missing:
+        raise UserError(
+            f"config: synth.{', synth.'.join(missing)} missing: the generator takes a whole synth section "
+            "(config.yaml's holds every setting with its default)"
+        )
+    values = {key: settings[key] for key in KEYS if key != "image_size"}
+    height, width = settings["image_size"]
+    values["modal_inconsistency"] = check_labels(values["modal_inconsistency"])
+    return SynthSettings(**values, image_height=height, image_width=width)
 
-    def integer(key: str, value, low: int, high: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise UserError(f"config: synth.{key} must be an integer {bound}, got {value!r}")
-        return value
 
-    size = settings["image_size"]
-    if not isinstance(size, (list, tuple)) or len(size) != 2:
-        raise UserError(f"config: synth.image_size must be [height, width], got {size!r}")
-    height, width = (integer("image_size", v, 32, 8192) for v in size)
-    opt = {**DEFAULTS, **{k: settings[k] for k in DEFAULTS if k in settings}}
-    share = opt["cxr_share"]
-    if not isinstance(share, (int, float)) or not 0.0 < share < 0.9:
-        raise UserError(f"config: synth.cxr_share must be a number in (0, 0.9), got {share!r}")
-    for key in ("images", "mortality_signal"):
-        if not isinstance(opt[key], bool):
-            raise UserError(f"config: synth.{key} must be true or false, got {opt[key]!r}")
-    parsed = SynthSettings(
-        n_subjects=integer("n_subjects", settings["n_subjects"], 1, 5_000_000),
-        seed=integer("seed", settings["seed"], 0),
-        image_height=height,
-        image_width=width,
-        first_year=integer("first_year", settings["first_year"], 2000, 2500),
-        icd10_from_year=integer("icd10_from_year", settings["icd10_from_year"], 1900, 2700),
-        images=opt["images"],
-        cxr_share=float(share),
-        year_span=integer("year_span", opt["year_span"], 1, 200),
-        jpeg_quality=integer("jpeg_quality", opt["jpeg_quality"], 10, 100),
-        gzip_level=integer("gzip_level", opt["gzip_level"], 1, 9),
-        chunk_stays=integer("chunk_stays", opt["chunk_stays"], 1),
-        modal_inconsistency=check_labels(opt["modal_inconsistency"]),
-        mortality_signal=opt["mortality_signal"],
-    )
-    return parsed
+def from_config_yaml(**changes) -> dict:
+    """config.yaml's `synth:` section (every setting with its default; not `builtin_overrides`)
+    with `changes`, checked by the schema: a section for calling `drfuse.synth.generate` directly
+    (tests, benchmarks)."""
+    import yaml
+
+    from drfuse import config as config_mod
+
+    cfg = yaml.safe_load(config_mod.PROJECT_CONFIG.read_text())
+    return config_mod.check(config_mod.deep_merge(cfg, {"synth": changes}))["synth"]
