@@ -6,8 +6,9 @@ Planted structure lets models learn: correlated phenotypes with the paper's prev
 visible only in the time series, some only in the image, some in both; sicker stays get a CXR more
 often. Beside the two MIMIC-shaped trees, `answer_key/` says which modality carries each label's
 signal and holds the true labels (`drfuse.synth.answer_key`). Deterministic by seed
-(byte-identical output, whatever the number of worker processes drawing the images). Memory is bounded at any size: events are generated and gzip-streamed in
-chunks of ICU stays.
+(byte-identical output, whatever the number of worker processes drawing the images). Memory is
+bounded at any size: events are generated and gzip-streamed in chunks of ICU stays.
+
 
 Settings (config.yaml `synth:`): n_subjects, seed, image_size [h, w], first_year,
 icd10_from_year, and the optional ones of `drfuse.synth.settings.DEFAULTS`, among them
