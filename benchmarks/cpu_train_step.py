@@ -88,7 +88,8 @@ def main() -> None:
     cfg = config_mod.load(args.config)
     rows = []
     print(
-        f"{'model':24s} {'set':8s} {'batch':>5s} {'width':>5s} {'adam':8s} {'params':>10s} {'s/step':>7s} {'steps':>6s} {'s/epoch':>8s}"
+        f"{'model':24s} {'set':8s} {'batch':>5s} {'width':>5s} {'adam':8s} {'params':>10s} "
+        f"{'s/step':>7s} {'steps':>6s} {'s/epoch':>8s}"
     )
     for name, train_set, batch, width, adam in itertools.product(
         args.models, args.train_sets, args.batch_sizes, args.widths, args.adam

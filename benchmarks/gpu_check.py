@@ -226,10 +226,13 @@ def trains(ck: Check, name: str) -> str:
     """What a part trains, in words, with the epochs `drfuse train` resolves for its config."""
     if name == "throughput":
         size = THROUGHPUT[ck.mode]
-        return f"DrFuse train steps, no epochs: {len(_throughput_plan(ck))} rows of {size['warmup']} + {size['steps']} steps"
+        return (
+            f"DrFuse train steps, no epochs: {len(_throughput_plan(ck))} rows of "
+            f"{size['warmup']} + {size['steps']} steps"
+        )
     if name == "train":
         by_model: dict[str, list[str]] = {}
-        for model, variant, train in _variants(ck):
+        for model, variant, _ in _variants(ck):
             by_model.setdefault(model, []).append(variant)
         parts = []
         for model, variants in by_model.items():
@@ -723,7 +726,8 @@ def print_table(result: dict) -> None:
     )
     for name, part in result["parts"].items():
         print(
-            f"{part['status']:<4}  {name:<10} {part['seconds']:>6.1f} s / {part['budget_s']:>4.0f}  {part.get('figure', '')}"
+            f"{part['status']:<4}  {name:<10} {part['seconds']:>6.1f} s / {part['budget_s']:>4.0f}  "
+            f"{part.get('figure', '')}"
         )
         print(f"{'':<17}trains: {part['trains']}")
     rows = result["parts"].get("throughput", {}).get("rows", [])
@@ -735,9 +739,9 @@ def print_table(result: dict) -> None:
         for r in rows:
             peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
             print(
-                f"{r['batch']:>5} {r['precision']:>9} {r['compile']:>15} {str(r['pad_images']):>5} {r['stays_s']:>9.1f} "
-                f"{r['images_s']:>9.1f} {r['ceiling_stays_s']:>9.1f} {r['ceiling_compile']:>15} {r['ratio']:>6.2f} "
-                f"{r['warmup_s']:>9.1f} {peak:>8}"
+                f"{r['batch']:>5} {r['precision']:>9} {r['compile']:>15} {str(r['pad_images']):>5} "
+                f"{r['stays_s']:>9.1f} {r['images_s']:>9.1f} {r['ceiling_stays_s']:>9.1f} {r['ceiling_compile']:>15} "
+                f"{r['ratio']:>6.2f} {r['warmup_s']:>9.1f} {peak:>8}"
             )
     runs = result["parts"].get("train", {}).get("runs", [])
     if runs:
@@ -756,7 +760,9 @@ def print_plan(mode: str, budget_scale: float = 1.0) -> int:
         ck = Check(mode, Path(work), budget_scale)
         ck.write_base_config()
         plan = {name: (part_budget(ck, name), trains(ck, name)) for name in PARTS}
-    print(f"gpu_check plan ({mode}{', budgets x %g' % budget_scale if budget_scale != 1 else ''}):")
+    scaled = f", budgets x {budget_scale:g}" if budget_scale != 1 else ""
+    print(f"gpu_check plan ({mode}{scaled}):")
+
     for name, (seconds, what) in plan.items():
         print(f"{name:<10} {seconds:>6.0f} s  trains: {what}")
     total = sum(s for s, _ in plan.values())

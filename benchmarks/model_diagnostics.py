@@ -173,10 +173,12 @@ def aux_group_prauc(folder: Path, groups: dict[str, str]) -> dict[str, dict[str,
 
     aux = np.load(folder / "aux_last.npz")
     y = aux["labels"]
-    return {
-        head: {g: float(v) for g, v in group_means(y, groups, lambda c: ap_auroc(y[:, c], aux[head][:, c])[0]).items()}
-        for head in AUX_HEADS
-    }
+
+    def head_prauc(head: str) -> dict[str, float]:
+        means = group_means(y, groups, lambda c: ap_auroc(y[:, c], aux[head][:, c])[0])
+        return {g: float(v) for g, v in means.items()}
+
+    return {head: head_prauc(head) for head in AUX_HEADS}
 
 
 def token_parts(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
@@ -249,7 +251,8 @@ def summary(args) -> None:
             for g in present:
                 att = rows[rows["group"] == g][["attn_ehr", "attn_shared", "attn_cxr"]].mean()
                 print(
-                    f"    attention on {g:4s} labels: EHR {att['attn_ehr']:.3f} shared {att['attn_shared']:.3f} CXR {att['attn_cxr']:.3f}"
+                    f"    attention on {g:4s} labels: EHR {att['attn_ehr']:.3f} shared {att['attn_shared']:.3f} "
+                    f"CXR {att['attn_cxr']:.3f}"
                 )
             mixed = labels[(labels["model"] == model) & (labels["seed"] != MEAN) & (labels["group"] == "inconsistent")]
             for label, part in mixed.groupby("label", sort=False):

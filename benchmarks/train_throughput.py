@@ -227,14 +227,15 @@ def main(argv=None) -> dict:
         f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}"
     )
     print(
-        f"precision {rows[0]['precision'] if rows else '-'}, channels_last {device.type == 'cuda' and not args.no_channels_last}, "
+        f"precision {rows[0]['precision'] if rows else '-'}, "
+        f"channels_last {device.type == 'cuda' and not args.no_channels_last}, "
         f"compile {args.compile or 'off'}, pad_images {rows[0]['pad_images'] if rows else '-'}\n"
     )
     print(f"{'batch':>6} {'stays/s':>9} {'images/s':>9} {'2-trunk stays/s':>16} {'ratio':>6} {'epoch s':>8}")
     for r in rows:
         print(
-            f"{r['batch']:>6} {r['stays_s']:>9.1f} {r['images_s']:>9.1f} {r['ceiling_stays_s']:>16.1f} {r['ratio']:>6.2f} "
-            f"{size['n'] / r['stays_s']:>8.1f}"
+            f"{r['batch']:>6} {r['stays_s']:>9.1f} {r['images_s']:>9.1f} {r['ceiling_stays_s']:>16.1f} "
+            f"{r['ratio']:>6.2f} {size['n'] / r['stays_s']:>8.1f}"
         )
     print(
         f"best DrFuse batch: {best['batch']} ({best['stays_s']:.1f} stays/s, "

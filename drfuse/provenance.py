@@ -64,6 +64,7 @@ def write_markdown(results_dir: Path, builtin: bool, out_path: Path) -> None:
     lines += [f"- ingest warning: {w}" for w in f.get("warnings", [])]
     if "bad_images" in f:
         lines.append(
-            f"- images missing or unreadable: {f['bad_images']:,} of {f['bad_images'] + f['images']:,} (list: images/bad_images.csv)"
+            f"- images missing or unreadable: {f['bad_images']:,} of {f['bad_images'] + f['images']:,} "
+            "(list: images/bad_images.csv)"
         )
     atomic.write_text(out_path, "\n".join(lines) + "\n")

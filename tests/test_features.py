@@ -179,7 +179,10 @@ def test_gcs_text_numeric_total_and_capillary_refill(tmp_path):
     ehr = np.load(out / "ehr.npy")
     cols = list(layout().columns)
     eye = [c for c in cols if c.startswith("Glascow coma scale eye opening->")]
-    hot = lambda hour, prefix: [c for c in cols if c.startswith(prefix) and ehr[0, hour, cols.index(c)] == 1.0]
+
+    def hot(hour: int, prefix: str) -> list[str]:
+        return [c for c in cols if c.startswith(prefix) and ehr[0, hour, cols.index(c)] == 1.0]
+
     assert hot(0, "Glascow coma scale eye opening->") == ["Glascow coma scale eye opening->4 Spontaneously"]
     assert hot(1, "Glascow coma scale eye opening->") == ["Glascow coma scale eye opening->1 No Response"]
     assert hot(4, "Glascow coma scale eye opening->") == ["Glascow coma scale eye opening->2 To pain"]  # filled

@@ -72,7 +72,8 @@ def _with_diagnoses(tmp_path: Path, demo_db: Path, rows_by_stay: dict[int, list[
             con.execute("DELETE FROM diagnoses_icd WHERE hadm_id = ?", [hadm_id])
             for seq, (version, code) in enumerate(rows, 1):
                 con.execute(
-                    "INSERT INTO diagnoses_icd (subject_id, hadm_id, seq_num, icd_code, icd_version) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO diagnoses_icd (subject_id, hadm_id, seq_num, icd_code, icd_version) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     [subject_id, hadm_id, seq, code, version],
                 )
     return db

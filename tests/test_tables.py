@@ -140,7 +140,8 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     assert len(t2) == 5 * 4 and (t2["n_seeds"] == 2).all()
     boot = pd.read_parquet(tmp_path / "eval" / "bootstrap.parquet")
     sel = boot.query(
-        "model == 'medfuse2' and train_set == 'full' and test_set == 'matched' and label == 'macro' and metric == 'prauc'"
+        "model == 'medfuse2' and train_set == 'full' and test_set == 'matched' "
+        "and label == 'macro' and metric == 'prauc'"
     )
     row = t2.query("model == 'MedFuse-II' and train_set == 'full' and test_set == 'matched'").iloc[0]
     assert row["prauc"] == pytest.approx(sel["estimate"].mean(), abs=1e-6)
@@ -199,8 +200,8 @@ def test_tables_and_figures_end_to_end(tmp_path, cfg):
     ours_row = [line for line in md2.splitlines() if line.startswith("| DrFuse (our recipe) | full | matched |")]
     assert ours_row and ours_row[0].endswith("| - |")  # nothing of the paper's beside our recipe
     assert (
-        "Best epoch by validation macro PRAUC: Transformer, DrFuse (paper recipe), DrFuse (our recipe); by AUROC: MedFuse, MedFuse-II."
-        in md2
+        "Best epoch by validation macro PRAUC: Transformer, DrFuse (paper recipe), DrFuse (our recipe); "
+        "by AUROC: MedFuse, MedFuse-II." in md2
     )
     assert r"\begin{tabular}" in tex3 and "Conduction disorders" in tex3 and "0.625" in tex3
     for i in (1, 2, 3, 4):

@@ -608,11 +608,11 @@ def test_padded_image_batches_train_like_unpadded_ones(tiny_results, tiny_cfg, n
             continue
         # relative to the gradient's scale: BatchNorm's backward over a few values cancels terms
         scale = float(a.grad.abs().max())
-        torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-9 * scale, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-9 * scale, msg=lambda m, key=key: f"{key}: {m}")
         grads += "cxr" in key
     assert grads > 20  # the CNN's weights did receive gradients
     for (key, a), (_, b) in zip(unpadded.named_buffers(), padded.named_buffers()):
-        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_padded_forward_is_one_graph(tiny_cfg):
@@ -672,7 +672,9 @@ def test_compiled_padded_drfuse_step_gives_eager_loss_and_gradients(tiny_results
             assert grads_c[key] is None or not grads_c[key].any(), key
             continue
         scale = float(grad.abs().max())  # relative to the gradient's scale: sums of many terms
-        torch.testing.assert_close(grads_c[key], grad, rtol=0, atol=1e-4 * scale + 1e-12, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(
+            grads_c[key], grad, rtol=0, atol=1e-4 * scale + 1e-12, msg=lambda m, key=key: f"{key}: {m}"
+        )
 
 
 def test_predictions_never_use_autocast(tiny_results, tiny_cfg, tmp_path, monkeypatch):

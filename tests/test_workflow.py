@@ -339,6 +339,7 @@ def test_slurm_recipe_dry_run_keeps_the_profile_resources_and_threads(tmp_path):
         "table3",
         "table4",
         "predictions",
+        "report",
         "tables_mortality",
         "planted_mortality",
     }
@@ -919,7 +920,9 @@ OPERATIONAL_FLIPS = {
     }
 }
 RESOURCE_FLIPS = [  # threads (ingest, features, images follow --cores), memory, GPUs
-    "--cores", "1", "--set-threads", "train=2", "--set-resources", "ingest:mem_mb=1000", "train:gpu=1", "train_image_only:gpu=1",
+    "--cores", "1", "--set-threads", "train=2", "--set-resources", "ingest:mem_mb=1000", "train:gpu=1",
+    "train_image_only:gpu=1",
+
 ]  # fmt: skip
 # (what is changed, a config override or extra snakemake arguments, jobs planned)
 RERUNS = [

@@ -189,8 +189,8 @@ def build_cohort(
         if n_cxr == 0 and cxr_match.has_table(con, "cxr_metadata"):
             # every matched-set run would start and fail late: say so now, before any training
             raise UserError(
-                f"{db_path}: 0 of the cohort's {attrition[-1][1]:,} stays has a chest X-ray (view {cohort_cfg['cxr_view']}) "
-                f"taken within {cohort_cfg['hours']:g} h of ICU admission: "
+                f"{db_path}: 0 of the cohort's {attrition[-1][1]:,} stays has a chest X-ray "
+                f"(view {cohort_cfg['cxr_view']}) taken within {cohort_cfg['hours']:g} h of ICU admission: "
                 f"{cxr_match.no_match_cause(con, cohort_cfg['cxr_view'], cohort_cfg['hours'])}"
             )
         subjects, _, split_report = _split(con, split_cfg)

@@ -191,7 +191,8 @@ def _train_stats(dense, lengths, train, lay, normal, chunk) -> tuple[np.ndarray,
 def _warn_stays_without_events(con: duckdb.DuckDBPyConnection, n_empty: int, n_stays: int) -> None:
     if n_empty:
         examples = con.execute(
-            "SELECT stay_id FROM feat_stays WHERE stay_id NOT IN (SELECT stay_id FROM feat_events) ORDER BY stay_id LIMIT 5"
+            "SELECT stay_id FROM feat_stays WHERE stay_id NOT IN (SELECT stay_id FROM feat_events) "
+            "ORDER BY stay_id LIMIT 5"
         ).fetchnumpy()["stay_id"]
         log.warning(
             "features: %d of %d stays have no chart or lab value of the 17 variables in their window "
@@ -237,7 +238,8 @@ def _build(db_path: Path, stays_path: Path, tmp: Path, hours: int, settings: dic
         log.info("features: binning hourly")
         con.execute(f"CREATE OR REPLACE TEMP TABLE feat_hourly AS {_hourly_sql()}")
         con.execute(
-            f"COPY (SELECT * EXCLUDE (pos) FROM feat_hourly ORDER BY pos, hour) TO '{tmp / 'hourly.parquet'}' (FORMAT parquet)"
+            "COPY (SELECT * EXCLUDE (pos) FROM feat_hourly ORDER BY pos, hour) "
+            f"TO '{tmp / 'hourly.parquet'}' (FORMAT parquet)"
         )
         dense = _dense(con, n, hours)
     finally:

@@ -116,8 +116,8 @@ def build_mortality_cohort(
     empty = [s for s, (n, _, with_cxr) in per_split.items() if n == 0 or (any_cxr and with_cxr == 0)]
     if empty:
         raise UserError(
-            f"{stays_path}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} of the in-hospital mortality "
-            f"cohort (stays of at least {min_hours:g} h) hold{'' if len(empty) > 1 else 's'} no stay"
+            f"{stays_path}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} of the in-hospital "
+            f"mortality cohort (stays of at least {min_hours:g} h) hold{'' if len(empty) > 1 else 's'} no stay"
             f"{' with a chest X-ray match' if any_cxr else ''} ("
             + ", ".join(f"{s} {n} stays, {c} with a CXR" for s, (n, _, c) in per_split.items())
             + "): more subjects, or leave mortality out of experiments.tasks"

@@ -147,16 +147,19 @@ def register_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the temp tables feat_items, feat_units, feat_text, feat_ranges, feat_gcs."""
     chans = channels()
     tables = {
-        "feat_items(itemid BIGINT, source VARCHAR, channel_id INTEGER, categorical BOOLEAN, conversion VARCHAR)": _item_rows(),
+        (
+            "feat_items(itemid BIGINT, source VARCHAR, channel_id INTEGER, categorical BOOLEAN, conversion VARCHAR)"
+        ): _item_rows(),
         "feat_units(channel_id INTEGER, unit VARCHAR, conversion VARCHAR)": [
             (chans.index(c), unit, conv) for c, units in UNIT_CONVERSIONS.items() for unit, conv in units.items()
         ],
         "feat_text(channel_id INTEGER, text VARCHAR, score DOUBLE)": [
             (i, text, score) for i, c in enumerate(chans) if is_categorical(c) for text, score in text_scores(c).items()
         ],
-        "feat_ranges(channel_id INTEGER, outlier_low DOUBLE, valid_low DOUBLE, valid_high DOUBLE, outlier_high DOUBLE)": [
-            (chans.index(c), *bounds) for c, bounds in ranges().items()
-        ],
+        (
+            "feat_ranges(channel_id INTEGER, outlier_low DOUBLE, valid_low DOUBLE, valid_high DOUBLE, "
+            "outlier_high DOUBLE)"
+        ): [(chans.index(c), *bounds) for c, bounds in ranges().items()],
         "feat_gcs(part VARCHAR, channel_id INTEGER)": [(part, chans.index(c)) for part, c in GCS.items()],
     }
     for schema, rows in tables.items():

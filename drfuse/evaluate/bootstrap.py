@@ -54,7 +54,8 @@ def parse_prediction_path(path: Path) -> dict:
     match = SEED_DIR.match(parts[-2]) if len(parts) >= 4 else None
     if match is None or path.suffix != ".parquet":
         raise UserError(
-            f"prediction file {path}: expected a path like predict/{{model}}/{{train_set}}/seed{{n}}/{{test_set}}.parquet"
+            f"prediction file {path}: expected a path like "
+            f"predict/{{model}}/{{train_set}}/seed{{n}}/{{test_set}}.parquet"
         )
     return {"model": parts[-4], "train_set": parts[-3], "seed": int(match.group(1)), "test_set": path.stem}
 
@@ -72,7 +73,8 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labels = file_labels(df.columns)
     if not labels:
         raise UserError(
-            f"prediction file {path}: no label columns (y:<label>); expected {', '.join(f'y:{c}' for c in PHENOTYPES[:2])}, ..."
+            f"prediction file {path}: no label columns (y:<label>); "
+            f"expected {', '.join(f'y:{c}' for c in PHENOTYPES[:2])}, ..."
         )
     wanted = ["stay_id"] + [f"y:{c}" for c in labels] + [f"p:{c}" for c in labels]
     missing = [c for c in wanted if c not in df.columns]

@@ -39,8 +39,10 @@ FUSION_BASELINES = ("mmtm", "daft", "medfuse", "medfuse2")
 CRITERIA = {
     "inconsistent_vs_unimodal": "mean PRAUC over the inconsistent labels minus the better uni-modal model's",
     "inconsistent_vs_fusion": "mean PRAUC over the inconsistent labels minus the best fusion baseline's",
-    "attention_shift": "share of the inconsistent labels whose CXR-minus-EHR attention is higher by at least the minimum shift "
-    "for positives whose signal is in the image than for those whose signal is in the series",
+    "attention_shift": (
+        "share of the inconsistent labels whose CXR-minus-EHR attention is higher by at least the minimum shift "
+        "for positives whose signal is in the image than for those whose signal is in the series"
+    ),
 }
 # criterion -> passes when value > threshold (strict) or >= threshold
 STRICT = {"inconsistent_vs_unimodal": True, "inconsistent_vs_fusion": False, "attention_shift": True}

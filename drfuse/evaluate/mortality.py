@@ -158,10 +158,11 @@ def _note(cfg: dict, test_sets: dict) -> str:
         f"Ours: {data_source(cfg)}; seed(s) {', '.join(map(str, seeds))}"
         + (f" (mean ± std across seeds; {POOLED_NOTE})" if len(seeds) > 1 else "")
         + f"; {ev['n_bootstrap']} bootstrap resamples, {ev['ci']:.0%} percentile intervals. "
-        f"In-hospital mortality of the cohort's ICU stays of at least {hours:g} h (MedFuse's task), from the first {hours:g} h "
-        "of the 17 variables and the latest AP chest X-ray of the same window; test sets: "
+        f"In-hospital mortality of the cohort's ICU stays of at least {hours:g} h (MedFuse's task), "
+        f"from the first {hours:g} h of the 17 variables and the latest AP chest X-ray of the same window; test sets: "
         + ", ".join(f"{name} {n:,} stays ({d:,} deaths)" for name, (n, d) in test_sets.items())
-        + f". AUPRC: average precision. {selection_note([run for run, _, _ in table_runs(cfg)], cfg)} {RECIPE_NOTE} {PAPER_NOTE}"
+        + f". AUPRC: average precision. {selection_note([run for run, _, _ in table_runs(cfg)], cfg)} "
+        f"{RECIPE_NOTE} {PAPER_NOTE}"
     )
 
 

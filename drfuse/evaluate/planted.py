@@ -72,8 +72,14 @@ SINGLE = {"ehr": 1.0, "cxr": -1.0}
 REFERENCE = {"cxr": "resnet50", "ehr": "transformer"}
 CRITERIA = {
     **inconsistency.CRITERIA,
-    "attention_share_cxr": "share of the CXR-only labels whose CXR-distinct token gets more attention than the EHR-distinct one, by the margin",
-    "attention_share_ehr": "share of the EHR-only labels whose EHR-distinct token gets more attention than the CXR-distinct one, by the margin",
+    "attention_share_cxr": (
+        "share of the CXR-only labels whose CXR-distinct token gets more attention than the EHR-distinct one, "
+        "by the margin"
+    ),
+    "attention_share_ehr": (
+        "share of the EHR-only labels whose EHR-distinct token gets more attention than the CXR-distinct one, "
+        "by the margin"
+    ),
     "prauc_ratio_cxr": "mean PRAUC over CXR-only labels / ResNet50's",
     "prauc_ratio_ehr": "mean PRAUC over EHR-only labels / Transformer's",
 }
@@ -266,6 +272,16 @@ def _seed_spread(group: pd.DataFrame, column: str) -> str:
 def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, answer_key: Path, settings: dict) -> str:
     key_groups = labels.drop_duplicates("label").set_index("label")["group"]
     counts = {g: int((key_groups == g).sum()) for g in GROUPS}
+    mixed = labels[(labels["group"] == inconsistency.GROUP) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
+    sections = _group_sections(labels, groups, counts)
+    sections += _single_label_section(labels)
+    sections += _inconsistent_section(mixed)
+    sections.append(_criteria_section(verdicts, answer_key, settings, with_inconsistent=bool(len(mixed))))
+    return "\n".join(sections)
+
+
+def _group_sections(labels: pd.DataFrame, groups: pd.DataFrame, counts: dict[str, int]) -> list[str]:
+    """Per training and test set: mean PRAUC per planted group and model, then mean attention."""
     seeds = sorted(s for s in labels["seed"].unique() if s != MEAN)
     sections = []
     for (train_set, test_set), here in groups.groupby(["train_set", "test_set"], sort=False):
@@ -280,7 +296,8 @@ def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, a
         spread = " ± std across seeds" if len(seeds) > 1 else ""
         sections.append(
             markdown(
-                f"Planted structure: mean PRAUC per planted modality group (trained on {train_set}, tested on {test_set})",
+                "Planted structure: mean PRAUC per planted modality group "
+                f"(trained on {train_set}, tested on {test_set})",
                 header,
                 rows,
                 [f"Mean over the group's labels; mean over seed(s) {', '.join(map(str, seeds))}{spread}."],
@@ -307,55 +324,69 @@ def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, a
                     ["Mean over the test stays with a CXR and the group's labels (mean over seeds)."],
                 )
             )
+    return sections
+
+
+def _single_label_section(labels: pd.DataFrame) -> list[str]:
+    """Attention on each single-modality label (seed mean): DrFuse's, or every attention model's without it."""
     single = labels[labels["group"].isin(list(SINGLE)) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
     drfuse = single["model"].isin(["drfuse_paper", "drfuse"])  # DrFuse under each recipe; else every model
     shown = single[drfuse] if drfuse.any() else single
     shown = shown.sort_values("group", key=lambda g: g.map({g: i for i, g in enumerate(GROUPS)}), kind="stable")
-    if len(shown):
-        rows = [
-            [
-                display_name(r.model),
-                r.label,
-                r.group,
-                fmt(r.attn_ehr),
-                fmt(r.attn_cxr),
-                f"{r.attention_margin:+.3f}",
-                "yes" if r.favours_planted else "no",
-            ]
-            for r in shown.itertuples()
+    if not len(shown):
+        return []
+    rows = [
+        [
+            display_name(r.model),
+            r.label,
+            r.group,
+            fmt(r.attn_ehr),
+            fmt(r.attn_cxr),
+            f"{r.attention_margin:+.3f}",
+            "yes" if r.favours_planted else "no",
         ]
-        sections.append(
-            markdown(
-                "Attention on each single-modality label",
-                ["Model", "Label", "Planted", "EHR-distinct", "CXR-distinct", "planted - other", "favours planted"],
-                rows,
-                ["Mean over seeds; other models' rows: planted.csv."],
-            )
+        for r in shown.itertuples()
+    ]
+    return [
+        markdown(
+            "Attention on each single-modality label",
+            ["Model", "Label", "Planted", "EHR-distinct", "CXR-distinct", "planted - other", "favours planted"],
+            rows,
+            ["Mean over seeds; other models' rows: planted.csv."],
         )
-    mixed = labels[(labels["group"] == inconsistency.GROUP) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
-    if len(mixed):
-        rows = [
-            [
-                display_name(r.model),
-                r.label,
-                f"{r.attention_shift:+.3f}" if pd.notna(r.attention_shift) else "-",
-                fmt(r.n_cxr_channel, 1),
-                fmt(r.n_ehr_channel, 1),
-            ]
-            for r in mixed.itertuples()
+    ]
+
+
+def _inconsistent_section(mixed: pd.DataFrame) -> list[str]:
+    """The per-patient attention shift on each inconsistent label (`mixed`: their seed-mean rows)."""
+    if not len(mixed):
+        return []
+    rows = [
+        [
+            display_name(r.model),
+            r.label,
+            f"{r.attention_shift:+.3f}" if pd.notna(r.attention_shift) else "-",
+            fmt(r.n_cxr_channel, 1),
+            fmt(r.n_ehr_channel, 1),
         ]
-        sections.append(
-            markdown(
-                "Per-patient attention on each inconsistent label",
-                ["Model", "Label", "attention shift", "positives (image)", "positives (series)"],
-                rows,
-                [
-                    "Attention shift: mean CXR-minus-EHR distinct attention of the positives whose signal is in the "
-                    "image minus that of the positives whose signal is in the series (test stays with a CXR; mean "
-                    "over seeds, as the positives' counts)."
-                ],
-            )
+        for r in mixed.itertuples()
+    ]
+    return [
+        markdown(
+            "Per-patient attention on each inconsistent label",
+            ["Model", "Label", "attention shift", "positives (image)", "positives (series)"],
+            rows,
+            [
+                "Attention shift: mean CXR-minus-EHR distinct attention of the positives whose signal is in the "
+                "image minus that of the positives whose signal is in the series (test stays with a CXR; mean "
+                "over seeds, as the positives' counts)."
+            ],
         )
+    ]
+
+
+def _criteria_section(verdicts: pd.DataFrame, answer_key: Path, settings: dict, with_inconsistent: bool) -> str:
+    """Every criterion's value and verdict, with what each means and its settings."""
     rows = [
         [
             display_name(r.model),
@@ -370,25 +401,22 @@ def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, a
     ]
     notes = [f"{name}: {text}." for name, text in CRITERIA.items() if name in set(verdicts["criterion"])]
     notes += [
-        f"Margin {fmt(settings['attention_margin'], 2)}; a ratio is judged when its reference's mean PRAUC over the group "
-        f"exceeds the labels' mean prevalence by {fmt(settings['min_reference_gain'], 2)}."
+        f"Margin {fmt(settings['attention_margin'], 2)}; a ratio is judged when its reference's mean PRAUC over "
+        f"the group exceeds the labels' mean prevalence by {fmt(settings['min_reference_gain'], 2)}."
     ]
-    if len(mixed):
+    if with_inconsistent:
         notes += [
             f"Minimum attention shift {fmt(settings['min_attention_shift'], 2)}; the differences pass above 0 "
-            "(uni-modal) and at 0 or above (fusion), the shift share above one half; intervals: paired bootstrap of the "
-            "group's mean PRAUC."
+            "(uni-modal) and at 0 or above (fusion), the shift share above one half; intervals: paired bootstrap "
+            "of the group's mean PRAUC."
         ]
     notes += [f"Answer key: {answer_key}."]
-    sections.append(
-        markdown(
-            "Acceptance criteria",
-            ["Model", "Trained -> tested", "Seed", "Criterion", "Value", "Threshold", "Result"],
-            rows,
-            [" ".join(notes)],
-        )
+    return markdown(
+        "Acceptance criteria",
+        ["Model", "Trained -> tested", "Seed", "Criterion", "Value", "Threshold", "Result"],
+        rows,
+        [" ".join(notes)],
     )
-    return "\n".join(sections)
 
 
 def _value(r) -> str:

@@ -190,8 +190,8 @@ def render(runs: pd.DataFrame, verdicts: pd.DataFrame, key: dict, answer_key: Pa
         ]
         notes = [
             " ".join(f"{name}: {text}." for name, text in CRITERIA.items())
-            + f" A ratio is judged when the Transformer's AUPRC exceeds the prevalence by {fmt(settings['min_reference_gain'], 2)}."
-            + f" Answer key: {answer_key}."
+            + " A ratio is judged when the Transformer's AUPRC exceeds the prevalence by "
+            f"{fmt(settings['min_reference_gain'], 2)}." + f" Answer key: {answer_key}."
         ]
         sections.append(
             markdown(

@@ -397,8 +397,8 @@ def render_table3(t3: pd.DataFrame, cfg: dict) -> tuple:
     setting = cfg["experiments"]["table3"]
     title = f"Table 3: PRAUC per phenotype (trained on {setting['train_set']}, tested on {setting['test_set']})"
     extra = (
-        "Percentages: relative difference against the best uni-modal model. Average Rank: 1 = best, ties share the best rank. "
-        + RECIPE_NOTE
+        "Percentages: relative difference against the best uni-modal model. "
+        "Average Rank: 1 = best, ties share the best rank. " + RECIPE_NOTE
     )
     return title, header, rows, _notes(cfg, extra, table3_runs(cfg))
 

@@ -20,8 +20,9 @@ from drfuse.phenotypes import N_PHENOTYPES
 
 # Settings read by every model's training (drfuse.train.engine, drfuse.train.run).
 TRAIN_ALL = (
-    "lr", "lr_multipliers", "adam_betas", "weight_decay", "lr_scheduler", "batch_size", "epochs", "patience", "select_on",
-    "val_set",
+    "lr", "lr_multipliers", "adam_betas", "weight_decay", "lr_scheduler", "batch_size", "epochs", "patience",
+    "select_on", "val_set",
+
 )  # fmt: skip
 # Training of a model that sees images: the image augmentation. The fusion models also drop the
 # CXR of a share of each matched batch, each family by its own setting (the model's

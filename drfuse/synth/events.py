@@ -7,11 +7,12 @@ measurement noise. Phenotypes also change what is charted and how (`SIGNALS`: ac
 disease lowers the GCS, shock slows capillary refill, respiratory failure brings oxygen and
 ventilation, diabetics get more finger sticks, ...). Every label effect is in one of the two tables
 `VARIABLES` and `SIGNALS`, each with the item ids that show it (`VARIABLE_ITEMS`), so the answer
-key (`drfuse.synth.answer_key`) derives from them which labels the model's inputs can see. Items, units and text values are
-MIMIC-IV's (temperature in F or C, heights in inches and cm, weights in kg and lbs, FiO2 in
-percent, GCS as phrases with the score in valuenum, capillary refill as text). Realistic mess:
-outliers (heart rate 0 or 1000, temperatures in the wrong unit, FiO2 as a fraction), exact
-duplicate rows, and events of unrelated items.
+key (`drfuse.synth.answer_key`) derives from them which labels the model's inputs can see. Items,
+units and text values are MIMIC-IV's (temperature in F or C, heights in inches and cm, weights in
+kg and lbs, FiO2 in percent, GCS as phrases with the score in valuenum, capillary refill as text).
+Realistic mess: outliers (heart rate 0 or 1000, temperatures in the wrong unit, FiO2 as a
+fraction), exact duplicate rows, and events of unrelated items.
+
 """
 
 from __future__ import annotations

@@ -17,10 +17,12 @@ CUDA the training step uses bf16 autocast, channels_last and optionally torch.co
 (`train.compile`: default, or reduce-overhead for CUDA graphs). No training step reads a value back
 from the device: which rows have an image is known on the host (`make_batch`), and the loss and
 its parts are summed on the device and read once per epoch, so the host queues steps ahead of the
-GPU. On the CPU the same code runs in float32. All randomness of the data side (order, CXR drop, augmentation) comes from one CPU
-generator, so it does not depend on the device. Predictions (validation and test) are always
-computed in float32: under bf16 the heads' logits keep about 3 significant digits, and the ties
-that makes lower AP / AUROC by different amounts for different models.
+GPU. On the CPU the same code runs in float32. All randomness of the data side (order, CXR drop,
+augmentation) comes from one CPU generator, so it does not depend on the device. Predictions
+(validation and test) are always computed in float32: under bf16 the heads' logits keep about 3
+significant digits, and the ties that makes lower AP / AUROC by different amounts for different
+models.
+
 
 Static shapes: a compiled model should see one batch shape. When `train.compile` is on, a trailing
 partial training batch is skipped and the last evaluation batch is padded (repeated rows, cut
