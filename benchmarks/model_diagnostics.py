@@ -18,7 +18,10 @@ Prints, per model: macro PRAUC matched -> matched and matched -> full (validatio
 planted group, and for DrFuse the mean attention per group, the planted criteria, the auxiliary
 heads' group PRAUC (mean and spread over seeds), and per token its part of the fused logit
 (`token_logits` of the best checkpoint): the PRAUC of that part alone and its spread over the
-stays, so a token that adds noise to a label it cannot predict shows. docs/model-diagnostics.md
+stays, so a token that adds noise to a label it cannot predict shows. With inconsistent labels
+(`synth.modal_inconsistency`) it prints each one's attention shift on the validation split and, to
+see what the attention learned with several times the positives, on the run's own training stays
+(a diagnosis, not a decision: they are not held out). docs/model-diagnostics.md
 records what this measured. A variant that trains DrFuse alone takes the uni-modal runs the PRAUC
 ratios need from another variant's folder (`--reference`): their runs do not depend on DrFuse's
 settings. Note that the matched validation split is small (about a tenth of the matched stays):
@@ -154,6 +157,17 @@ def train_and_score(args) -> None:
 
     np.savez(folder / "aux_last.npz", labels=data.labels, **outputs_of(LAST, AUX_HEADS))
     np.savez(folder / "token_logits_best.npz", labels=data.labels, **outputs_of(BEST, ("token_logits",)))
+    # the best checkpoint's attention on its own training stays: what the attention learned, with
+    # several times the validation split's positives (diagnosis only, never a decision)
+    fit = load_split(results, "train", "matched")
+    device_data = DeviceData(fit, cpu, True)
+    np.savez(
+        folder / "attention_train.npz",
+        stay_id=fit.stay_id,
+        labels=fit.labels,
+        has_cxr=fit.has_cxr,
+        **outputs_of(BEST, ("attention",)),
+    )
 
 
 def group_means(labels: np.ndarray, groups: dict[str, str], per_label) -> dict[str, np.ndarray]:
@@ -197,6 +211,25 @@ def token_parts(folder: Path, groups: dict[str, str]) -> dict[str, dict[str, np.
     return {g: {"prauc": row[:3], "sd": row[3:]} for g, row in group_means(y, groups, per_label).items()}
 
 
+def training_shifts(folder: Path, channels) -> dict[str, float]:
+    """Inconsistent label -> the attention shift (`drfuse.evaluate.inconsistency.shift_columns`) of
+    the best checkpoint on its matched training stays (`attention_train.npz`)."""
+    import pandas as pd
+
+    from drfuse.evaluate.inconsistency import shift_columns
+    from drfuse.phenotypes import PHENOTYPES
+
+    saved = np.load(folder / "attention_train.npz")
+    frame = pd.DataFrame({"stay_id": saved["stay_id"], "has_cxr": saved["has_cxr"]})
+    out = {}
+    for label, part in channels.groupby("label"):
+        c = PHENOTYPES.index(label)
+        for j, token in enumerate(("ehr", "shared", "cxr")):
+            frame[f"attn:{label}:{token}"] = saved["attention"][:, c, j]
+        out[label] = shift_columns(frame, label, part.set_index("stay_id")["channel"])["attention_shift"]
+    return out
+
+
 def spread(values) -> str:
     values = np.asarray(values, dtype=float)
     if np.isnan(values).all():  # a PRAUC ratio without its uni-modal runs
@@ -225,7 +258,7 @@ def macro_prauc(path: Path) -> float:
 def summary(args) -> None:
     from drfuse import config as config_mod
     from drfuse.evaluate.planted import MEAN, check
-    from drfuse.synth.answer_key import GROUPS, read_label_groups
+    from drfuse.synth.answer_key import GROUPS, read_channels, read_label_groups
 
     out, key = Path(args.out), Path(args.answer_key)
     paths = [run_dir(out, m, s) / "matched.parquet" for m in args.models for s in args.seeds] + reference_runs(args)
@@ -233,6 +266,7 @@ def summary(args) -> None:
     evaluation = config_mod.load(args.config)["evaluation"]
     bootstrap = {k: evaluation[k] for k in ("n_bootstrap", "seed", "ci")}
     labels, groups, all_verdicts = check(paths, key, evaluation["planted"], describe_run, bootstrap)
+    channels = read_channels(key, read_label_groups(key)).to_pandas()
     groups, verdicts = groups[groups["seed"] != MEAN], all_verdicts[all_verdicts["seed"] != MEAN]
     on_mean = all_verdicts[all_verdicts["seed"] == MEAN]
     present = [g for g in GROUPS if g != "none" and (groups["group"] == g).any()]
@@ -255,10 +289,13 @@ def summary(args) -> None:
                     f"CXR {att['attn_cxr']:.3f}"
                 )
             mixed = labels[(labels["model"] == model) & (labels["seed"] != MEAN) & (labels["group"] == "inconsistent")]
+            fit = [training_shifts(run_dir(out, model, s), channels) for s in args.seeds] if len(mixed) else []
             for label, part in mixed.groupby("label", sort=False):
                 print(
                     f"    attention shift {label[:40]:40s} {spread(part['attention_shift'])} "
-                    f"(positives: {part['n_cxr_channel'].mean():.1f} image, {part['n_ehr_channel'].mean():.1f} series)"
+                    f"(positives: {part['n_cxr_channel'].mean():.1f} image, "
+                    f"{part['n_ehr_channel'].mean():.1f} series); "
+                    f"on its training stays {spread([f[label] for f in fit])}"
                 )
             mine = verdicts[verdicts["model"] == model]
             print(

@@ -142,6 +142,7 @@ SETTINGS = {
     "use_ranking": True,
     "rank_order": "sample",
     "rank_gap": 0.0,
+    "rank_negatives": 1.0,
 }
 
 
@@ -229,3 +230,29 @@ def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_row
     # ranked per stay: the negatives put EHR before CXR (a_cxr - a_ehr = 0.5 violated), the positive
     # puts shared before EHR (a_ehr - a_shared = 0.1 violated)
     assert float(per_stay["attn"]) == pytest.approx((0.1 + 3 * 0.5) / 2 / 4, abs=1e-6)
+
+
+def test_rank_negatives_weighs_the_terms_of_the_classes_a_stay_does_not_have():
+    """The stays and heads of the test above, ranked per stay: the positive's violated pair costs 0.1,
+    each negative's 0.5. `rank_negatives` scales the negatives' part alone: 0 leaves the positive's."""
+    labels = torch.tensor([[1], [0], [0], [0], [0]])
+    has_cxr = torch.tensor([True, True, True, True, False])
+    out = {
+        "logits": torch.zeros(5, 1),
+        "ehr_shared": torch.randn(5, 4),
+        "ehr_distinct": torch.randn(5, 4),
+        "cxr_shared": torch.randn(5, 4),
+        "cxr_distinct": torch.randn(5, 4),
+        "aux_ehr": torch.zeros(5, 1),
+        "aux_shared": torch.ones(5, 1),
+        "aux_cxr": torch.tensor([[3.0], [0.2], [0.2], [0.2], [float("nan")]]),
+        "attention": torch.tensor([[[0.2, 0.1, 0.7]]]).expand(5, 1, 3),
+    }
+    for weight in (1.0, 0.25, 0.0):
+        total, parts = losses.drfuse_loss(out, labels, has_cxr, {**SETTINGS, "rank_negatives": weight})
+        assert float(parts["attn"]) == pytest.approx((0.1 + weight * 3 * 0.5) / 2 / 4, abs=1e-6)
+    # the positive's own order still pulls its attention: shared (its head beats EHR's) up over EHR
+    alpha = out["attention"].clone().requires_grad_(True)
+    total, _ = losses.drfuse_loss({**out, "attention": alpha}, labels, has_cxr, {**SETTINGS, "rank_negatives": 0.0})
+    total.backward()
+    assert alpha.grad[0, 0, 1] < 0 < alpha.grad[0, 0, 0] and (alpha.grad[1:] == 0).all()

@@ -70,6 +70,11 @@ def test_a_variant_over_two_seeds(tmp_path, tiny_results, tiny_cfg):
         assert np.array_equal(aux["labels"], test[[f"y:{x}" for x in PHENOTYPES]].to_numpy())
         for head in ("aux_ehr", "aux_shared", "aux_cxr"):  # logits of the three heads, one per stay and label
             assert np.isfinite(aux[head]).all() and aux[head].std() > 0
+        fit = np.load(drfuse / "attention_train.npz")  # the attention on its own training stays
+        train_ids = stays.loc[(stays["split"] == "train") & stays["has_cxr"], "stay_id"]
+        assert set(train_ids) <= set(fit["stay_id"]) <= set(stays.loc[stays["split"] == "train", "stay_id"])
+        assert fit["attention"].shape == (len(fit["stay_id"]), len(PHENOTYPES), 3)
+        assert np.allclose(fit["attention"].sum(-1), 1.0, atol=1e-5)
 
     lines = proc.stdout.splitlines()
     assert lines[0] == "variant variant: train.epochs=1 train.batch_size=16; scores on the validation split"
@@ -166,3 +171,20 @@ def test_a_setting_that_does_not_exist_is_named(tmp_path, tiny_results, tiny_cfg
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("--set: train.epoch")
     assert not (tmp_path / "v" / "transformer").exists()
+
+
+def test_training_shifts_read_the_attention_on_the_training_stays(tmp_path):
+    """Per inconsistent label, CXR-minus-EHR attention of the image-channel positives minus that of
+    the series-channel ones, stays without an image left out."""
+    label = PHENOTYPES[5]
+    stay_id = np.arange(10, 16)
+    has_cxr = np.array([True, True, True, True, True, False])
+    attention = np.full((6, len(PHENOTYPES), 3), 1 / 3, np.float32)
+    attention[:, 5] = [[0.1, 0.2, 0.7], [0.3, 0.2, 0.5], [0.6, 0.2, 0.2], [0.5, 0.1, 0.4], [0.3, 0.4, 0.3], [0, 0, 1]]
+    np.savez(tmp_path / "attention_train.npz", stay_id=stay_id, has_cxr=has_cxr, attention=attention)
+    channels = pd.DataFrame(
+        {"stay_id": stay_id, "label": label, "channel": ["cxr", "cxr", "ehr", "ehr", "none", "ehr"]}
+    )
+    shifts = runpy.run_path(str(SCRIPT))["training_shifts"](tmp_path, channels)
+    # image: (0.6 + 0.2) / 2 = 0.4; series: (-0.4 - 0.1) / 2 = -0.25 (the stay without an image left out)
+    assert list(shifts) == [label] and abs(shifts[label] - 0.65) < 1e-6

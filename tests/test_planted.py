@@ -324,6 +324,14 @@ def test_inconsistent_labels_are_judged_per_patient(tmp_path):
         assert shifts.loc[lab, "n_cxr_channel"] == (channel[lab] == "cxr").sum()
         assert shifts.loc[lab, "n_ehr_channel"] == (channel[lab] == "ehr").sum()
     assert verdicts.loc["attention_shift", ["value", "passed"]].tolist() == [1.0, True]
+    # whose probabilities tell the channels apart: ResNet50 reads the image's evidence, the
+    # Transformer the series', the fusions both alike
+    auroc = labels.query("seed == 0 and group == 'inconsistent'").pivot(
+        index="label", columns="model", values="channel_auroc"
+    )
+    assert (auroc["resnet50"] > 0.9).all() and (auroc["transformer"] < 0.1).all()
+    assert auroc[["drfuse", "mmtm"]].stack().between(0.25, 0.75).all()
+    assert labels.query("group != 'inconsistent'")["channel_auroc"].isna().all()
     prauc = groups.query("seed == 0 and group == 'inconsistent'").set_index("model")["prauc"]
     unimodal = verdicts.loc["inconsistent_vs_unimodal"]
     assert unimodal["value"] == pytest.approx(prauc["drfuse"] - prauc[["transformer", "resnet50"]].max())
@@ -348,7 +356,14 @@ def test_inconsistent_report_and_a_key_without_its_channels(tmp_path):
     row = next(line for line in md.splitlines() if "| inconsistent_vs_fusion |" in line)
     assert re.search(r"\| \+0\.\d{3} \(\+0\.\d{3}, \+0\.\d{3}\) \| 0\.000 \| pass \|$", row), row
     table = pd.read_csv(tmp_path / "tables" / "planted.csv")
-    assert len(table.query("section == 'label' and group == 'inconsistent'")) == 3 * 2  # DrFuse, seed 0 and mean
+    # DrFuse, ResNet50 and the Transformer (their channel AUROC), seed 0 and mean
+    rows = table.query("section == 'label' and group == 'inconsistent'")
+    assert sorted(set(rows["model"])) == ["DrFuse (our recipe)", "ResNet50", "Transformer"] and len(rows) == 3 * 3 * 2
+    channel_row = next(
+        line for line in md.splitlines() if line.startswith("| DrFuse (our recipe) | ") and "| +0.600 |" in line
+    )
+    resnet, transformer = (float(x) for x in channel_row.rstrip(" |").split(" | ")[-2:])
+    assert resnet > 0.9 and transformer < 0.1, channel_row
     (tmp_path / "channels.parquet").unlink()
     with pytest.raises(UserError, match="has inconsistent labels but no .*channels.parquet"):
         check(paths, key_path, MIXED_SETTINGS)

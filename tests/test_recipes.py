@@ -17,10 +17,11 @@ from drfuse.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-# the changes of our recipe: (setting, the paper's value, ours)
+# the changes of our recipe: (setting, the paper's value, ours) of each setting it makes
 CHANGES = {
-    "warmup": ("train.cxr_warmup_epochs", 0, 20),
-    "linear_heads": ("model.aux_head", "mlp", "linear"),
+    "warmup": [("train.cxr_warmup_epochs", 0, 20)],
+    "linear_heads": [("model.aux_head", "mlp", "linear")],
+    "evidence_ranking": [("model.rank_negatives", 1.0, 0.1), ("model.margin", 0.0, 0.1)],
 }
 # measured and not kept (docs/deviations.md): the paper's values under both recipes
 NOT_KEPT = {"train.ehr_lr_factor": 1.0, "model.rank_gap": 0.0}
@@ -39,9 +40,10 @@ def setting(run_cfg: dict, dotted: str):
 
 def test_on_mimic_the_paper_recipe_is_the_papers_settings_and_ours_adds_its_changes():
     cfg = mimic_config()
-    for change, (name, paper, ours) in CHANGES.items():
-        assert setting(resolve_run("drfuse_paper", cfg)[1], name) == paper, change
-        assert setting(resolve_run("drfuse", cfg)[1], name) == ours, change
+    for change, settings in CHANGES.items():
+        for name, paper, ours in settings:
+            assert setting(resolve_run("drfuse_paper", cfg)[1], name) == paper, change
+            assert setting(resolve_run("drfuse", cfg)[1], name) == ours, change
     for name, paper in NOT_KEPT.items():
         assert (
             setting(resolve_run("drfuse", cfg)[1], name) == setting(resolve_run("drfuse_paper", cfg)[1], name) == paper
@@ -57,14 +59,16 @@ def test_on_mimic_the_paper_recipe_is_the_papers_settings_and_ours_adds_its_chan
 def test_readme_states_the_recipes_settings_and_the_switch():
     """The README's table of our recipe's changes holds the values the resolved MIMIC config has."""
     cfg = mimic_config()
-    rows = {
-        m.group(1): m.groups()[1:]
-        for m in re.finditer(r"^\| `(\w+)` \| `([\w.]+)` \| `([^`]+)` \| `([^`]+)` \|", README, re.M)
-    }
+    rows: dict[str, list] = {}  # change -> a row per setting it makes
+    for m in re.finditer(r"^\| `(\w+)` \| `([\w.]+)` \| `([^`]+)` \| `([^`]+)` \|", README, re.M):
+        rows.setdefault(m.group(1), []).append(m.groups()[1:])
     assert set(rows) == set(CHANGES) == set(cfg["recipe"])
-    for change, (name, paper, ours) in rows.items():
-        assert setting(resolve_run("drfuse_paper", cfg)[1], name) == yaml.safe_load(paper), change
-        assert setting(resolve_run("drfuse", cfg)[1], name) == yaml.safe_load(ours), change
+    for change, settings in rows.items():
+        made = {f"{section}.{key}" for section, values in cfg["recipe"][change].items() for key in values}
+        assert {name for name, _, _ in settings} == made, change
+        for name, paper, ours in settings:
+            assert setting(resolve_run("drfuse_paper", cfg)[1], name) == yaml.safe_load(paper), change
+            assert setting(resolve_run("drfuse", cfg)[1], name) == yaml.safe_load(ours), change
     switch = "snakemake --cores all --configfile my-run.yaml --config experiments='{recipes: [paper]}'"
     assert switch in README
     only_paper = config_mod.checked_resolve(
@@ -82,8 +86,9 @@ def test_each_run_takes_its_recipes_changes_as_far_as_its_model_reads_them():
     cfg["recipe"]["ehr_lr"] = {"train": {"ehr_lr_factor": 0.1}}  # as a user may add it back
     ours, paper = run_params("drfuse", cfg), run_params("drfuse_paper", cfg)
     assert (ours["train"]["cxr_warmup_epochs"], paper["train"]["cxr_warmup_epochs"]) == (20, 0)
-    assert {k: v for k, v in ours["model"].items() if k != "aux_head"} == {
-        k: v for k, v in paper["model"].items() if k != "aux_head"
+    changed = {name.split(".")[1] for settings in CHANGES.values() for name, _, _ in settings}
+    assert {k: v for k, v in ours["model"].items() if k not in changed} == {
+        k: v for k, v in paper["model"].items() if k not in changed
     }
     # a fusion baseline with our recipe reads its generic parts only
     mmtm, mmtm_ours = run_params("mmtm", cfg), run_params("mmtm_ours", cfg)
@@ -97,20 +102,19 @@ def test_each_run_takes_its_recipes_changes_as_far_as_its_model_reads_them():
 
 def test_recipe_variants_remove_one_change_from_ours_or_add_one_to_the_papers():
     cfg = config_mod.load(ROOT / "config.yaml")
-    for change, (name, paper, ours) in CHANGES.items():
+    for change in CHANGES:
         without = resolve_run(f"drfuse-{change}", cfg)
-        assert without[0] == "drfuse" and setting(without[1], name) == paper
-        for other, (other_name, _, other_ours) in CHANGES.items():
-            if other != change:
-                assert setting(without[1], other_name) == other_ours
         with_one = resolve_run(f"drfuse_paper+{change}", cfg)
-        assert with_one[0] == "drfuse_paper" and setting(with_one[1], name) == ours
-        for other, (other_name, other_paper, _) in CHANGES.items():
-            if other != change:
-                assert setting(with_one[1], other_name) == other_paper
+        assert without[0] == "drfuse" and with_one[0] == "drfuse_paper"
+        for other, settings in CHANGES.items():
+            for name, paper, ours in settings:
+                # without the change: its settings the paper's, the others ours; and the reverse
+                assert setting(without[1], name) == (paper if other == change else ours), (change, name)
+                assert setting(with_one[1], name) == (ours if other == change else paper), (change, name)
     with pytest.raises(UserError, match=r"drfuse\+warmup: a change is removed from a model under our recipe"):
         resolve_run("drfuse+warmup", cfg)
-    with pytest.raises(UserError, match=r"'dropout' is not a change of config `recipe:` \(warmup, linear_heads\)"):
+    not_a_change = r"'dropout' is not a change of config `recipe:` \(warmup, linear_heads, evidence_ranking\)"
+    with pytest.raises(UserError, match=not_a_change):
         resolve_run("drfuse-dropout", cfg)
     # a variant with DrFuse's warm-up settings starts after the shared warm-up; one without its own
     cfg["recipe"]["rank_ramp"] = {"model": {"rank_gap": 3.0}}  # a change the warm-up does not read
@@ -122,9 +126,9 @@ def test_recipe_variants_remove_one_change_from_ours_or_add_one_to_the_papers():
 
 def test_per_model_of_a_plain_name_applies_under_both_recipes_and_cannot_undo_the_recipe():
     cfg = config_mod.load(ROOT / "config.yaml")
-    cfg["per_model"] = {"drfuse": {"model": {"margin": 0.2}}, "drfuse_paper": {"train": {"lr": 0.05}}}
-    assert resolve_run("drfuse_paper", cfg)[1]["model"]["margin"] == 0.2
-    assert resolve_run("drfuse", cfg)[1]["model"]["margin"] == 0.2
+    cfg["per_model"] = {"drfuse": {"model": {"lambda_jsd": 0.2}}, "drfuse_paper": {"train": {"lr": 0.05}}}
+    assert resolve_run("drfuse_paper", cfg)[1]["model"]["lambda_jsd"] == 0.2
+    assert resolve_run("drfuse", cfg)[1]["model"]["lambda_jsd"] == 0.2
     assert resolve_run("drfuse_paper", cfg)[1]["train"]["lr"] == 0.05
     assert resolve_run("drfuse", cfg)[1]["train"]["lr"] == cfg["train"]["lr"]
     cfg["per_model"] = {"drfuse": {"train": {"cxr_warmup_epochs": 5}}}

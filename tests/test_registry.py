@@ -44,6 +44,7 @@ def full_model_cfg(tmp_path_factory) -> dict:
         "margin": 0.1,
         "rank_order": "batch",
         "rank_gap": 0.5,
+        "rank_negatives": 0.5,
         "attention_query": "token",
         "attention_prior": "aux",
         "baseline_backbone": "resnet18",

@@ -502,8 +502,9 @@ def _drfuse_loss_read_every_step(outputs, labels, has_cxr, settings):
         order_losses = class_losses
         if settings["rank_order"] == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
+        weights = None if settings["rank_negatives"] == 1.0 else y + settings["rank_negatives"] * (1.0 - y)
         attn_i = losses.ranking_per_sample(
-            outputs["attention"][paired], order_losses, settings["margin"], settings["rank_gap"]
+            outputs["attention"][paired], order_losses, settings["margin"], settings["rank_gap"], weights
         )
         paired_terms = (
             settings["lambda_jsd"] * align_i
@@ -934,8 +935,8 @@ def test_train_refuses_a_bad_prediction_request_before_training(tiny_results, ti
 
 
 def test_a_run_from_before_a_model_setting_existed_predicts_as_the_paper_built_it(tiny_results, tiny_cfg, tmp_path):
-    """best.pt files written before model.cnn_width, rank_order, rank_gap, attention_query and
-    attention_prior existed record none of them: predict builds such a run as it was built then
+    """best.pt files written before model.cnn_width, rank_order, rank_gap, rank_negatives,
+    attention_query and attention_prior existed record none of them: predict builds such a run as it was built then
     (drfuse.train.run.OLD_RUN_MODEL_SETTINGS), the model of the paper's values."""
     from drfuse.train.run import OLD_RUN_MODEL_SETTINGS
 
@@ -944,6 +945,7 @@ def test_a_run_from_before_a_model_setting_existed_predicts_as_the_paper_built_i
         "cnn_width": 64,
         "rank_order": "sample",
         "rank_gap": 0.0,
+        "rank_negatives": 1.0,
         "attention_query": "mean",
         "attention_prior": "none",
     }

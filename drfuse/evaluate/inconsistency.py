@@ -9,6 +9,13 @@ Per prediction file of a model with attention and per inconsistent label:
   has. A fusion that weighs the modalities per patient moves towards the image for the first and
   towards the series for the second: a large positive shift. Per-label weights give 0.
 
+Per prediction file of any model and per inconsistent label, `channel_auroc`: how well the model's
+probability tells the image-channel positives (1) from the series-channel ones (0), test stays with
+a CXR. It says whether a channel's evidence can be read at all: ResNet50 well above 0.5 reads the
+image's, the Transformer well below 0.5 the series'. Where neither uni-modal model tells a label's
+channels apart, no fusion can weigh that label's modalities by the evidence either, and a shift
+near 0 says more about the encoders than about the attention.
+
 Criteria per attention model (`criteria_rows`), on the inconsistent group's mean PRAUC:
 - `inconsistent_vs_unimodal`: the model's minus the better of ResNet50 and the Transformer (same
   training set, test set, seed): pass above 0;
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from drfuse.evaluate.bootstrap import bootstrap_arrays
 from drfuse.evaluate.names import plain_name
@@ -34,6 +42,7 @@ from drfuse.phenotypes import PHENOTYPES
 
 GROUP = "inconsistent"
 SHIFT_COLUMNS = ["attention_shift", "n_cxr_channel", "n_ehr_channel"]
+CHANNEL_AUROC = "channel_auroc"
 UNIMODAL = ("resnet50", "transformer")
 FUSION_BASELINES = ("mmtm", "daft", "medfuse", "medfuse2")
 CRITERIA = {
@@ -57,6 +66,20 @@ def shift_columns(frame: pd.DataFrame, label: str, channel: pd.Series) -> dict:
     image, series = lean[shown == "cxr"], lean[shown == "ehr"]
     shift = image.mean() - series.mean() if len(image) and len(series) else np.nan
     return {"attention_shift": shift, "n_cxr_channel": len(image), "n_ehr_channel": len(series)}
+
+
+def channel_auroc(frame: pd.DataFrame, prob: np.ndarray, channel: pd.Series) -> float:
+    """AUROC of `prob` (one label's probabilities, rows of `frame`) for the positives whose signal
+    is in the image against those whose signal is in the series (test stays with a CXR); NaN
+    without positives of both channels."""
+    shown = frame["stay_id"].map(channel).to_numpy()
+    keep = np.isin(shown, ["cxr", "ehr"])
+    if "has_cxr" in frame.columns:
+        keep &= frame["has_cxr"].astype(bool).to_numpy()
+    image = shown[keep] == "cxr"
+    if image.all() or not image.any():
+        return np.nan
+    return float(roc_auc_score(image, prob[keep]))
 
 
 def group_resamples(

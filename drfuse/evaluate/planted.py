@@ -100,8 +100,10 @@ def _per_label(path: Path, describe: Callable[[Path], dict], channels: dict[str,
         for part, _ in ATTENTION_PARTS:
             col = f"attn:{label}:{part}"
             row[f"attn_{part}"] = float(df.loc[with_cxr, col].mean()) if has_attention and with_cxr.any() else np.nan
-        if has_attention and label in channels:
-            row.update(inconsistency.shift_columns(df, label, channels[label]))
+        if label in channels:
+            row[inconsistency.CHANNEL_AUROC] = inconsistency.channel_auroc(df, p[:, k], channels[label])
+            if has_attention:
+                row.update(inconsistency.shift_columns(df, label, channels[label]))
         rows.append(row)
     return rows
 
@@ -133,7 +135,18 @@ def label_table(
         else {label: part.set_index("stay_id")["channel"] for label, part in channels.to_pandas().groupby("label")}
     )
     rows = [row for path in prediction_paths for row in _per_label(Path(path), describe, by_label)]
-    table = pd.DataFrame(rows, columns=[*RUN_KEYS, "label", "prauc", "prevalence", *ATTN, *inconsistency.SHIFT_COLUMNS])
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            *RUN_KEYS,
+            "label",
+            "prauc",
+            "prevalence",
+            *ATTN,
+            *inconsistency.SHIFT_COLUMNS,
+            inconsistency.CHANNEL_AUROC,
+        ],
+    )
     table.insert(table.columns.get_loc("label") + 1, "group", table["label"].map(groups))
     table = _with_seed_mean(table, ["model", "train_set", "test_set", "label", "group"])
     # NaN for labels of no single modality and for models without attention
@@ -233,7 +246,13 @@ def _sorted(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
 
 def planted_csv(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
     """The three kinds of rows under one header, told apart by `section`."""
-    single = labels[labels["group"].isin([*SINGLE, inconsistency.GROUP]) & labels["attn_ehr"].notna()]
+    # single-modality and inconsistent labels of the attention models; the uni-modal models' rows of
+    # the inconsistent labels too (their channel AUROC)
+    inconsistent = labels["group"] == inconsistency.GROUP
+    single = labels[
+        (labels["group"].isin(SINGLE) | inconsistent) & labels["attn_ehr"].notna()
+        | inconsistent & labels["model"].isin(inconsistency.UNIMODAL)
+    ]
     parts = [groups.assign(section="group"), single.assign(section="label"), verdicts.assign(section="criterion")]
     columns = [
         "section",
@@ -247,6 +266,7 @@ def planted_csv(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFra
         "attention_margin",
         "favours_planted",
         *inconsistency.SHIFT_COLUMNS,
+        inconsistency.CHANNEL_AUROC,
         "criterion",
         "value",
         "threshold",
@@ -275,7 +295,7 @@ def render(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFrame, a
     mixed = labels[(labels["group"] == inconsistency.GROUP) & labels["attn_ehr"].notna() & (labels["seed"] == MEAN)]
     sections = _group_sections(labels, groups, counts)
     sections += _single_label_section(labels)
-    sections += _inconsistent_section(mixed)
+    sections += _inconsistent_section(mixed, labels)
     sections.append(_criteria_section(verdicts, answer_key, settings, with_inconsistent=bool(len(mixed))))
     return "\n".join(sections)
 
@@ -357,10 +377,18 @@ def _single_label_section(labels: pd.DataFrame) -> list[str]:
     ]
 
 
-def _inconsistent_section(mixed: pd.DataFrame) -> list[str]:
-    """The per-patient attention shift on each inconsistent label (`mixed`: their seed-mean rows)."""
+def _inconsistent_section(mixed: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
+    """The per-patient attention shift on each inconsistent label (`mixed`: the attention models'
+    seed-mean rows), beside how well each uni-modal model tells the label's channels apart."""
     if not len(mixed):
         return []
+    by_run = labels[labels["seed"] == MEAN].set_index(["model", "train_set", "test_set", "label"])
+    by_run = by_run[inconsistency.CHANNEL_AUROC]
+
+    def auroc(model: str, r) -> str:
+        value = by_run.get((model, r.train_set, r.test_set, r.label), np.nan)
+        return fmt(value) if pd.notna(value) else "-"
+
     rows = [
         [
             display_name(r.model),
@@ -368,18 +396,25 @@ def _inconsistent_section(mixed: pd.DataFrame) -> list[str]:
             f"{r.attention_shift:+.3f}" if pd.notna(r.attention_shift) else "-",
             fmt(r.n_cxr_channel, 1),
             fmt(r.n_ehr_channel, 1),
+            auroc(r.model, r),
+            *(auroc(model, r) for model in inconsistency.UNIMODAL),
         ]
         for r in mixed.itertuples()
     ]
+    header = ["Model", "Label", "attention shift", "positives (image)", "positives (series)", "channel AUROC"]
+    header += [f"channel AUROC, {display_name(model)}" for model in inconsistency.UNIMODAL]
     return [
         markdown(
             "Per-patient attention on each inconsistent label",
-            ["Model", "Label", "attention shift", "positives (image)", "positives (series)"],
+            header,
             rows,
             [
                 "Attention shift: mean CXR-minus-EHR distinct attention of the positives whose signal is in the "
                 "image minus that of the positives whose signal is in the series (test stays with a CXR; mean "
-                "over seeds, as the positives' counts)."
+                "over seeds, as the positives' counts).",
+                "Channel AUROC: how well a model's probability tells the image-channel positives from the "
+                "series-channel ones (0.5: not at all). ResNet50 well above 0.5 reads the image's evidence, the "
+                "Transformer well below 0.5 the series'; where neither does, no attention can follow the channel.",
             ],
         )
     ]

@@ -61,6 +61,7 @@ DRFUSE = (
     "margin",
     "rank_order",
     "rank_gap",
+    "rank_negatives",
 )
 # What the DrFuse family's image warm-up reads (drfuse.experiments.warmup_settings): the
 # architecture (the initial weights) and these of `train:`, the optimiser's among them (its

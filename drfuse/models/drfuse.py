@@ -82,6 +82,7 @@ class DrFuse(nn.Module):
             "margin": float(cfg["margin"]),
             "rank_order": cfg["rank_order"],
             "rank_gap": float(cfg["rank_gap"]),
+            "rank_negatives": float(cfg["rank_negatives"]),
             "alignment": alignment,
             "use_ranking": use_ranking,
         }

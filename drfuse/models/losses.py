@@ -60,7 +60,11 @@ def abs_cos_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def ranking_per_sample(
-    attention: torch.Tensor, class_losses: torch.Tensor, margin: float, gap_width: float = 0.0
+    attention: torch.Tensor,
+    class_losses: torch.Tensor,
+    margin: float,
+    gap_width: float = 0.0,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_attn (Eq. 10) per sample.
 
@@ -73,6 +77,9 @@ def ranking_per_sample(
     l_ci < l_cj: a pair whose heads' losses nearly tie (the negatives of a rare label, which every
     head predicts near 0) barely votes, one that a head wins by gap_width nats or more votes fully.
     gap_width 0 is the indicator.
+
+    class_weights (B, C), optional: each class's terms of each sample are multiplied by its weight
+    (`drfuse_loss` gives the classes a sample does not have `rank_negatives`).
     """
     a = _wide(attention)
     loss = class_losses.detach().to(a.dtype)
@@ -84,6 +91,8 @@ def ranking_per_sample(
     diff = a.unsqueeze(2) - a.unsqueeze(3)  # [b, c, i, j] = alpha_cj - alpha_ci
     off_diag = 1.0 - torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
     terms = torch.clamp(better * diff + margin, min=0.0) * off_diag
+    if class_weights is not None:
+        terms = terms * class_weights.to(a.dtype)[:, :, None, None]
     return terms.sum((1, 2, 3)) / (2 * a.shape[1])
 
 
@@ -101,7 +110,8 @@ def drfuse_loss(
 
     settings: lambda_jsd, lambda_orth, lambda_attn, margin, alignment ('jsd' | 'mse'),
     use_ranking (bool), the ranking loss's order of the heads, rank_order ('sample' | 'batch'), and
-    its pair weights, rank_gap (nats; 0 = Eq. 10's indicator; `ranking_per_sample`).
+    its pair weights, rank_gap (nats; 0 = Eq. 10's indicator; `ranking_per_sample`), and the weight
+    of its terms for the classes a sample does not have, rank_negatives (1 = Eq. 10).
     Terms that involve the CXR are computed on the paired rows only (their representations are NaN
     elsewhere) and enter the batch mean with weight 1/B each. `paired_rows`: the indices of those
     rows when the caller knows them without asking the device (the training engine's batches);
@@ -134,7 +144,12 @@ def drfuse_loss(
         order_losses = class_losses
         if settings["rank_order"] == "batch":
             order_losses = class_losses.mean(0, keepdim=True).expand_as(class_losses)
-        attn_i = ranking_per_sample(paired("attention"), order_losses, settings["margin"], settings["rank_gap"])
+        # a negative's heads all predict near 0, so their order is mostly noise; `rank_negatives` < 1
+        # lets the positives, whose heads' losses say which representation shows the disease, count more
+        weights = None if settings["rank_negatives"] == 1.0 else y + settings["rank_negatives"] * (1.0 - y)
+        attn_i = ranking_per_sample(
+            paired("attention"), order_losses, settings["margin"], settings["rank_gap"], weights
+        )
         paired_terms = (
             settings["lambda_jsd"] * align_i
             + settings["lambda_orth"] * orth_cxr_i

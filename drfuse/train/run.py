@@ -70,12 +70,13 @@ RESUMABLE_CHANGES = (
 # `model:` settings that best.pt files written before the setting existed do not record, each at
 # the value that reproduces how those runs were built and trained (the paper's behaviour, which the
 # code had before the setting was added): torchvision's ResNet width, the heads of Eq. 10 ordered
-# by each sample's losses with the indicator of Eq. 10, and the attention of Eqs. 5-6. The only
+# by each sample's losses with the indicator of Eq. 10 over every class, and the attention of Eqs. 5-6. The only
 # model defaults outside config.yaml, and read only by `stored_model_cfg`.
 OLD_RUN_MODEL_SETTINGS = {
     "cnn_width": 64,
     "rank_order": "sample",
     "rank_gap": 0.0,
+    "rank_negatives": 1.0,
     "attention_query": "mean",
     "attention_prior": "none",
 }
