@@ -110,7 +110,7 @@ def test_run_params_hold_only_what_the_model_reads_with_per_model_and_grid_merge
     cfg = config_mod.load("config.yaml")
     cfg["per_model"] = {
         "mmtm": {"train": {"lr": 0.5}, "model": {"mmtm_ratio": 8}},
-        "drfuse": {"model": {"margin": 0.2}},
+        "drfuse": {"model": {"rank_gap": 0.2}},
     }
     cfg["experiments"]["grid_search"].update(
         enabled=True, lambda_jsd=[0.0, 1.0], lambda_orth=[1.0], lambda_attn=[0.5], lr=[1e-4]
@@ -128,7 +128,7 @@ def test_run_params_hold_only_what_the_model_reads_with_per_model_and_grid_merge
     assert run_params("daft", cfg)["train"]["lr"] == cfg["train"]["lr"]  # another model's entry does not leak
     # a grid run is DrFuse: its per_model entry, then the grid point on top
     model, run_cfg = resolve_run("drfuse-g01", cfg)
-    assert model == "drfuse" and run_cfg["model"]["margin"] == 0.2 and run_cfg["model"]["lambda_jsd"] == 1.0
+    assert model == "drfuse" and run_cfg["model"]["rank_gap"] == 0.2 and run_cfg["model"]["lambda_jsd"] == 1.0
     assert run_params("drfuse-g01", cfg)["model"]["lambda_jsd"] == 1.0
     assert run_params("drfuse-g00", cfg)["model"]["lambda_jsd"] == 0.0
 
