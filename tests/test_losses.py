@@ -202,13 +202,12 @@ def test_mse_alignment():
     assert losses.mse_per_sample(a, b).item() == pytest.approx(2.5)  # (1 + 4) / 2
 
 
-def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_rows():
-    """One class, four paired stays (one positive) and one without CXR. Per stay, the EHR head
-    (logit 0) beats the CXR head on the three negatives; over the batch the CXR head is better
-    (mean BCE 0.61 vs 0.69), the shared head worst. The attention favours CXR > EHR > shared."""
+def _one_class_batch():
+    """One class, four paired stays (the first positive) and one without CXR; heads EHR (logit 0),
+    shared (logit 1), CXR (logit 3 on the positive, 0.2 on the negatives); attention EHR 0.2,
+    shared 0.1, CXR 0.7 everywhere. Returns (outputs, labels, has_cxr)."""
     labels = torch.tensor([[1], [0], [0], [0], [0]])
     has_cxr = torch.tensor([True, True, True, True, False])
-    nan = float("nan")
     out = {
         "logits": torch.zeros(5, 1),
         "ehr_shared": torch.randn(5, 4),
@@ -217,9 +216,17 @@ def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_row
         "cxr_distinct": torch.randn(5, 4),
         "aux_ehr": torch.zeros(5, 1),
         "aux_shared": torch.ones(5, 1),
-        "aux_cxr": torch.tensor([[3.0], [0.2], [0.2], [0.2], [nan]]),
+        "aux_cxr": torch.tensor([[3.0], [0.2], [0.2], [0.2], [float("nan")]]),
         "attention": torch.tensor([[[0.2, 0.1, 0.7]]]).expand(5, 1, 3),
     }
+    return out, labels, has_cxr
+
+
+def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_rows():
+    """One class, four paired stays (one positive) and one without CXR. Per stay, the EHR head
+    (logit 0) beats the CXR head on the three negatives; over the batch the CXR head is better
+    (mean BCE 0.61 vs 0.69), the shared head worst. The attention favours CXR > EHR > shared."""
+    out, labels, has_cxr = _one_class_batch()
     batch = {**SETTINGS, "rank_order": "batch"}
     _, parts = losses.drfuse_loss(out, labels, has_cxr, batch)
     assert float(parts["attn"]) == 0.0  # every ordering the batch's losses ask for holds
@@ -235,19 +242,7 @@ def test_rank_order_batch_ranks_the_heads_by_their_mean_loss_over_the_paired_row
 def test_rank_negatives_weighs_the_terms_of_the_classes_a_stay_does_not_have():
     """The stays and heads of the test above, ranked per stay: the positive's violated pair costs 0.1,
     each negative's 0.5. `rank_negatives` scales the negatives' part alone: 0 leaves the positive's."""
-    labels = torch.tensor([[1], [0], [0], [0], [0]])
-    has_cxr = torch.tensor([True, True, True, True, False])
-    out = {
-        "logits": torch.zeros(5, 1),
-        "ehr_shared": torch.randn(5, 4),
-        "ehr_distinct": torch.randn(5, 4),
-        "cxr_shared": torch.randn(5, 4),
-        "cxr_distinct": torch.randn(5, 4),
-        "aux_ehr": torch.zeros(5, 1),
-        "aux_shared": torch.ones(5, 1),
-        "aux_cxr": torch.tensor([[3.0], [0.2], [0.2], [0.2], [float("nan")]]),
-        "attention": torch.tensor([[[0.2, 0.1, 0.7]]]).expand(5, 1, 3),
-    }
+    out, labels, has_cxr = _one_class_batch()
     for weight in (1.0, 0.25, 0.0):
         total, parts = losses.drfuse_loss(out, labels, has_cxr, {**SETTINGS, "rank_negatives": weight})
         assert float(parts["attn"]) == pytest.approx((0.1 + weight * 3 * 0.5) / 2 / 4, abs=1e-6)
