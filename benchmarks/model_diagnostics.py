@@ -218,13 +218,14 @@ def training_shifts(folder: Path, channels) -> dict[str, float]:
 
     from drfuse.evaluate.inconsistency import shift_columns
     from drfuse.phenotypes import PHENOTYPES
+    from drfuse.train.run import ATTENTION_TOKENS
 
     saved = np.load(folder / "attention_train.npz")
     frame = pd.DataFrame({"stay_id": saved["stay_id"], "has_cxr": saved["has_cxr"]})
     out = {}
     for label, part in channels.groupby("label"):
         c = PHENOTYPES.index(label)
-        for j, token in enumerate(("ehr", "shared", "cxr")):
+        for j, token in enumerate(ATTENTION_TOKENS):
             frame[f"attn:{label}:{token}"] = saved["attention"][:, c, j]
         out[label] = shift_columns(frame, label, part.set_index("stay_id")["channel"])["attention_shift"]
     return out
@@ -266,7 +267,8 @@ def summary(args) -> None:
     evaluation = config_mod.load(args.config)["evaluation"]
     bootstrap = {k: evaluation[k] for k in ("n_bootstrap", "seed", "ci")}
     labels, groups, all_verdicts = check(paths, key, evaluation["planted"], describe_run, bootstrap)
-    channels = read_channels(key, read_label_groups(key)).to_pandas()
+    label_groups = read_label_groups(key)
+    channels = read_channels(key, label_groups).to_pandas()
     groups, verdicts = groups[groups["seed"] != MEAN], all_verdicts[all_verdicts["seed"] != MEAN]
     on_mean = all_verdicts[all_verdicts["seed"] == MEAN]
     present = [g for g in GROUPS if g != "none" and (groups["group"] == g).any()]
@@ -307,7 +309,6 @@ def summary(args) -> None:
                 "    on seed mean "
                 + "  ".join(f"{r.criterion} {verdict(r.value, r.passed, r.note)}" for r in mean.itertuples())
             )
-            label_groups = read_label_groups(key)
             aux = [aux_group_prauc(run_dir(out, model, s), label_groups) for s in args.seeds]
             for head in AUX_HEADS:
                 print(f"    {head:10s} " + "  ".join(f"{g} {spread([a[head].get(g) for a in aux])}" for g in present))

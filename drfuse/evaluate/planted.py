@@ -249,11 +249,11 @@ def planted_csv(labels: pd.DataFrame, groups: pd.DataFrame, verdicts: pd.DataFra
     # single-modality and inconsistent labels of the attention models; the uni-modal models' rows of
     # the inconsistent labels too (their channel AUROC)
     inconsistent = labels["group"] == inconsistency.GROUP
-    single = labels[
+    label_rows = labels[
         (labels["group"].isin(SINGLE) | inconsistent) & labels["attn_ehr"].notna()
         | inconsistent & labels["model"].isin(inconsistency.UNIMODAL)
     ]
-    parts = [groups.assign(section="group"), single.assign(section="label"), verdicts.assign(section="criterion")]
+    parts = [groups.assign(section="group"), label_rows.assign(section="label"), verdicts.assign(section="criterion")]
     columns = [
         "section",
         *RUN_KEYS,
