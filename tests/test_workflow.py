@@ -107,6 +107,8 @@ def test_default_config_passes_the_check_and_resolves_to_the_demo():
     assert config_mod.uses_builtin_data(cfg)
     assert cfg["model"]["backbone"] == raw["builtin_overrides"]["model"]["backbone"]
     assert "builtin_overrides" not in cfg
+    # the demo's from-scratch 48-px CNN trains with the flip only (docs/deviations.md, "built-in demo")
+    assert cfg["train"]["augment"] == {"flip_p": 0.5, "degrees": 0.0, "translate": 0.0, "scale": [1.0, 1.0]}
 
 
 def test_real_mimic_paths_keep_the_paper_settings():
@@ -115,6 +117,7 @@ def test_real_mimic_paths_keep_the_paper_settings():
     cfg = config_mod.checked_resolve(raw)
     assert cfg["model"]["backbone"] == "resnet50" and cfg["model"]["d_model"] == 256
     assert cfg["train"]["batch_size"] == 16 and cfg["train"]["lr"] == 1e-4
+    assert cfg["train"]["augment"] == {"flip_p": 0.5, "degrees": 45.0, "translate": 0.15, "scale": [0.85, 1.15]}
 
 
 def test_only_one_mimic_path_is_an_error_naming_both_settings():
