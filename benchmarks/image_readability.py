@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from drfuse.errors import UserError
+from drfuse.evaluate.inconsistency import channel_auroc
 from drfuse.images.cache import ImageCache
 from drfuse.synth.answer_key import DIR_NAME, GROUPS_FILE, read_channels, read_label_groups
 
@@ -64,19 +65,15 @@ def readability(
 ) -> pl.DataFrame:
     """One row per probed label: group, positives, probe AUROC, channel AUROC (inconsistent labels)."""
     out = []
+    stay_ids = stays["stay_id"].to_pandas()
     for label, group in groups.items():
         if group not in PROBED_GROUPS:
             continue
         positive = stays[label].to_numpy() == 1
-        channel = None
+        channel = None  # stay_id -> ehr / cxr / none, for an inconsistent label
         if group == "inconsistent":
-            channel = (
-                stays.select("stay_id")
-                .join(channels.filter(pl.col("label") == label), on="stay_id", how="left")["channel"]
-                .fill_null("none")
-                .to_numpy()
-            )
-            target = positive & (channel == "cxr")
+            channel = channels.filter(pl.col("label") == label).to_pandas().set_index("stay_id")["channel"]
+            target = positive & (stay_ids.map(channel) == "cxr").to_numpy()
         else:
             target = positive
         row = {
@@ -90,9 +87,8 @@ def readability(
             p = probe(pixels, target)
             row["probe_auroc"] = roc_auc_score(target, p)
             if channel is not None:
-                shown = positive & np.isin(channel, ("cxr", "ehr"))
-                if len(set(channel[shown])) == 2:
-                    row["channel_auroc"] = roc_auc_score(channel[shown] == "cxr", p[shown])
+                auroc = channel_auroc(stay_ids.to_frame(), p, channel)
+                row["channel_auroc"] = None if np.isnan(auroc) else auroc
         out.append(row)
     return pl.DataFrame(
         out,
